@@ -1,0 +1,1162 @@
+/* The root's side of the MVCC index: building ticks from batches, retiring
+ * what a commit supersedes, and reclaiming it once readers have passed.
+ *
+ * The retire rule, and why it is safe (see docs/ARCHITECTURE.md):
+ *  - A version superseded at t is read only by snapshots E < t: once every
+ *    online epoch is >= t nobody follows the pointer to it (a reader at
+ *    E >= t stops at the newer version, whose tick <= E).
+ *  - A deleted incarnation (rmdir at t) and everything in it: readers at
+ *    E >= t look at the incarnation's created/deleted ticks and go no
+ *    further, so its table and versions go at t; the incarnation header
+ *    itself is still looked at, so it is unlinked from its name then, and
+ *    freed with tag T+1 (T = the published tick at unlink time).
+ *  - A tombstone written at t hides the versions below it: they go at t
+ *    (they were retired as superseded versions). The tombstone itself is
+ *    what readers at E >= t find, so at t its slot is marked DELETED and the
+ *    tombstone freed with tag T+1.
+ *  - Anything replaced (a table, the name array) while building tick t is
+ *    retired at t: readers at E < t may hold it, readers at E >= t load the
+ *    new one, which was stored (release) before tick t was published.
+ * Retire entries are linked through the retired objects (obj.retire_next),
+ * so retiring never allocates.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { U_SHARED = 1, U_PLAIN, U_PUSH };
+
+#define TABLE_MIN_SLOTS 8u
+
+/* ---- bookkeeping ------------------------------------------------------- */
+
+static struct shm_bucket *bucket(struct shm_root *r, uint64_t tag)
+{
+	return &r->bk[tag % r->bk_cap];
+}
+
+/* Makes the bucket ring cover [bk_base, upto]. */
+static int buckets_cover(struct shm_root *r, uint64_t upto)
+{
+	if (upto < r->bk_base + r->bk_cap)
+		return 0;
+	uint64_t cap = r->bk_cap;
+	while (upto >= r->bk_base + cap)
+		cap *= 2;
+	struct shm_bucket *nb = calloc(cap, sizeof(*nb));
+	if (!nb)
+		return -ENOMEM;
+	for (uint64_t t = r->bk_base; t < r->bk_base + r->bk_cap; t++)
+		nb[t % cap] = r->bk[t % r->bk_cap];
+	free(r->bk);
+	r->bk = nb;
+	r->bk_cap = cap;
+	return 0;
+}
+
+static int undo_reserve(struct shm_root *r, size_t more)
+{
+	if (r->nundo + more <= r->undo_cap)
+		return 0;
+	size_t cap = r->undo_cap ? r->undo_cap * 2 : 256;
+	while (cap < r->nundo + more)
+		cap *= 2;
+	struct shm_undo *u = realloc(r->undo, cap * sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	r->undo = u;
+	r->undo_cap = cap;
+	return 0;
+}
+
+/* Every undo record is reserved before the write it covers, so an undo can
+ * never be lost to a failed allocation. */
+#define UNDO_SLACK 16
+
+static void set_shared(struct shm_root *r, _Atomic uint64_t *p, uint64_t v)
+{
+	r->undo[r->nundo++] = (struct shm_undo){U_SHARED, (void *)p, atomic_load_explicit(p, memory_order_relaxed)};
+	atomic_store_explicit(p, v, memory_order_release);
+}
+
+static void set_plain(struct shm_root *r, uint64_t *p, uint64_t v)
+{
+	r->undo[r->nundo++] = (struct shm_undo){U_PLAIN, p, *p};
+	*p = v;
+}
+
+static void retire(struct shm_root *r, uint64_t off, unsigned kind, uint64_t tag, uint64_t bytes, bool undoable)
+{
+	struct shm_obj *o = shm_at(r, off);
+	struct shm_bucket *b = bucket(r, tag);
+	o->retire_kind = kind;
+	o->retire_next = 0;
+	if (o->kind == SHM_OBJ_VERSION)
+		((struct shm_ver *)o)->flags |= SHM_VER_PENDING;
+	if (undoable)
+		r->undo[r->nundo++] = (struct shm_undo){U_PUSH, (void *)(uintptr_t)tag, b->tail};
+	if (b->tail)
+		((struct shm_obj *)shm_at(r, b->tail))->retire_next = off;
+	else
+		b->head = off;
+	b->tail = off;
+	b->count++;
+	b->bytes += bytes;
+	r->c.retired_objects++;
+	r->c.retired_bytes += bytes;
+}
+
+static uint64_t obj_bytes(struct shm_root *r, uint64_t off)
+{
+	return shm_arena_size_of(r->arena, off);
+}
+
+static void unpush(struct shm_root *r, uint64_t tag, uint64_t prev_tail)
+{
+	struct shm_bucket *b = bucket(r, tag);
+	uint64_t off = b->tail;
+	struct shm_obj *o = shm_at(r, off);
+	uint64_t bytes = o->retire_kind == R_DELINC ? ((struct shm_inc *)o)->bytes
+		       : o->retire_kind == R_UNLINK ? 0
+						    : obj_bytes(r, off);
+	if (o->kind == SHM_OBJ_VERSION)
+		((struct shm_ver *)o)->flags &= ~SHM_VER_PENDING;
+	b->tail = prev_tail;
+	if (prev_tail)
+		((struct shm_obj *)shm_at(r, prev_tail))->retire_next = 0;
+	else
+		b->head = 0;
+	b->count--;
+	b->bytes -= bytes;
+	r->c.retired_objects--;
+	r->c.retired_bytes -= bytes;
+}
+
+/* An allocation made for the batch being applied. If the batch is undone,
+ * the object may already have been seen by a reader probing the live
+ * structure, so it is retired, not freed. */
+static int alloc_obj(struct shm_root *r, uint64_t size, bool use_headroom, unsigned kind, uint64_t *off)
+{
+	if (r->nundone == r->undone_cap) {
+		size_t cap = r->undone_cap ? r->undone_cap * 2 : 64;
+		uint64_t *p = realloc(r->undone_allocs, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		r->undone_allocs = p;
+		r->undone_cap = cap;
+	}
+	int rc = shm_arena_alloc(r->arena, size, use_headroom, off);
+	if (rc < 0)
+		return rc;
+	struct shm_obj *o = shm_at(r, *off);
+	o->retire_next = 0;
+	o->kind = kind;
+	o->retire_kind = 0;
+	r->undone_allocs[r->nundone++] = *off;
+	return 0;
+}
+
+static void free_obj(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
+{
+	uint64_t bytes = obj_bytes(r, off);
+	shm_arena_free(r->arena, off);
+	r->reclaimed_objects++;
+	r->reclaimed_bytes += bytes;
+	if (rep) {
+		rep->objects_freed++;
+		rep->bytes_freed += bytes;
+	}
+}
+
+/* Frees a version and cuts the links its neighbours keep to it: both are
+ * alive (a version is freed only by its own retire entry, or as the head of
+ * a deleted incarnation, and each free cuts these links first). */
+static void free_version(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
+{
+	struct shm_ver *v = shm_at(r, off);
+	uint64_t older = atomic_load_explicit(&v->older, memory_order_relaxed);
+	if (v->newer) {
+		struct shm_ver *n = shm_at(r, v->newer);
+		if (atomic_load_explicit(&n->older, memory_order_relaxed) == off)
+			atomic_store_explicit(&n->older, 0, memory_order_relaxed);
+	}
+	if (older) {
+		struct shm_ver *o = shm_at(r, older);
+		if (o->newer == off)
+			o->newer = 0;
+	}
+	if (v->flags & SHM_VER_TOMB)
+		r->c.tombstones--;
+	free_obj(r, off, rep);
+}
+
+/* ---- lookups on the state being built ---------------------------------- */
+
+static struct shm_dir_array *dir_array(struct shm_root *r)
+{
+	return shm_at(r, atomic_load_explicit(&r->hdr->dirs, memory_order_relaxed));
+}
+
+static struct shm_dname *dname_at(struct shm_root *r, uint64_t off)
+{
+	return shm_at(r, off);
+}
+
+/* Index of the first name >= (name, len). */
+static uint64_t lower_bound(struct shm_root *r, const struct shm_dir_array *a, const char *name, size_t len)
+{
+	uint64_t lo = 0, hi = a->count;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		const struct shm_dname *d = dname_at(r, a->names[mid]);
+		if (shm_name_cmp(d->name, d->name_len, name, len) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static uint64_t find_dname(struct shm_root *r, const char *name, size_t len)
+{
+	const struct shm_dir_array *a = dir_array(r);
+	uint64_t i = lower_bound(r, a, name, len);
+	if (i < a->count) {
+		const struct shm_dname *d = dname_at(r, a->names[i]);
+		if (d->name_len == len && memcmp(d->name, name, len) == 0)
+			return a->names[i];
+	}
+	return 0;
+}
+
+/* The live incarnation (not deleted, in the state being built), or 0. */
+static uint64_t live_inc(struct shm_root *r, const char *name, size_t len)
+{
+	uint64_t dn = find_dname(r, name, len);
+	if (!dn)
+		return 0;
+	uint64_t inc = atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed);
+	if (!inc)
+		return 0;
+	struct shm_inc *in = shm_at(r, inc);
+	return atomic_load_explicit(&in->deleted, memory_order_relaxed) ? 0 : inc;
+}
+
+static const void *ver_key(const struct shm_ver *v)
+{
+	return (const uint8_t *)v + sizeof(*v);
+}
+
+static void *ver_value(struct shm_ver *v)
+{
+	return (uint8_t *)v + sizeof(*v) + shm_round8(v->key_len);
+}
+
+struct probe {
+	struct shm_slot *slot; /* the key's slot, or NULL */
+	struct shm_slot *free; /* first reusable slot on the probe path */
+	uint64_t head;         /* head version, 0 if none */
+};
+
+static void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h, const void *key, size_t klen,
+		      struct probe *p)
+{
+	uint64_t mask = t->nslots - 1;
+	p->slot = p->free = NULL;
+	p->head = 0;
+	for (uint64_t i = h & mask, n = 0; n < t->nslots; i = (i + 1) & mask, n++) {
+		struct shm_slot *s = &t->slots[i];
+		uint64_t node = atomic_load_explicit(&s->node, memory_order_relaxed);
+		if (node == SHM_SLOT_EMPTY) {
+			if (!p->free)
+				p->free = s;
+			return;
+		}
+		if (node == SHM_SLOT_DELETED) {
+			if (!p->free)
+				p->free = s;
+			continue;
+		}
+		if (atomic_load_explicit(&s->hash, memory_order_relaxed) != h)
+			continue;
+		struct shm_ver *v = shm_at(r, node);
+		if (v->key_len == klen && memcmp(ver_key(v), key, klen) == 0) {
+			p->slot = s;
+			p->head = node;
+			return;
+		}
+	}
+}
+
+/* ---- tables ------------------------------------------------------------ */
+
+static uint64_t table_bytes(uint64_t nslots)
+{
+	return sizeof(struct shm_table) + nslots * sizeof(struct shm_slot);
+}
+
+static int table_new(struct shm_root *r, uint64_t nslots, uint64_t *off)
+{
+	int rc = alloc_obj(r, table_bytes(nslots), false, SHM_OBJ_TABLE, off);
+	if (rc < 0)
+		return rc;
+	struct shm_table *t = shm_at(r, *off);
+	t->nslots = nslots;
+	t->used = 0;
+	t->live = 0;
+	memset(t->slots, 0, nslots * sizeof(struct shm_slot));
+	return 0;
+}
+
+/* Makes room for one more slot: replaces the table by a bigger (or cleaner)
+ * copy when live + DELETED slots would pass 3/4. */
+static int table_reserve(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
+{
+	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
+	struct shm_table *t = shm_at(r, toff);
+	if ((t->used + 1) * 4 <= t->nslots * 3)
+		return 0;
+	uint64_t entries = 0;
+	for (uint64_t i = 0; i < t->nslots; i++)
+		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) > SHM_SLOT_DELETED)
+			entries++;
+	uint64_t n = TABLE_MIN_SLOTS;
+	while (n < (entries + 1) * 2)
+		n *= 2;
+	uint64_t noff;
+	int rc = table_new(r, n, &noff);
+	if (rc < 0)
+		return rc;
+	struct shm_table *nt = shm_at(r, noff);
+	for (uint64_t i = 0; i < t->nslots; i++) {
+		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_relaxed);
+		if (node <= SHM_SLOT_DELETED)
+			continue;
+		uint64_t h = atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed);
+		uint64_t j = h & (n - 1);
+		while (atomic_load_explicit(&nt->slots[j].node, memory_order_relaxed))
+			j = (j + 1) & (n - 1);
+		atomic_store_explicit(&nt->slots[j].hash, h, memory_order_relaxed);
+		atomic_store_explicit(&nt->slots[j].node, node, memory_order_relaxed);
+	}
+	nt->used = entries;
+	nt->live = t->live;
+	uint64_t old_bytes = obj_bytes(r, toff);
+	set_plain(r, &inc->bytes, inc->bytes - old_bytes + obj_bytes(r, noff));
+	/* Release: a reader that loads the new table sees its slots filled. */
+	set_shared(r, &inc->table, noff);
+	retire(r, toff, R_FREE, tag, old_bytes, true);
+	return 0;
+}
+
+/* ---- operations -------------------------------------------------------- */
+
+static uint64_t building(const struct shm_root *r)
+{
+	return r->tick + 1;
+}
+
+static int op_put(struct shm_root *r, const struct shm_op *op)
+{
+	uint64_t t = building(r);
+	uint64_t incoff = live_inc(r, op->dir, op->dir_len);
+	if (!incoff)
+		return -ENOENT;
+	struct shm_inc *inc = shm_at(r, incoff);
+	uint64_t h = shm_hash(r->seed, op->key, op->key_len);
+	struct probe p;
+	probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key, op->key_len,
+		  &p);
+	struct shm_ver *head = p.head ? shm_at(r, p.head) : NULL;
+	bool present = head && !(head->flags & SHM_VER_TOMB);
+	const void *value = op->value;
+	size_t vlen = op->value_len;
+	uint8_t counter[8];
+
+	switch (op->kind) {
+	case SHM_OP_PUT_IF_ABSENT:
+		if (present)
+			return -EEXIST;
+		break;
+	case SHM_OP_PUT_IF_TICK:
+		if ((present ? head->tick : 0) != op->expected_tick)
+			return -ECANCELED;
+		break;
+	case SHM_OP_ADD: {
+		int64_t cur = 0, sum;
+		if (present) {
+			if (head->value_len != 8)
+				return -EINVAL;
+			uint64_t u = 0;
+			const uint8_t *b = ver_value(head);
+			for (int i = 7; i >= 0; i--)
+				u = (u << 8) | b[i];
+			memcpy(&cur, &u, sizeof(cur));
+		}
+		if (__builtin_add_overflow(cur, op->delta, &sum))
+			return -ERANGE;
+		uint64_t u;
+		memcpy(&u, &sum, sizeof(u));
+		for (int i = 0; i < 8; i++)
+			counter[i] = (uint8_t)(u >> (8 * i));
+		value = counter;
+		vlen = 8;
+		break;
+	}
+	default:
+		break;
+	}
+
+	if (!p.slot) {
+		int rc = table_reserve(r, inc, t);
+		if (rc < 0)
+			return rc;
+		/* The table may have been replaced: probe again for a free slot. */
+		probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key,
+			  op->key_len, &p);
+	}
+	uint64_t voff;
+	uint64_t vsize = shm_ver_size(op->key_len, vlen);
+	int rc = alloc_obj(r, vsize, false, SHM_OBJ_VERSION, &voff);
+	if (rc < 0)
+		return rc;
+	struct shm_ver *v = shm_at(r, voff);
+	v->tick = t;
+	atomic_store_explicit(&v->older, p.head, memory_order_relaxed);
+	v->newer = 0;
+	v->owner = incoff;
+	v->flags = 0;
+	v->key_len = (uint32_t)op->key_len;
+	v->value_len = vlen;
+	memcpy((uint8_t *)v + sizeof(*v), op->key, op->key_len);
+	if (vlen)
+		memcpy(ver_value(v), value, vlen);
+
+	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
+	uint64_t vbytes = obj_bytes(r, voff);
+	if (head) {
+		set_plain(r, &head->newer, voff);
+		uint64_t hbytes = obj_bytes(r, p.head);
+		/* inc->bytes leaves tombstones out: they are freed by their own
+		 * entries, never by an rmdir. */
+		set_plain(r, &inc->bytes, inc->bytes - (present ? hbytes : 0) + vbytes);
+		/* A tombstone is already on a retire list (R_UNLINK); it is
+		 * rescheduled as a superseded version when that entry runs. */
+		if (!(head->flags & SHM_VER_TOMB))
+			retire(r, p.head, R_VERSION, t, hbytes, true);
+		set_shared(r, &p.slot->node, voff);
+	} else {
+		struct shm_slot *s = p.free;
+		if (atomic_load_explicit(&s->node, memory_order_relaxed) == SHM_SLOT_EMPTY)
+			set_plain(r, &tab->used, tab->used + 1);
+		set_plain(r, &inc->bytes, inc->bytes + vbytes);
+		set_shared(r, &s->hash, h);
+		set_shared(r, &s->node, voff);
+	}
+	if (!present) {
+		set_plain(r, &tab->live, tab->live + 1);
+		r->c.keys++;
+	}
+	return shm_log_append(r, SHM_CHANGE_PUT, op->dir, op->dir_len, op->key, op->key_len);
+}
+
+static int op_del(struct shm_root *r, const struct shm_op *op)
+{
+	uint64_t t = building(r);
+	uint64_t incoff = live_inc(r, op->dir, op->dir_len);
+	if (!incoff)
+		return -ENOENT;
+	struct shm_inc *inc = shm_at(r, incoff);
+	uint64_t h = shm_hash(r->seed, op->key, op->key_len);
+	struct probe p;
+	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
+	probe_key(r, tab, h, op->key, op->key_len, &p);
+	struct shm_ver *head = p.head ? shm_at(r, p.head) : NULL;
+	if (!head || (head->flags & SHM_VER_TOMB))
+		return -ENOENT;
+	uint64_t voff;
+	int rc = alloc_obj(r, shm_ver_size(op->key_len, 0), true, SHM_OBJ_VERSION, &voff);
+	if (rc < 0)
+		return rc;
+	struct shm_ver *v = shm_at(r, voff);
+	v->tick = t;
+	atomic_store_explicit(&v->older, p.head, memory_order_relaxed);
+	v->newer = 0;
+	v->owner = incoff;
+	v->flags = SHM_VER_TOMB;
+	v->key_len = (uint32_t)op->key_len;
+	v->value_len = 0;
+	memcpy((uint8_t *)v + sizeof(*v), op->key, op->key_len);
+
+	uint64_t hbytes = obj_bytes(r, p.head);
+	set_plain(r, &head->newer, voff);
+	set_plain(r, &inc->bytes, inc->bytes - hbytes);
+	retire(r, p.head, R_VERSION, t, hbytes, true);
+	set_shared(r, &p.slot->node, voff);
+	retire(r, voff, R_UNLINK, t, 0, true);
+	set_plain(r, &tab->live, tab->live - 1);
+	r->c.keys--;
+	r->c.tombstones++;
+	return shm_log_append(r, SHM_CHANGE_DEL, op->dir, op->dir_len, op->key, op->key_len);
+}
+
+/* Publishes a copy of the name array with `add` inserted at index `at`
+ * (add != 0), or without the names whose incarnations are all gone. */
+static int names_replace(struct shm_root *r, uint64_t add, uint64_t at, uint64_t tag, bool undoable,
+			 uint64_t *dropped_list)
+{
+	uint64_t aoff = atomic_load_explicit(&r->hdr->dirs, memory_order_relaxed);
+	struct shm_dir_array *a = shm_at(r, aoff);
+	uint64_t n = a->count + (add ? 1 : 0);
+	uint64_t noff;
+	int rc = undoable ? alloc_obj(r, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, SHM_OBJ_DIRS, &noff)
+			  : shm_arena_alloc(r->arena, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, &noff);
+	if (rc < 0)
+		return rc;
+	struct shm_dir_array *na = shm_at(r, noff);
+	na->o.kind = SHM_OBJ_DIRS;
+	na->o.retire_next = 0;
+	uint64_t j = 0;
+	for (uint64_t i = 0; i <= a->count; i++) {
+		if (add && i == at)
+			na->names[j++] = add;
+		if (i == a->count)
+			break;
+		uint64_t dn = a->names[i];
+		if (!add && atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed) == 0) {
+			/* Chain the dropped names through retire_next for the caller. */
+			dname_at(r, dn)->o.retire_next = *dropped_list;
+			*dropped_list = dn;
+			continue;
+		}
+		na->names[j++] = dn;
+	}
+	na->count = j;
+	uint64_t old_bytes = obj_bytes(r, aoff);
+	if (undoable) {
+		set_shared(r, &r->hdr->dirs, noff);
+		retire(r, aoff, R_FREE, tag, old_bytes, true);
+	} else {
+		atomic_store_explicit(&r->hdr->dirs, noff, memory_order_release);
+		retire(r, aoff, R_FREE, tag, old_bytes, false);
+	}
+	return 0;
+}
+
+static int op_mkdir(struct shm_root *r, const struct shm_op *op)
+{
+	uint64_t t = building(r);
+	if (live_inc(r, op->dir, op->dir_len))
+		return -EEXIST;
+	uint64_t dn = find_dname(r, op->dir, op->dir_len);
+	bool created_name = !dn;
+	int rc;
+	if (!dn) {
+		rc = alloc_obj(r, sizeof(struct shm_dname) + op->dir_len + 1, false, SHM_OBJ_DNAME, &dn);
+		if (rc < 0)
+			return rc;
+		struct shm_dname *d = dname_at(r, dn);
+		atomic_store_explicit(&d->head, 0, memory_order_relaxed);
+		d->name_len = (uint32_t)op->dir_len;
+		d->reserved = 0;
+		memcpy(d->name, op->dir, op->dir_len);
+		d->name[op->dir_len] = 0;
+		uint64_t at = lower_bound(r, dir_array(r), op->dir, op->dir_len);
+		rc = names_replace(r, dn, at, t, true, NULL);
+		if (rc < 0)
+			return rc;
+	}
+	struct shm_dname *d = dname_at(r, dn);
+	uint64_t toff, ioff;
+	rc = table_new(r, TABLE_MIN_SLOTS, &toff);
+	if (rc < 0)
+		return rc;
+	rc = alloc_obj(r, sizeof(struct shm_inc), false, SHM_OBJ_INC, &ioff);
+	if (rc < 0)
+		return rc;
+	struct shm_inc *inc = shm_at(r, ioff);
+	uint64_t older = atomic_load_explicit(&d->head, memory_order_relaxed);
+	inc->created = t;
+	atomic_store_explicit(&inc->deleted, 0, memory_order_relaxed);
+	atomic_store_explicit(&inc->older, older, memory_order_relaxed);
+	atomic_store_explicit(&inc->table, toff, memory_order_relaxed);
+	inc->dname = dn;
+	inc->newer = 0;
+	inc->reclaim_pos = 0;
+	inc->bytes = obj_bytes(r, toff);
+	if (older)
+		set_plain(r, &((struct shm_inc *)shm_at(r, older))->newer, ioff);
+	else if (!created_name && r->empty_names)
+		r->empty_names--;
+	set_shared(r, &d->head, ioff);
+	r->c.dirs++;
+	return shm_log_append(r, SHM_CHANGE_MKDIR, op->dir, op->dir_len, NULL, 0);
+}
+
+static int op_rmdir(struct shm_root *r, const struct shm_op *op)
+{
+	uint64_t t = building(r);
+	const struct shm_dir_array *a = dir_array(r);
+	uint64_t removed = 0;
+	for (uint64_t i = lower_bound(r, a, op->dir, op->dir_len); i < a->count; i++) {
+		struct shm_dname *d = dname_at(r, a->names[i]);
+		if (d->name_len < op->dir_len || memcmp(d->name, op->dir, op->dir_len) != 0)
+			break;
+		uint64_t ioff = atomic_load_explicit(&d->head, memory_order_relaxed);
+		if (!ioff)
+			continue;
+		struct shm_inc *inc = shm_at(r, ioff);
+		if (atomic_load_explicit(&inc->deleted, memory_order_relaxed))
+			continue;
+		int rc = undo_reserve(r, UNDO_SLACK);
+		if (rc < 0)
+			return rc;
+		struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
+		set_shared(r, &inc->deleted, t);
+		inc->reclaim_pos = 0;
+		retire(r, ioff, R_DELINC, t, inc->bytes, true);
+		r->c.dirs--;
+		r->c.keys -= tab->live;
+		r->c.tombstones++;
+		removed++;
+	}
+	if (!removed)
+		return -ENOENT;
+	return shm_log_append(r, SHM_CHANGE_RMDIR, op->dir, op->dir_len, NULL, 0);
+}
+
+/* ---- batches ----------------------------------------------------------- */
+
+bool shm_dir_name_valid(const char *dir, size_t len)
+{
+	if (!dir || len == 0 || len > SHMSYNC_MAX_DIR || dir[0] != '/' || dir[len - 1] != '/')
+		return false;
+	if (memchr(dir, 0, len))
+		return false;
+	/* Components between slashes: not empty, not "." or "..". */
+	size_t start = 1;
+	for (size_t i = 1; i < len; i++) {
+		if (dir[i] != '/')
+			continue;
+		size_t n = i - start;
+		if (n == 0 || (n == 1 && dir[start] == '.') || (n == 2 && dir[start] == '.' && dir[start + 1] == '.'))
+			return false;
+		start = i + 1;
+	}
+	return true;
+}
+
+int shm_op_check(const struct shm_op *op)
+{
+	if (op->kind < SHM_OP_PUT || op->kind > SHM_OP_RMDIR)
+		return -EINVAL;
+	if (!op->dir || op->dir_len > SHMSYNC_MAX_DIR)
+		return op->dir ? -ENAMETOOLONG : -EINVAL;
+	if (!shm_dir_name_valid(op->dir, op->dir_len))
+		return -EINVAL;
+	if (op->kind == SHM_OP_MKDIR || op->kind == SHM_OP_RMDIR)
+		return 0;
+	if (op->key_len > SHMSYNC_MAX_KEY)
+		return -ENAMETOOLONG;
+	if (op->key_len == 0 || !op->key)
+		return -EINVAL;
+	if (op->kind == SHM_OP_PUT || op->kind == SHM_OP_PUT_IF_ABSENT || op->kind == SHM_OP_PUT_IF_TICK) {
+		if (op->value_len > SHMSYNC_MAX_VALUE)
+			return -EMSGSIZE;
+		if (op->value_len && !op->value)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+size_t shm_batch_log_bytes(const struct shm_op *ops, size_t n)
+{
+	size_t bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool dir_only = ops[i].kind == SHM_OP_MKDIR || ops[i].kind == SHM_OP_RMDIR;
+		/* A record may force a pad record before it at the ring's end. */
+		bytes += 2 * shm_logrec_size(ops[i].dir_len, dir_only ? 0 : ops[i].key_len);
+	}
+	return bytes;
+}
+
+size_t shm_root_max_batch_log_bytes(const struct shm_root *r)
+{
+	return r->hdr->log_size / 2;
+}
+
+static void undo_to(struct shm_root *r, size_t mark, size_t allocs_mark)
+{
+	while (r->nundo > mark) {
+		struct shm_undo *u = &r->undo[--r->nundo];
+		switch (u->kind) {
+		case U_SHARED:
+			atomic_store_explicit((_Atomic uint64_t *)u->addr, u->old, memory_order_release);
+			break;
+		case U_PLAIN:
+			*(uint64_t *)u->addr = u->old;
+			break;
+		case U_PUSH:
+			unpush(r, (uint64_t)(uintptr_t)u->addr, u->old);
+			break;
+		}
+	}
+	/* Pushed after the pops above, so the pops took their own entries. */
+	uint64_t t = building(r);
+	while (r->nundone > allocs_mark) {
+		uint64_t off = r->undone_allocs[--r->nundone];
+		struct shm_obj *o = shm_at(r, off);
+		/* Not a tombstone any more: freeing it must not count one. */
+		if (o->kind == SHM_OBJ_VERSION)
+			((struct shm_ver *)o)->flags &= ~SHM_VER_TOMB;
+		retire(r, off, R_FREE, t, obj_bytes(r, off), false);
+	}
+}
+
+int shm_commit_begin(struct shm_root *r)
+{
+	int rc = buckets_cover(r, r->tick + 1);
+	if (rc < 0)
+		return rc;
+	r->building = true;
+	r->applied = 0;
+	r->log_tick_start = r->log_head;
+	return 0;
+}
+
+int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size_t *failed_op)
+{
+	size_t dummy;
+	if (!failed_op)
+		failed_op = &dummy;
+	*failed_op = 0;
+	if (!r->building)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int rc = shm_op_check(&ops[i]);
+		if (rc < 0) {
+			*failed_op = i;
+			return rc;
+		}
+	}
+	size_t need = shm_batch_log_bytes(ops, n);
+	if (need > shm_root_max_batch_log_bytes(r))
+		return -E2BIG;
+	if (r->log_head - r->log_tick_start + need > shm_root_max_batch_log_bytes(r))
+		return -ENOBUFS;
+
+	r->nundone = 0;
+	size_t mark = r->nundo;
+	uint64_t log_mark = r->log_head;
+	struct shm_counters saved = r->c;
+	uint64_t empty_saved = r->empty_names;
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		rc = undo_reserve(r, UNDO_SLACK);
+		if (rc < 0) {
+			*failed_op = i;
+			break;
+		}
+		switch (ops[i].kind) {
+		case SHM_OP_MKDIR:
+			rc = op_mkdir(r, &ops[i]);
+			break;
+		case SHM_OP_RMDIR:
+			rc = op_rmdir(r, &ops[i]);
+			break;
+		case SHM_OP_DEL:
+			rc = op_del(r, &ops[i]);
+			break;
+		default:
+			rc = op_put(r, &ops[i]);
+			break;
+		}
+		if (rc < 0) {
+			*failed_op = i;
+			break;
+		}
+	}
+	if (rc < 0) {
+		undo_to(r, mark, 0);
+		r->c.dirs = saved.dirs;
+		r->c.keys = saved.keys;
+		r->c.tombstones = saved.tombstones;
+		r->empty_names = empty_saved;
+		r->log_head = log_mark;
+		return rc;
+	}
+	r->nundo = mark;
+	r->nundone = 0;
+	r->applied++;
+	return 0;
+}
+
+int shm_commit_publish(struct shm_root *r, uint64_t *tick)
+{
+	if (!r->building)
+		return -EINVAL;
+	r->building = false;
+	r->nundo = 0;
+	if (!r->applied)
+		return 0;
+	struct shm_hdr *h = r->hdr;
+	uint64_t t = r->tick + 1;
+	/* Seqlock: readers retry while pub_seq is odd or changed. */
+	uint64_t seq = atomic_load_explicit(&h->pub_seq, memory_order_relaxed);
+	atomic_store_explicit(&h->pub_seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&h->pub_tick, t, memory_order_relaxed);
+	atomic_store_explicit(&h->pub_log_end, r->log_head, memory_order_relaxed);
+	atomic_store_explicit(&h->pub_seq, seq + 2, memory_order_release);
+	/* Every byte of the commit is in place: publish the tick. */
+	atomic_store_explicit(&h->tick, t, memory_order_release);
+	atomic_fetch_add_explicit(&h->tick_futex, 1, memory_order_release);
+	r->tick = t;
+	r->next_safe = 0;
+	atomic_store_explicit(&h->stat_bytes_in_use, shm_arena_bytes_in_use(r->arena), memory_order_relaxed);
+	atomic_store_explicit(&h->stat_tombstones, r->c.tombstones, memory_order_relaxed);
+	if (tick)
+		*tick = t;
+	return 1;
+}
+
+/* ---- reclamation ------------------------------------------------------- */
+
+static void bucket_pop(struct shm_root *r, struct shm_bucket *b, uint64_t bytes)
+{
+	struct shm_obj *o = shm_at(r, b->head);
+	b->head = o->retire_next;
+	if (!b->head)
+		b->tail = 0;
+	b->count--;
+	b->bytes -= bytes;
+	r->c.retired_objects--;
+	r->c.retired_bytes -= bytes;
+	o->retire_next = 0;
+	if (o->kind == SHM_OBJ_VERSION)
+		((struct shm_ver *)o)->flags &= ~SHM_VER_PENDING;
+}
+
+/* A tombstone whose tick every reader has passed. */
+static void unlink_tombstone(struct shm_root *r, uint64_t off, uint64_t min_epoch, struct shm_reclaim_report *rep)
+{
+	struct shm_ver *x = shm_at(r, off);
+	uint64_t bytes = obj_bytes(r, off);
+	if (x->newer) {
+		/* Superseded by a put at t2: now an ordinary superseded version. */
+		uint64_t t2 = ((struct shm_ver *)shm_at(r, x->newer))->tick;
+		if (t2 <= min_epoch)
+			free_version(r, off, rep);
+		else
+			retire(r, off, R_VERSION, t2, bytes, false);
+		return;
+	}
+	struct shm_inc *inc = shm_at(r, x->owner);
+	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
+	uint64_t h = shm_hash(r->seed, ver_key(x), x->key_len);
+	uint64_t mask = tab->nslots - 1;
+	for (uint64_t i = h & mask, n = 0; n < tab->nslots; i = (i + 1) & mask, n++) {
+		uint64_t node = atomic_load_explicit(&tab->slots[i].node, memory_order_relaxed);
+		if (node == SHM_SLOT_EMPTY)
+			break;
+		if (node == off) {
+			/* No snapshot can see the key: its slot goes, probes pass it. */
+			atomic_store_explicit(&tab->slots[i].node, SHM_SLOT_DELETED, memory_order_release);
+			break;
+		}
+	}
+	/* Readers at the published tick may still stand on it. */
+	retire(r, off, R_FREE, r->tick + 1, bytes, false);
+}
+
+/* Frees the entries and table of a deleted incarnation, at most `room`
+ * entries per call; false when it must be called again. */
+static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, size_t *done,
+			struct shm_reclaim_report *rep)
+{
+	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
+	struct shm_table *tab = shm_at(r, toff);
+	while (inc->reclaim_pos < tab->nslots) {
+		if (room && *done >= room)
+			return false;
+		uint64_t node = atomic_load_explicit(&tab->slots[inc->reclaim_pos++].node, memory_order_relaxed);
+		if (node <= SHM_SLOT_DELETED)
+			continue;
+		struct shm_ver *v = shm_at(r, node);
+		/* Versions below the head were retired when superseded and are
+		 * freed by their own entries; the head is this entry's to free. */
+		if (!(v->flags & SHM_VER_PENDING)) {
+			free_version(r, node, rep);
+			(*done)++;
+		}
+	}
+	return true;
+}
+
+static void delinc_finish(struct shm_root *r, uint64_t ioff, struct shm_reclaim_report *rep)
+{
+	struct shm_inc *inc = shm_at(r, ioff);
+	free_obj(r, atomic_load_explicit(&inc->table, memory_order_relaxed), rep);
+	atomic_store_explicit(&inc->table, 0, memory_order_relaxed);
+	/* Older incarnations were deleted earlier and are gone already; unlink
+	 * this one from its name. Readers at E >= deleted skip it either way. */
+	if (inc->newer) {
+		struct shm_inc *n = shm_at(r, inc->newer);
+		atomic_store_explicit(&n->older, 0, memory_order_release);
+	} else {
+		struct shm_dname *d = dname_at(r, inc->dname);
+		atomic_store_explicit(&d->head, 0, memory_order_release);
+		r->empty_names++;
+	}
+	retire(r, ioff, R_FREE, r->tick + 1, obj_bytes(r, ioff), false);
+}
+
+static void free_retired(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
+{
+	struct shm_obj *o = shm_at(r, off);
+	switch (o->kind) {
+	case SHM_OBJ_VERSION:
+		free_version(r, off, rep);
+		break;
+	case SHM_OBJ_INC:
+		if (atomic_load_explicit(&((struct shm_inc *)o)->deleted, memory_order_relaxed))
+			r->c.tombstones--;
+		free_obj(r, off, rep);
+		break;
+	default:
+		free_obj(r, off, rep);
+		break;
+	}
+}
+
+static void compact_names(struct shm_root *r)
+{
+	const struct shm_dir_array *a = dir_array(r);
+	if (!r->empty_names || r->empty_names * 16 < a->count)
+		return;
+	uint64_t dropped = 0;
+	if (names_replace(r, 0, 0, r->tick + 1, false, &dropped) < 0)
+		return;
+	while (dropped) {
+		uint64_t next = ((struct shm_obj *)shm_at(r, dropped))->retire_next;
+		retire(r, dropped, R_FREE, r->tick + 1, obj_bytes(r, dropped), false);
+		dropped = next;
+	}
+	r->empty_names = 0;
+}
+
+int shm_reclaim(struct shm_root *r, uint64_t min_epoch, uint64_t min_cursor, size_t budget,
+		struct shm_reclaim_report *rep)
+{
+	struct shm_reclaim_report dummy;
+	if (!rep)
+		rep = &dummy;
+	memset(rep, 0, sizeof(*rep));
+	if (r->building)
+		return -EBUSY;
+	r->min_cursor_hint = min_cursor;
+	shm_log_reclaim(r, min_cursor, rep);
+	uint64_t last = r->tick + 1;
+	int rc = buckets_cover(r, last);
+	if (rc < 0)
+		return rc;
+	size_t done = 0;
+	/* Entries of the unpublished tag may be freed only if they were
+	 * retired before the caller's scan: before this call. */
+	uint64_t safe_next = r->next_safe;
+	while (r->bk_base <= last && r->bk_base <= min_epoch) {
+		uint64_t t = r->bk_base;
+		struct shm_bucket *b = bucket(r, t);
+		while (b->head && (t < last || safe_next)) {
+			if (budget && done >= budget) {
+				rep->more = true;
+				goto out;
+			}
+			uint64_t off = b->head;
+			struct shm_obj *o = shm_at(r, off);
+			unsigned kind = o->retire_kind;
+			if (kind == R_DELINC && !delinc_step(r, (struct shm_inc *)o, budget, &done, rep)) {
+				rep->more = true;
+				goto out;
+			}
+			uint64_t bytes = kind == R_DELINC   ? ((struct shm_inc *)o)->bytes
+					 : kind == R_UNLINK ? 0
+							    : obj_bytes(r, off);
+			bucket_pop(r, b, bytes);
+			if (t == last)
+				safe_next--;
+			switch (kind) {
+			case R_UNLINK:
+				unlink_tombstone(r, off, min_epoch, rep);
+				break;
+			case R_DELINC:
+				delinc_finish(r, off, rep);
+				break;
+			default:
+				free_retired(r, off, rep);
+				break;
+			}
+			done++;
+		}
+		if (b->head || t == last)
+			break;
+		r->bk_base++;
+	}
+out:
+	compact_names(r);
+	r->next_safe = bucket(r, last)->count;
+	atomic_store_explicit(&r->hdr->stat_bytes_in_use, shm_arena_bytes_in_use(r->arena), memory_order_relaxed);
+	atomic_store_explicit(&r->hdr->stat_tombstones, r->c.tombstones, memory_order_relaxed);
+	atomic_store_explicit(&r->hdr->stat_reclaimed_objects, r->reclaimed_objects, memory_order_relaxed);
+	atomic_store_explicit(&r->hdr->stat_reclaimed_bytes, r->reclaimed_bytes, memory_order_relaxed);
+	return 0;
+}
+
+uint64_t shm_retired_bytes(const struct shm_root *r, uint64_t tick)
+{
+	if (tick < r->bk_base || tick >= r->bk_base + r->bk_cap)
+		return 0;
+	return r->bk[tick % r->bk_cap].bytes;
+}
+
+/* ---- the root context -------------------------------------------------- */
+
+int shm_root_create(struct shm_root **out, const struct shm_root_opts *opts, struct shm_err *err)
+{
+	struct shm_root_opts o = opts ? *opts : (struct shm_root_opts){0};
+	struct shm_err local;
+	if (!err)
+		err = &local;
+	err->msg[0] = 0;
+	int rc;
+	if (!o.capacity) {
+		rc = shm_capacity_default(&o.capacity, err);
+		if (rc < 0)
+			return rc;
+	}
+	o.capacity &= ~(size_t)(SHM_ARENA_PAGE - 1);
+	if (!o.log_bytes) {
+		o.log_bytes = o.capacity / 16;
+		if (o.log_bytes > ((size_t)64 << 20))
+			o.log_bytes = (size_t)64 << 20;
+	}
+	if (o.log_bytes < ((size_t)64 << 10))
+		o.log_bytes = (size_t)64 << 10;
+	o.log_bytes = (o.log_bytes + SHM_ARENA_PAGE - 1) / SHM_ARENA_PAGE * SHM_ARENA_PAGE;
+	if (o.log_bytes > o.capacity / 4) {
+		snprintf(err->msg, sizeof(err->msg), "log of %zu bytes does not fit a capacity of %zu (at most 1/4)",
+			 o.log_bytes, o.capacity);
+		return -EINVAL;
+	}
+	if (!o.headroom) {
+		o.headroom = o.capacity / 64;
+		if (o.headroom < ((size_t)256 << 10))
+			o.headroom = (size_t)256 << 10;
+	}
+
+	struct shm_root *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	rc = shm_seg_create(&r->seg, o.capacity, SHM_HDR_SIZE + o.log_bytes + ((size_t)1 << 20), err);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
+	r->hdr = r->seg.hdr;
+	r->base = r->seg.base;
+	r->seed = r->hdr->hash_seed;
+	r->poison = o.poison;
+	rc = shm_arena_create(&r->arena, &r->seg, SHM_HDR_SIZE, o.headroom, err);
+	if (rc < 0)
+		goto fail;
+	shm_arena_set_poison(r->arena, o.poison);
+	uint64_t log_off, dirs_off;
+	rc = shm_arena_alloc(r->arena, o.log_bytes, true, &log_off);
+	if (rc < 0) {
+		snprintf(err->msg, sizeof(err->msg), "allocating the change log (%zu bytes) failed", o.log_bytes);
+		goto fail;
+	}
+	rc = shm_arena_alloc(r->arena, sizeof(struct shm_dir_array) + sizeof(uint64_t), true, &dirs_off);
+	if (rc < 0)
+		goto fail;
+	struct shm_dir_array *a = shm_at(r, dirs_off);
+	a->o = (struct shm_obj){0, SHM_OBJ_DIRS, 0};
+	a->count = 0;
+	r->bk_cap = 64;
+	r->bk = calloc(r->bk_cap, sizeof(*r->bk));
+	if (!r->bk) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	r->tick = 1;
+	r->bk_base = 1;
+	struct shm_hdr *h = r->hdr;
+	h->log_off = log_off;
+	h->log_size = o.log_bytes;
+	atomic_store_explicit(&h->log_tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->dirs, dirs_off, memory_order_relaxed);
+	atomic_store_explicit(&h->pub_tick, 1, memory_order_relaxed);
+	atomic_store_explicit(&h->pub_log_end, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->tick, 1, memory_order_release);
+	*out = r;
+	return 0;
+fail:
+	shm_root_destroy(r);
+	return rc;
+}
+
+void shm_root_destroy(struct shm_root *r)
+{
+	if (!r)
+		return;
+	shm_arena_destroy(r->arena);
+	shm_seg_close(&r->seg);
+	free(r->bk);
+	free(r->undo);
+	free(r->undone_allocs);
+	free(r);
+}
+
+struct shm_seg *shm_root_seg(struct shm_root *r)
+{
+	return &r->seg;
+}
+
+struct shm_arena *shm_root_arena(struct shm_root *r)
+{
+	return r->arena;
+}
+
+uint64_t shm_root_tick(const struct shm_root *r)
+{
+	return r->tick;
+}
+
+void shm_root_stats(const struct shm_root *r, struct shm_stats *st)
+{
+	struct shm_arena_stats as;
+	shm_arena_stats(r->arena, &as);
+	memset(st, 0, sizeof(*st));
+	st->tick = r->tick;
+	st->capacity = r->seg.capacity;
+	st->segment_size = r->seg.size;
+	st->bytes_in_use = as.bytes_in_use;
+	st->bytes_free = as.bytes_free;
+	st->high_water = as.high_water;
+	st->pages_top = as.pages_top;
+	st->large_objects = as.large_objects;
+	st->directories = r->c.dirs;
+	st->keys = r->c.keys;
+	st->tombstones = r->c.tombstones;
+	st->retired_objects = r->c.retired_objects;
+	st->retired_bytes = r->c.retired_bytes;
+	st->reclaimed_objects = r->reclaimed_objects;
+	st->reclaimed_bytes = r->reclaimed_bytes;
+	st->log_size = r->hdr->log_size;
+	st->log_bytes_used = r->log_head - atomic_load_explicit(&r->hdr->log_tail, memory_order_relaxed);
+	st->log_overruns = r->log_overruns;
+	memcpy(st->classes, as.classes, sizeof(st->classes));
+}

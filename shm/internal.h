@@ -1,0 +1,92 @@
+/* Declarations shared by the shm layer's own files; not part of any API. */
+#ifndef SHMSYNC_INTERNAL_H
+#define SHMSYNC_INTERNAL_H
+
+#include <string.h>
+#include <xxhash.h>
+
+#include "layout.h"
+#include "shm.h"
+
+/* Kinds of retire-list entries. */
+enum shm_retire_kind {
+	R_VERSION = 1, /* a superseded version: free it */
+	R_UNLINK,      /* a tombstone at the head of its key: unlink the key, free later */
+	R_DELINC,      /* a deleted incarnation: free its entries and table, unlink it */
+	R_FREE,        /* unreachable (unlinked or replaced): free it */
+};
+
+/* Retire entries waiting for readers to pass a tick, in FIFO order. */
+struct shm_bucket {
+	uint64_t head, tail;
+	uint64_t count, bytes;
+};
+
+struct shm_undo {
+	uint8_t kind;
+	void *addr;
+	uint64_t old;
+};
+
+struct shm_counters {
+	uint64_t dirs, keys, tombstones;
+	uint64_t retired_objects, retired_bytes;
+};
+
+struct shm_root {
+	struct shm_seg seg;
+	struct shm_arena *arena;
+	struct shm_hdr *hdr;
+	uint8_t *base;
+	uint64_t seed;
+	uint64_t tick; /* published */
+	bool building;
+	unsigned applied; /* batches applied to the tick being built */
+
+	/* Bucket for tag t is bk[t % bk_cap], for t in [bk_base, bk_base + bk_cap). */
+	struct shm_bucket *bk;
+	uint64_t bk_base, bk_cap;
+	uint64_t next_safe; /* entries of bucket tick+1 a reclaim may free */
+
+	struct shm_undo *undo;
+	size_t nundo, undo_cap;
+	uint64_t *undone_allocs;
+	size_t nundone, undone_cap;
+
+	/* Change log (writer side). */
+	uint64_t log_head;       /* next write position */
+	uint64_t log_tick_start; /* log_head when the tick being built began */
+	uint64_t min_cursor_hint;
+	uint64_t log_overruns;
+
+	uint64_t empty_names; /* names whose incarnations are all gone */
+	struct shm_counters c;
+	uint64_t reclaimed_objects, reclaimed_bytes;
+	bool poison;
+};
+
+static inline void *shm_at(const struct shm_root *r, uint64_t off)
+{
+	return r->base + off;
+}
+
+static inline uint64_t shm_hash(uint64_t seed, const void *key, size_t len)
+{
+	return XXH3_64bits_withSeed(key, len, seed);
+}
+
+/* Lexicographic byte order, shorter first on a common prefix. */
+static inline int shm_name_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+	int c = memcmp(a, b, an < bn ? an : bn);
+	if (c)
+		return c;
+	return an < bn ? -1 : an > bn;
+}
+
+/* log.c: the writer's side of the change log. */
+int shm_log_append(struct shm_root *r, int kind, const char *dir, size_t dir_len, const void *key,
+		   size_t key_len);
+void shm_log_reclaim(struct shm_root *r, uint64_t min_cursor, struct shm_reclaim_report *rep);
+
+#endif

@@ -1,0 +1,175 @@
+/* On-segment layout: every struct here lives in shared memory, addressed by
+ * offsets from the segment base, never by pointers. The root is the only
+ * writer. Fields readers load concurrently with the root's writes are C11
+ * atomics; the order of each store and load is stated where it matters.
+ * Fields marked "root only" are never read by readers.
+ */
+#ifndef SHMSYNC_LAYOUT_H
+#define SHMSYNC_LAYOUT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define SHM_MAGIC 0x434e595353484d53ull /* "SHMSSYNC" read as little-endian bytes */
+#define SHM_LAYOUT_VERSION 1u
+#define SHM_HDR_SIZE 4096u /* the data area starts here */
+
+/* Segment header, at offset 0. Padded to SHM_HDR_SIZE. */
+struct shm_hdr {
+	uint64_t magic;
+	uint32_t layout_version;
+	uint32_t hdr_size;
+	uint64_t capacity;
+	uint32_t page_size;
+	uint32_t reserved0;
+	uint64_t hash_seed;
+	/* Bytes backed by the file. Stored (release) only after ftruncate and
+	 * populate succeeded; readers check every offset against it (acquire). */
+	_Atomic uint64_t size;
+
+	/* Publication. tick is stored (release) after every byte of the commit
+	 * is in place; tick_futex changes with every publish. pub_seq is a
+	 * seqlock over (pub_tick, pub_log_end): odd while the root writes. */
+	_Atomic uint64_t tick;
+	_Atomic uint32_t tick_futex;
+	uint32_t reserved1;
+	_Atomic uint64_t pub_seq;
+	_Atomic uint64_t pub_tick;
+	_Atomic uint64_t pub_log_end;
+
+	/* Offset of the current struct shm_dir_array (release on replace). */
+	_Atomic uint64_t dirs;
+
+	/* The change log: a ring of log_size bytes at log_off. Byte positions
+	 * are monotonic; the ring offset is pos % log_size. log_tail is the
+	 * oldest retained position, stored (release) before the bytes below it
+	 * are overwritten. */
+	uint64_t log_off;
+	uint64_t log_size;
+	_Atomic uint64_t log_tail;
+
+	/* Statistics for tools, written by the root (relaxed). */
+	_Atomic uint64_t stat_bytes_in_use;
+	_Atomic uint64_t stat_tombstones;
+	_Atomic uint64_t stat_reclaimed_objects;
+	_Atomic uint64_t stat_reclaimed_bytes;
+};
+
+/* Every allocated object begins with this; retire lists are linked through
+ * it, so retiring never allocates. */
+struct shm_obj {
+	uint64_t retire_next; /* root only */
+	uint32_t kind;        /* enum shm_obj_kind; root only */
+	uint32_t retire_kind; /* enum shm_retire_kind while on a list; root only */
+};
+
+enum shm_obj_kind {
+	SHM_OBJ_VERSION = 1,
+	SHM_OBJ_TABLE,
+	SHM_OBJ_INC,
+	SHM_OBJ_DNAME,
+	SHM_OBJ_DIRS,
+};
+
+#define SHM_VER_TOMB 1u    /* a key tombstone: the key is absent from tick on */
+#define SHM_VER_PENDING 2u /* on a retire list (root only) */
+
+/* One version of one key. Versions of a key form a chain, newest first,
+ * from the key's table slot. The key is stored in every version so that a
+ * get touches the slot and one node. Value bytes follow the key, padded to
+ * 8 bytes, so values are 8-byte aligned. */
+struct shm_ver {
+	struct shm_obj o;
+	uint64_t tick;         /* the commit that wrote it */
+	_Atomic uint64_t older; /* previous version, 0 at the end */
+	uint64_t newer;        /* root only: the version that superseded this */
+	uint64_t owner;        /* root only: the incarnation it belongs to */
+	uint32_t flags;
+	uint32_t key_len;
+	uint64_t value_len;
+	/* key[key_len], padding to 8, value[value_len] */
+};
+
+#define SHM_SLOT_EMPTY 0u
+#define SHM_SLOT_DELETED 1u
+
+/* A slot of a directory's hash table. Insert stores hash (relaxed) then
+ * node (release); a reader loads node (acquire), then hash. A slot whose key
+ * no snapshot can see any more becomes DELETED (probes go on past it). */
+struct shm_slot {
+	_Atomic uint64_t hash;
+	_Atomic uint64_t node;
+};
+
+/* Open addressing, linear probing, power-of-two size. Replaced, never grown
+ * in place: a reader may hold the old table until it is reclaimed. */
+struct shm_table {
+	struct shm_obj o;
+	uint64_t nslots;
+	uint64_t used; /* root only: slots not EMPTY */
+	uint64_t live; /* root only: keys whose head is not a tombstone */
+	struct shm_slot slots[];
+};
+
+/* One incarnation of a directory name. Incarnations of a name form a chain,
+ * newest first. Visible at E if created <= E and not (deleted && deleted <= E). */
+struct shm_inc {
+	struct shm_obj o;
+	uint64_t created;
+	_Atomic uint64_t deleted; /* 0 while live */
+	_Atomic uint64_t older;
+	_Atomic uint64_t table;
+	uint64_t dname;       /* root only */
+	uint64_t newer;       /* root only */
+	uint64_t reclaim_pos; /* root only: next slot to free after rmdir */
+	uint64_t bytes;       /* root only: table + head versions, what rmdir retires */
+};
+
+/* A directory name, with its incarnations. */
+struct shm_dname {
+	struct shm_obj o;
+	_Atomic uint64_t head; /* newest incarnation; 0 when none is left */
+	uint32_t name_len;
+	uint32_t reserved;
+	char name[]; /* name_len bytes, then NUL */
+};
+
+/* All directory names, sorted by name (memcmp, shorter first on a tie):
+ * prefix rmdir and ordered listing walk a contiguous range. Replaced by a new
+ * array when a name is added or names are dropped. */
+struct shm_dir_array {
+	struct shm_obj o;
+	uint64_t count;
+	uint64_t names[]; /* offsets of struct shm_dname */
+};
+
+/* A change-log record. Records never straddle the end of the ring: the rest
+ * of the ring is then a PAD record. len is a multiple of 8. */
+struct shm_logrec {
+	uint32_t len;
+	uint16_t kind; /* enum shm_change_kind, or SHM_LOG_PAD */
+	uint16_t dir_len;
+	uint64_t tick;
+	uint32_t key_len;
+	uint32_t reserved;
+	/* dir[dir_len], NUL, key[key_len], padding to 8 */
+};
+
+#define SHM_LOG_PAD 0u
+
+static inline uint64_t shm_round8(uint64_t n)
+{
+	return (n + 7) & ~(uint64_t)7;
+}
+
+static inline uint64_t shm_ver_size(uint64_t key_len, uint64_t value_len)
+{
+	return sizeof(struct shm_ver) + shm_round8(key_len) + value_len;
+}
+
+static inline uint64_t shm_logrec_size(uint64_t dir_len, uint64_t key_len)
+{
+	return shm_round8(sizeof(struct shm_logrec) + dir_len + 1 + key_len);
+}
+
+#endif

@@ -1,0 +1,307 @@
+/* Internal API of the shm layer: the root context in a shared-memory segment.
+ *
+ * Nothing here knows about processes, sockets or rings. One writer (the root)
+ * builds ticks with shm_commit_begin / shm_apply_batch / shm_commit_publish;
+ * any number of readers, in any process, read a published snapshot through a
+ * read-only mapping with shm_get / shm_dir_iter / shm_dirs_iter / shm_diff.
+ * Every function returns 0 (or a count) or a negative errno code.
+ */
+#ifndef SHMSYNC_SHM_H
+#define SHMSYNC_SHM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmsync.h"
+
+/* A message for the caller: what failed, the limit involved, what to set. */
+struct shm_err {
+	char msg[256];
+};
+
+/* ---- segment ----------------------------------------------------------- */
+
+struct shm_hdr;
+
+struct shm_seg {
+	int fd;
+	uint8_t *base;
+	size_t capacity; /* bytes of address space reserved */
+	size_t size;     /* root: bytes backed by the file; reader: last seen */
+	bool writable;
+	struct shm_hdr *hdr;
+};
+
+/* Smallest capacity accepted: header, log and a few pages of data. */
+#define SHM_MIN_CAPACITY ((size_t)4 << 20)
+#define SHM_MAX_CAPACITY ((size_t)1 << 44)
+
+/* Parses "123", "64K", "16M", "2G", "1T" (binary units). -EINVAL on anything
+ * else, -ERANGE on overflow. */
+int shm_parse_size(const char *text, size_t *out);
+
+/* The default capacity: SHMSYNC_CAPACITY if set, else derived from RLIMIT_AS,
+ * the memory cgroup limit (v1 and v2) and physical memory. */
+int shm_capacity_default(size_t *capacity, struct shm_err *err);
+
+/* Creates a memfd segment of `capacity` bytes of reserved address space with
+ * `initial` bytes backed and populated. */
+int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct shm_err *err);
+/* Backs the segment up to new_size (ftruncate + MADV_POPULATE_WRITE), then
+ * publishes the size with release order. -ENOSPC when either fails. */
+int shm_seg_grow(struct shm_seg *seg, size_t new_size, struct shm_err *err);
+/* Seals the segment (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK) and returns a new
+ * read-only O_CLOEXEC fd for readers. The caller owns the fd. */
+int shm_seg_reader_fd(struct shm_seg *seg, struct shm_err *err);
+/* Maps a reader fd read-only after validating the header (magic, layout
+ * version, sizes). Does not take ownership of fd. */
+int shm_seg_open_reader(struct shm_seg *seg, int fd, struct shm_err *err);
+void shm_seg_close(struct shm_seg *seg);
+/* The published size (acquire). */
+uint64_t shm_seg_published_size(const struct shm_seg *seg);
+/* Checked access: a pointer to [off, off+len) if it lies in the data area,
+ * below the published size and `align`-aligned; NULL otherwise. */
+const void *shm_seg_ptr(const struct shm_seg *seg, uint64_t off, uint64_t len, uint64_t align);
+
+/* ---- arena: an offset allocator over the segment ----------------------- */
+
+/* Size classes up to SHM_ARENA_MAX_SMALL bytes live in slabs (runs of pages
+ * of one class); bigger objects are runs of whole pages. The allocator's
+ * metadata is private to the root: readers never need it. Offsets are 8-byte
+ * aligned (16 for classes of 16 and up, pages for large objects); 0 is never
+ * a valid offset. */
+#define SHM_ARENA_PAGE 4096u
+#define SHM_ARENA_MAX_SMALL 8192u
+
+struct shm_arena;
+
+#define SHM_NCLASSES 32
+
+struct shm_class_stats {
+	uint32_t size;
+	uint32_t slab_pages;
+	uint64_t objects;
+	uint64_t slabs;
+};
+
+struct shm_arena_stats {
+	uint64_t bytes_in_use; /* allocated objects, each rounded to its class */
+	uint64_t bytes_free;   /* free slots in slabs + free page runs below top */
+	uint64_t high_water;   /* max bytes_in_use ever */
+	uint64_t pages_top;    /* the arena's extent in pages: runs below it, untouched above */
+	uint64_t pages_free;   /* pages in free runs */
+	uint64_t large_objects;
+	uint64_t headroom; /* bytes only shm_arena_alloc(..., true) may use */
+	struct shm_class_stats classes[SHM_NCLASSES];
+};
+
+/* Manages [start, seg->capacity) of seg, growing the segment as needed. */
+int shm_arena_create(struct shm_arena **arena, struct shm_seg *seg, uint64_t start, size_t headroom,
+		     struct shm_err *err);
+void shm_arena_destroy(struct shm_arena *arena);
+/* -ENOSPC when the segment is full (normal allocations also stop short of the
+ * headroom), -EINVAL for size 0 or above the capacity. */
+int shm_arena_alloc(struct shm_arena *arena, uint64_t size, bool use_headroom, uint64_t *off);
+/* Frees an offset returned by shm_arena_alloc. With poisoning on, fills it
+ * with SHM_POISON_BYTE, all but the first 8 bytes of a small object (they
+ * hold the slab's free-list link). */
+void shm_arena_free(struct shm_arena *arena, uint64_t off);
+void shm_arena_set_poison(struct shm_arena *arena, bool on);
+/* The usable size of the allocation at off. */
+uint64_t shm_arena_size_of(const struct shm_arena *arena, uint64_t off);
+/* The usable size an allocation of `size` bytes gets. */
+uint64_t shm_arena_round(uint64_t size);
+void shm_arena_stats(const struct shm_arena *arena, struct shm_arena_stats *st);
+uint64_t shm_arena_bytes_in_use(const struct shm_arena *arena);
+
+/* ---- root context ------------------------------------------------------ */
+
+struct shm_root;
+
+struct shm_root_opts {
+	size_t capacity;  /* 0: shm_capacity_default */
+	size_t log_bytes; /* 0: default (capacity / 16, clamped) */
+	size_t headroom;  /* 0: default (capacity / 64, at least 256 KiB) */
+	bool poison;      /* fill freed objects with SHM_POISON_BYTE */
+};
+
+#define SHM_POISON_BYTE 0xa5
+
+int shm_root_create(struct shm_root **root, const struct shm_root_opts *opts, struct shm_err *err);
+void shm_root_destroy(struct shm_root *root);
+struct shm_seg *shm_root_seg(struct shm_root *root);
+uint64_t shm_root_tick(const struct shm_root *root);
+
+enum shm_op_kind {
+	SHM_OP_PUT = 1,
+	SHM_OP_PUT_IF_ABSENT,
+	SHM_OP_PUT_IF_TICK, /* expected_tick: tick of the current version, 0 = absent */
+	SHM_OP_ADD,         /* 8-byte little-endian int64 counter */
+	SHM_OP_DEL,
+	SHM_OP_MKDIR,
+	SHM_OP_RMDIR, /* the directory and every directory whose name starts with it */
+};
+
+struct shm_op {
+	int kind;
+	const char *dir;
+	size_t dir_len;
+	const void *key;
+	size_t key_len;
+	const void *value;
+	size_t value_len;
+	int64_t delta;
+	uint64_t expected_tick;
+};
+
+/* Syntax and limits of one operation, without looking at the state:
+ * -EINVAL (bad kind, bad directory name, empty key), -ENAMETOOLONG (directory
+ * or key too long), -EMSGSIZE (value too long). */
+int shm_op_check(const struct shm_op *op);
+/* True if `dir` is a valid directory name: absolute, ends in '/', no empty,
+ * "." or ".." component, no NUL, at most SHMSYNC_MAX_DIR bytes. */
+bool shm_dir_name_valid(const char *dir, size_t len);
+/* Bytes of change log a batch needs; a batch may use at most half the log. */
+size_t shm_batch_log_bytes(const struct shm_op *ops, size_t n);
+size_t shm_root_max_batch_log_bytes(const struct shm_root *root);
+
+/* Starts building tick T+1. -ENOMEM if the root's private bookkeeping
+ * cannot grow. */
+int shm_commit_begin(struct shm_root *root);
+/* Applies one batch atomically to the tick being built: 0, or a negative errno
+ * and no trace (*failed_op names the operation): -ENOENT (missing directory,
+ * or del/rmdir of something absent), -EEXIST (mkdir of an existing directory,
+ * put_if_absent of a present key), -ECANCELED (put_if_tick's condition),
+ * -EINVAL / -ENAMETOOLONG / -EMSGSIZE (shm_op_check), -ERANGE (add overflowed),
+ * -E2BIG (batch larger than half the log), -ENOBUFS (this tick's share of the
+ * log is full: publish, then retry), -ENOSPC (segment full). */
+int shm_apply_batch(struct shm_root *root, const struct shm_op *ops, size_t n, size_t *failed_op);
+/* Publishes the tick being built if any batch was applied: returns 1 and sets
+ * *tick; returns 0 (nothing published) if the group was empty. */
+int shm_commit_publish(struct shm_root *root, uint64_t *tick);
+
+struct shm_reclaim_report {
+	uint64_t objects_freed;
+	uint64_t bytes_freed;
+	uint64_t log_records_freed;
+	uint64_t log_bytes_freed;
+	bool more; /* budget ran out before everything allowed was freed */
+};
+
+/* Frees what the retire rule allows: objects retired at tick t once
+ * min_read_epoch >= t (UINT64_MAX: no reader online), log records of tick t
+ * once min_cursor >= t. At most `budget` objects (0: no limit).
+ *
+ * Contract: min_read_epoch is the minimum of the epochs readers announced,
+ * scanned (after a seq_cst fence) after the last shm_commit_publish and after
+ * the previous shm_reclaim returned. Objects this root unlinks while tick T
+ * is published (a tombstone's key, a deleted directory's incarnation, a
+ * dropped name) are retired with tag T+1: readers at T may still be walking
+ * them. With no reader online they are freed by the next call, never by the
+ * call that unlinked them (a reader may have come online after the scan). */
+int shm_reclaim(struct shm_root *root, uint64_t min_read_epoch, uint64_t min_cursor, size_t budget,
+		struct shm_reclaim_report *rep);
+/* Bytes retired with tag `tick` still waiting (for tests and stat). */
+uint64_t shm_retired_bytes(const struct shm_root *root, uint64_t tick);
+
+struct shm_stats {
+	uint64_t tick;
+	uint64_t capacity;
+	uint64_t segment_size;
+	uint64_t bytes_in_use; /* sum of allocated objects, rounded to their class */
+	uint64_t bytes_free;   /* free slots in slabs + free page runs, below top */
+	uint64_t high_water;
+	uint64_t pages_top; /* the arena's extent in pages */
+	uint64_t large_objects;
+	uint64_t directories;     /* live */
+	uint64_t keys;            /* live */
+	uint64_t tombstones;      /* key tombstones and deleted directories not yet freed */
+	uint64_t retired_objects; /* waiting for readers */
+	uint64_t retired_bytes;
+	uint64_t reclaimed_objects; /* total */
+	uint64_t reclaimed_bytes;   /* total */
+	uint64_t log_size;
+	uint64_t log_bytes_used;
+	uint64_t log_overruns; /* records dropped while a cursor still needed them */
+	struct shm_class_stats classes[SHM_NCLASSES];
+};
+void shm_root_stats(const struct shm_root *root, struct shm_stats *st);
+
+/* The root's arena (tests, stat). */
+struct shm_arena *shm_root_arena(struct shm_root *root);
+
+/* ---- readers (any process, read-only mapping) -------------------------- */
+
+/* Step limit of every traversal a reader makes: a chain or probe sequence
+ * longer than this is treated as corruption (-EIO). */
+#define SHM_MAX_STEPS (1u << 22)
+
+struct shm_value {
+	const void *data;
+	size_t len;
+	uint64_t tick; /* tick of this version */
+};
+
+/* The published tick (acquire). */
+uint64_t shm_published_tick(const struct shm_seg *seg);
+/* A consistent (tick, log position at the end of that tick) pair. */
+void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *log_end);
+
+/* Snapshot reads at `epoch`: the newest version with tick <= epoch, and a
+ * directory incarnation created <= epoch and not deleted <= epoch. The caller
+ * must have announced epoch (or hold the segment as the root). -ENOENT when
+ * the directory or key is absent at epoch, -EIO on a corrupt segment. */
+int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
+	    size_t key_len, struct shm_value *out);
+typedef int (*shm_key_fn)(const void *key, size_t key_len, const struct shm_value *v, void *arg);
+/* Calls fn for every key of dir at epoch, in no particular order; stops
+ * early and returns fn's value when it is non-zero. */
+int shm_dir_iter(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, shm_key_fn fn,
+		 void *arg);
+typedef int (*shm_dir_fn)(const char *dir, size_t dir_len, void *arg);
+/* Calls fn for every directory visible at epoch whose name starts with prefix,
+ * in name order. */
+int shm_dirs_iter(const struct shm_seg *seg, uint64_t epoch, const char *prefix, size_t prefix_len,
+		  shm_dir_fn fn, void *arg);
+/* True if dir exists at epoch. */
+int shm_dir_exists(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len);
+
+enum shm_change_kind {
+	SHM_CHANGE_PUT = 1,
+	SHM_CHANGE_DEL,
+	SHM_CHANGE_MKDIR,
+	SHM_CHANGE_RMDIR, /* the directory and every directory under it */
+	SHM_CHANGE_RESET, /* forget everything: the full state follows */
+};
+
+struct shm_change {
+	uint64_t tick; /* tick of the last change (RESET, full state: to_tick) */
+	int kind;
+	const char *dir; /* NUL-terminated */
+	size_t dir_len;
+	const void *key;
+	size_t key_len;
+	const void *value;
+	size_t value_len;
+};
+typedef int (*shm_change_fn)(const struct shm_change *c, void *arg);
+
+/* The coalesced diff of (from_tick, to_tick]: the records between log
+ * positions from_pos (the log_end of from_tick) and to_pos (the log_end of
+ * to_tick, from shm_published_state). Every changed directory and key, in the
+ * order of its last change, with its state at to_tick (values are read at
+ * epoch to_tick, which the caller must hold). A deleted key is a DEL; a
+ * directory deleted and recreated is RMDIR then MKDIR; keys and directories
+ * covered by a later RMDIR are left out. If from_pos fell off the log (or the
+ * log was overwritten while it was read), RESET then the full state at
+ * to_tick. Returns 0, 1 when a reset was delivered, fn's non-zero value, or a
+ * negative errno (-ENOMEM, -EIO). */
+int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uint64_t to_pos,
+	     shm_change_fn fn, void *arg);
+/* Delivers RESET then the full state at epoch (directories in name order,
+ * each followed by its keys). */
+int shm_full_state(const struct shm_seg *seg, uint64_t epoch, shm_change_fn fn, void *arg);
+
+#endif

@@ -92,6 +92,15 @@ static inline uint64_t bench_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* This thread's CPU time: unlike wall time it leaves out the time slices
+ * other processes take on a shared core, so it measures the code itself. */
+static inline uint64_t bench_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* xorshift64*: cheap and deterministic, so runs can be compared. */
 static inline uint64_t bench_rand(uint64_t *s)
 {
@@ -150,9 +159,14 @@ static inline double bench_pct(double *v, size_t n, double p)
 	return v[rank - 1];
 }
 
+/* Sorts v in place; the mean of the two middle values when n is even, so
+ * two repeats do not silently report the faster one. */
 static inline double bench_median(double *v, size_t n)
 {
-	return bench_pct(v, n, 50);
+	if (n == 0)
+		return 0;
+	qsort(v, n, sizeof *v, bench_cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static inline double bench_max(const double *v, size_t n)

@@ -125,7 +125,7 @@ static void make_batch(struct shm_root *root, struct batch *b)
 		b->ops[b->n - 1].value_len = 16;
 	} else if (kind < 99) { /* a hit on a session, ENOENT if it ended */
 		add(b, b->dir, "hits", 1);
-	} else { /* every session ends at once: a prefix rmdir, then a fresh root */
+	} else { /* every session ends at once: a prefix rmdir, then a fresh /sessions/ */
 		op(b, SHM_OP_RMDIR, "/sessions/", NULL);
 		op(b, SHM_OP_MKDIR, "/sessions/", NULL);
 		b->flush = 1;
@@ -154,9 +154,17 @@ static void applied(const struct batch *b)
 
 static const char *op_name(int kind)
 {
-	static const char *names[] = {"?",   "put",   "put_if_absent", "put_if_tick",
-				      "add", "del",   "mkdir",         "rmdir"};
+	static const char *names[] = {"?",   "put", "put_if_absent", "put_if_tick",
+				      "add", "del", "mkdir",         "rmdir"};
 	return kind >= 1 && kind <= SHM_OP_RMDIR ? names[kind] : "?";
+}
+
+/* The workload makes only these fail; anything else is a bug. */
+static int expected_rejection(int kind, int err)
+{
+	return (kind == SHM_OP_PUT_IF_ABSENT && err == EEXIST) ||
+	       (kind == SHM_OP_PUT_IF_TICK && err == ECANCELED) ||
+	       ((kind == SHM_OP_ADD || kind == SHM_OP_DEL) && err == ENOENT);
 }
 
 static int print_change(const struct shm_change *c, void *arg)
@@ -165,14 +173,16 @@ static int print_change(const struct shm_change *c, void *arg)
 	unsigned *shown = arg;
 
 	if ((*shown)++ < 12)
-		printf("  %-6" PRIu64 " %-5s %-14s %.*s\n", c->tick, kinds[c->kind <= 5 ? c->kind : 0], c->dir,
-		       (int)c->key_len, c->key ? (const char *)c->key : "");
+		printf("  %-6" PRIu64 " %-5s %-14s %.*s\n", c->tick, kinds[c->kind <= 5 ? c->kind : 0],
+		       c->dir, (int)c->key_len, c->key ? (const char *)c->key : "");
 	return 0;
 }
 
 static const char *human(uint64_t n, char *buf, size_t len)
 {
-	if (n >= (1u << 20))
+	if (n >= (1u << 30))
+		snprintf(buf, len, "%.1f GiB", (double)n / (1 << 30));
+	else if (n >= (1u << 20))
 		snprintf(buf, len, "%.1f MiB", (double)n / (1 << 20));
 	else
 		snprintf(buf, len, "%.1f KiB", (double)n / (1 << 10));
@@ -225,7 +235,7 @@ int main(int argc, char **argv)
 
 	int rc = shm_root_create(&root, &opts, &err);
 	if (rc < 0) {
-		fprintf(stderr, "demo: cannot create the root context: %s (%s)\n", err.msg, shmsync_strerror(rc));
+		fprintf(stderr, "demo: cannot create the root context: %s\n", err.msg); /* says what to set */
 		return 1;
 	}
 	shm_root_stats(root, &start);
@@ -239,7 +249,8 @@ int main(int argc, char **argv)
 	op(&b, SHM_OP_MKDIR, "/sessions/", NULL);
 	op(&b, SHM_OP_PUT, "/users/", "admin")->value = "root";
 	b.ops[2].value_len = 4;
-	if ((rc = shm_apply_batch(root, b.ops, b.n, &(size_t){0})) < 0) {
+	size_t failed = 0;
+	if ((rc = shm_apply_batch(root, b.ops, b.n, &failed)) < 0) {
 		fprintf(stderr, "demo: setup batch rejected: %s\n", shmsync_strerror(rc));
 		return 1;
 	}
@@ -247,12 +258,11 @@ int main(int argc, char **argv)
 	shm_published_state(shm_root_seg(root), &tick, &pos[tick % HISTORY]);
 	pin = tick;
 
-	for (double stop = now() + seconds; now() < stop;) {
+	double begin = now(), elapsed;
+	while ((elapsed = now() - begin) < seconds) {
 		/* One group commit: a visit counter bump plus several worker batches. */
 		shm_commit_begin(root);
 		for (int i = 0, n = 2 + (int)rnd(6); i < n; i++) {
-			size_t failed = 0;
-
 			if (i == 0) {
 				b.n = 0;
 				b.session = b.flush = 0;
@@ -283,31 +293,46 @@ int main(int argc, char **argv)
 		/* The reader catches up in steps; behind it, everything goes. */
 		if (tick - pin >= 2 * READER_LAG)
 			pin = tick - READER_LAG;
-		shm_reclaim(root, pin, pin, 1024, &rep);
+		if ((rc = shm_reclaim(root, pin, pin, 1024, &rep)) < 0) {
+			fprintf(stderr, "demo: reclaim failed: %s\n", shmsync_strerror(rc));
+			return 1;
+		}
 	}
 
 	printf("\nWhat the reader pinned at tick %" PRIu64 " gets when it imports tick %" PRIu64
 	       " (coalesced diff, TICK KIND DIR KEY):\n",
 	       pin, tick);
 	unsigned shown = 0;
-	rc = shm_diff(shm_root_seg(root), pos[pin % HISTORY], tick, pos[tick % HISTORY], print_change, &shown);
-	if (rc < 0)
+	int ok = 1;
+	rc = shm_diff(shm_root_seg(root), pos[pin % HISTORY], tick, pos[tick % HISTORY], print_change,
+		      &shown);
+	if (rc < 0) {
 		printf("  diff failed: %s\n", shmsync_strerror(rc));
+		ok = 0;
+	}
 	if (shown > 12)
 		printf("  ... %u more\n", shown - 12);
+	int64_t old_visits = counter(root, pin), new_visits = counter(root, tick);
 	printf("\nSnapshot reads of /users/ visits: %" PRId64 " at the pinned tick %" PRIu64 ", %" PRId64
 	       " at tick %" PRIu64 "\n(the old version stays readable until the reader moves on)\n",
-	       counter(root, pin), pin, counter(root, tick), tick);
+	       old_visits, pin, new_visits, tick);
+	if (pin < tick && old_visits >= new_visits)
+		ok = 0;
 
 	shm_root_stats(root, &end);
-	printf("\nticks             %" PRIu64 "\n", end.tick);
-	printf("batches applied   %llu (%llu ops); retried after a full log share: %llu\n", n_batches, n_ops,
-	       n_enobufs);
+	printf("\nticks             %" PRIu64 " (%.0f/s)\n", end.tick, (double)end.tick / elapsed);
+	printf("batches applied   %llu, %llu ops (%.2f M ops/s); retried after a full log share: %llu\n",
+	       n_batches, n_ops, (double)n_ops / elapsed / 1e6, n_enobufs);
 	printf("batches rejected  %llu, by reason:\n", n_rejected);
 	for (int k = 0; k <= SHM_OP_RMDIR; k++)
 		for (int e = 0; e < MAX_ERRNO; e++)
-			if (rejected[k][e])
-				printf("  %8llu  %-13s %s\n", rejected[k][e], op_name(k), shmsync_strerror(-e));
+			if (rejected[k][e]) {
+				int expected = expected_rejection(k, e);
+
+				printf("  %8llu  %-13s %s%s\n", rejected[k][e], op_name(k),
+				       shmsync_strerror(-e), expected ? "" : "  (UNEXPECTED)");
+				ok &= expected;
+			}
 	printf("state             %" PRIu64 " directories, %" PRIu64 " keys\n", end.directories, end.keys);
 	printf("bytes in use      %s at start, %s at end, high water %s\n", human(start.bytes_in_use, h1, 32),
 	       human(end.bytes_in_use, h2, 32), human(end.high_water, h3, 32));
@@ -316,5 +341,7 @@ int main(int argc, char **argv)
 	printf("reclaimed         %" PRIu64 " objects, %s; waiting for the reader: %" PRIu64 " objects\n",
 	       end.reclaimed_objects, human(end.reclaimed_bytes, h1, 32), end.retired_objects);
 	shm_root_destroy(root);
-	return 0;
+	if (!ok)
+		fprintf(stderr, "demo: FAILED: an unexpected result is reported above\n");
+	return ok ? 0 : 1;
 }

@@ -11,13 +11,22 @@ bash scripts/deps.sh || exit 1
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # build_and_test DIR CMAKE-ARGS... : configure, build, run ctest in DIR.
+# A test that does not compile must not hide the results of all the others:
+# the build keeps going, ctest runs what was built (and fails the rest), and
+# the build failure still fails the run.
 build_and_test() {
-	local dir=$1
+	local dir=$1 keep_going=() built=0 tested=0
 	shift
 	echo "== $dir: configure, build, test"
-	cmake -S . -B "$dir" "$@" &&
-		cmake --build "$dir" -j "$jobs" &&
-		ctest --test-dir "$dir" --output-on-failure -j2 "${ctest_args[@]}"
+	cmake -S . -B "$dir" "$@" || return 1
+	case "$(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$dir/CMakeCache.txt")" in
+	*Makefiles*) keep_going=(-k) ;;
+	Ninja*) keep_going=(-k 0) ;;
+	esac
+	cmake --build "$dir" -j "$jobs" -- "${keep_going[@]}" || built=1
+	ctest --test-dir "$dir" --output-on-failure -j2 "${ctest_args[@]}" || tested=1
+	[ $built -eq 0 ] || echo "== $dir: BUILD FAILED (see the errors above)"
+	[ $built -eq 0 ] && [ $tested -eq 0 ]
 }
 
 ctest_args=("$@")

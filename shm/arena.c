@@ -279,8 +279,8 @@ int shm_arena_create(struct shm_arena **out, struct shm_seg *seg, uint64_t start
 	if (!a)
 		return -ENOMEM;
 	a->pm_bytes = (size_t)npages * sizeof(struct page_desc);
-	a->pm = mmap(NULL, a->pm_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-		     0);
+	a->pm = mmap(NULL, a->pm_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		     -1, 0);
 	if (a->pm == MAP_FAILED) {
 		if (err)
 			strcpy(err->msg, "reserving the arena's page map failed: lower SHMSYNC_CAPACITY");
@@ -348,7 +348,8 @@ int shm_arena_alloc(struct shm_arena *a, uint64_t size, bool use_headroom, uint6
 	uint64_t rounded = shm_arena_round(size);
 	if (size > SHM_ARENA_MAX_SMALL) {
 		uint32_t head;
-		int rc = run_alloc(a, (uint32_t)(rounded / SHM_ARENA_PAGE), PD_LARGE, false, use_headroom, &head);
+		int rc = run_alloc(a, (uint32_t)(rounded / SHM_ARENA_PAGE), PD_LARGE, false, use_headroom,
+				   &head);
 		if (rc < 0)
 			return rc;
 		a->large_objects++;

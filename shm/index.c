@@ -78,7 +78,8 @@ static int undo_reserve(struct shm_root *r, size_t more)
 
 static void set_shared(struct shm_root *r, _Atomic uint64_t *p, uint64_t v)
 {
-	r->undo[r->nundo++] = (struct shm_undo){U_SHARED, (void *)p, atomic_load_explicit(p, memory_order_relaxed)};
+	r->undo[r->nundo++] =
+		(struct shm_undo){U_SHARED, (void *)p, atomic_load_explicit(p, memory_order_relaxed)};
 	atomic_store_explicit(p, v, memory_order_release);
 }
 
@@ -88,7 +89,8 @@ static void set_plain(struct shm_root *r, uint64_t *p, uint64_t v)
 	*p = v;
 }
 
-static void retire(struct shm_root *r, uint64_t off, unsigned kind, uint64_t tag, uint64_t bytes, bool undoable)
+static void retire(struct shm_root *r, uint64_t off, unsigned kind, uint64_t tag, uint64_t bytes,
+		   bool undoable)
 {
 	struct shm_obj *o = shm_at(r, off);
 	struct shm_bucket *b = bucket(r, tag);
@@ -119,9 +121,9 @@ static void unpush(struct shm_root *r, uint64_t tag, uint64_t prev_tail)
 	struct shm_bucket *b = bucket(r, tag);
 	uint64_t off = b->tail;
 	struct shm_obj *o = shm_at(r, off);
-	uint64_t bytes = o->retire_kind == R_DELINC ? ((struct shm_inc *)o)->bytes
-		       : o->retire_kind == R_UNLINK ? 0
-						    : obj_bytes(r, off);
+	uint64_t bytes = o->retire_kind == R_DELINC   ? ((struct shm_inc *)o)->bytes
+			 : o->retire_kind == R_UNLINK ? 0
+						      : obj_bytes(r, off);
 	if (o->kind == SHM_OBJ_VERSION)
 		((struct shm_ver *)o)->flags &= ~SHM_VER_PENDING;
 	b->tail = prev_tail;
@@ -368,8 +370,8 @@ static int op_put(struct shm_root *r, const struct shm_op *op)
 	struct shm_inc *inc = shm_at(r, incoff);
 	uint64_t h = shm_hash(r->seed, op->key, op->key_len);
 	struct probe p;
-	probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key, op->key_len,
-		  &p);
+	probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key,
+		  op->key_len, &p);
 	struct shm_ver *head = p.head ? shm_at(r, p.head) : NULL;
 	bool present = head && !(head->flags & SHM_VER_TOMB);
 	const void *value = op->value;
@@ -512,8 +514,10 @@ static int names_replace(struct shm_root *r, uint64_t add, uint64_t at, uint64_t
 	struct shm_dir_array *a = shm_at(r, aoff);
 	uint64_t n = a->count + (add ? 1 : 0);
 	uint64_t noff;
-	int rc = undoable ? alloc_obj(r, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, SHM_OBJ_DIRS, &noff)
-			  : shm_arena_alloc(r->arena, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, &noff);
+	int rc =
+		undoable
+			? alloc_obj(r, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, SHM_OBJ_DIRS, &noff)
+			: shm_arena_alloc(r->arena, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, &noff);
 	if (rc < 0)
 		return rc;
 	struct shm_dir_array *na = shm_at(r, noff);
@@ -642,7 +646,8 @@ bool shm_dir_name_valid(const char *dir, size_t len)
 		if (dir[i] != '/')
 			continue;
 		size_t n = i - start;
-		if (n == 0 || (n == 1 && dir[start] == '.') || (n == 2 && dir[start] == '.' && dir[start + 1] == '.'))
+		if (n == 0 || (n == 1 && dir[start] == '.') ||
+		    (n == 2 && dir[start] == '.' && dir[start + 1] == '.'))
 			return false;
 		start = i + 1;
 	}
@@ -841,7 +846,8 @@ static void bucket_pop(struct shm_root *r, struct shm_bucket *b, uint64_t bytes)
 }
 
 /* A tombstone whose tick every reader has passed. */
-static void unlink_tombstone(struct shm_root *r, uint64_t off, uint64_t min_epoch, struct shm_reclaim_report *rep)
+static void unlink_tombstone(struct shm_root *r, uint64_t off, uint64_t min_epoch,
+			     struct shm_reclaim_report *rep)
 {
 	struct shm_ver *x = shm_at(r, off);
 	uint64_t bytes = obj_bytes(r, off);
@@ -882,7 +888,8 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 	while (inc->reclaim_pos < tab->nslots) {
 		if (room && *done >= room)
 			return false;
-		uint64_t node = atomic_load_explicit(&tab->slots[inc->reclaim_pos++].node, memory_order_relaxed);
+		uint64_t node =
+			atomic_load_explicit(&tab->slots[inc->reclaim_pos++].node, memory_order_relaxed);
 		if (node <= SHM_SLOT_DELETED)
 			continue;
 		struct shm_ver *v = shm_at(r, node);
@@ -1008,7 +1015,8 @@ int shm_reclaim(struct shm_root *r, uint64_t min_epoch, uint64_t min_cursor, siz
 out:
 	compact_names(r);
 	r->next_safe = bucket(r, last)->count;
-	atomic_store_explicit(&r->hdr->stat_bytes_in_use, shm_arena_bytes_in_use(r->arena), memory_order_relaxed);
+	atomic_store_explicit(&r->hdr->stat_bytes_in_use, shm_arena_bytes_in_use(r->arena),
+			      memory_order_relaxed);
 	atomic_store_explicit(&r->hdr->stat_tombstones, r->c.tombstones, memory_order_relaxed);
 	atomic_store_explicit(&r->hdr->stat_reclaimed_objects, r->reclaimed_objects, memory_order_relaxed);
 	atomic_store_explicit(&r->hdr->stat_reclaimed_bytes, r->reclaimed_bytes, memory_order_relaxed);
@@ -1047,8 +1055,9 @@ int shm_root_create(struct shm_root **out, const struct shm_root_opts *opts, str
 		o.log_bytes = (size_t)64 << 10;
 	o.log_bytes = (o.log_bytes + SHM_ARENA_PAGE - 1) / SHM_ARENA_PAGE * SHM_ARENA_PAGE;
 	if (o.log_bytes > o.capacity / 4) {
-		snprintf(err->msg, sizeof(err->msg), "log of %zu bytes does not fit a capacity of %zu (at most 1/4)",
-			 o.log_bytes, o.capacity);
+		snprintf(err->msg, sizeof(err->msg),
+			 "log of %zu bytes does not fit a capacity of %zu (at most 1/4)", o.log_bytes,
+			 o.capacity);
 		return -EINVAL;
 	}
 	if (!o.headroom) {
@@ -1076,7 +1085,8 @@ int shm_root_create(struct shm_root **out, const struct shm_root_opts *opts, str
 	uint64_t log_off, dirs_off;
 	rc = shm_arena_alloc(r->arena, o.log_bytes, true, &log_off);
 	if (rc < 0) {
-		snprintf(err->msg, sizeof(err->msg), "allocating the change log (%zu bytes) failed", o.log_bytes);
+		snprintf(err->msg, sizeof(err->msg), "allocating the change log (%zu bytes) failed",
+			 o.log_bytes);
 		goto fail;
 	}
 	rc = shm_arena_alloc(r->arena, sizeof(struct shm_dir_array) + sizeof(uint64_t), true, &dirs_off);

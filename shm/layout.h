@@ -80,10 +80,10 @@ enum shm_obj_kind {
  * 8 bytes, so values are 8-byte aligned. */
 struct shm_ver {
 	struct shm_obj o;
-	uint64_t tick;         /* the commit that wrote it */
+	uint64_t tick;          /* the commit that wrote it */
 	_Atomic uint64_t older; /* previous version, 0 at the end */
-	uint64_t newer;        /* root only: the version that superseded this */
-	uint64_t owner;        /* root only: the incarnation it belongs to */
+	uint64_t newer;         /* root only: the version that superseded this */
+	uint64_t owner;         /* root only: the incarnation it belongs to */
 	uint32_t flags;
 	uint32_t key_len;
 	uint64_t value_len;

@@ -156,9 +156,10 @@ static bool set_test_and_add(struct set *s, const char *dir, size_t dlen, const 
 			return false;
 		}
 		const struct event *e = s->items[i];
-		size_t ek = e->rec->kind == SHM_CHANGE_PUT || e->rec->kind == SHM_CHANGE_DEL ? e->rec->key_len : 0;
-		if (s->hashes[i] == h && e->rec->dir_len == dlen && ek == klen && memcmp(e->dir, dir, dlen) == 0 &&
-		    (!klen || memcmp(e->key, key, klen) == 0))
+		size_t ek = e->rec->kind == SHM_CHANGE_PUT || e->rec->kind == SHM_CHANGE_DEL ? e->rec->key_len
+											     : 0;
+		if (s->hashes[i] == h && e->rec->dir_len == dlen && ek == klen &&
+		    memcmp(e->dir, dir, dlen) == 0 && (!klen || memcmp(e->key, key, klen) == 0))
 			return true;
 	}
 }
@@ -319,7 +320,8 @@ int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uin
 				  !set_test_and_add(&keys, e->dir, dl, e->key, e->rec->key_len, e);
 			break;
 		case SHM_CHANGE_MKDIR:
-			e->keep = !covered(&rmdirs, e->dir, dl) && !set_test_and_add(&mkdirs, e->dir, dl, NULL, 0, e);
+			e->keep = !covered(&rmdirs, e->dir, dl) &&
+				  !set_test_and_add(&mkdirs, e->dir, dl, NULL, 0, e);
 			break;
 		case SHM_CHANGE_RMDIR:
 			e->keep = !covered(&rmdirs, e->dir, dl);

@@ -168,7 +168,8 @@ int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t d
 		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_acquire);
 		if (node == SHM_SLOT_EMPTY)
 			return -ENOENT;
-		if (node == SHM_SLOT_DELETED || atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed) != h)
+		if (node == SHM_SLOT_DELETED ||
+		    atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed) != h)
 			continue;
 		const struct shm_ver *v = rd_ver(seg, node);
 		if (!v)

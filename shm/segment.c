@@ -174,7 +174,7 @@ int shm_capacity_default(size_t *capacity, struct shm_err *err)
 		size_t v;
 		int rc = shm_parse_size(env, &v);
 		if (rc < 0)
-			return fail(err, rc,
+			return fail(err, -EINVAL,
 				    "SHMSYNC_CAPACITY=\"%.40s\" is not a size: write bytes with an optional "
 				    "K, M, G or T suffix, e.g. SHMSYNC_CAPACITY=256M",
 				    env);
@@ -183,7 +183,7 @@ int shm_capacity_default(size_t *capacity, struct shm_err *err)
 		if (v < SHM_MIN_CAPACITY || v > SHM_MAX_CAPACITY) {
 			human(a, sizeof(a), SHM_MIN_CAPACITY);
 			human(b, sizeof(b), SHM_MAX_CAPACITY);
-			return fail(err, -ERANGE, "SHMSYNC_CAPACITY=%.40s is outside [%s, %s]", env, a, b);
+			return fail(err, -EINVAL, "SHMSYNC_CAPACITY=%.40s is outside [%s, %s]", env, a, b);
 		}
 		*capacity = v;
 		return 0;
@@ -220,10 +220,11 @@ int shm_capacity_default(size_t *capacity, struct shm_err *err)
 			human(as, sizeof(as), rl.rlim_cur);
 		if (cg)
 			human(cgs, sizeof(cgs), cg);
-		return fail(err, -ENOMEM,
-			    "default capacity %s (from %s; RLIMIT_AS %s, memory cgroup limit %s) is below the "
-			    "minimum %s: raise the limit (ulimit -v) or set SHMSYNC_CAPACITY",
-			    a, why, as, cgs, b);
+		return fail(
+			err, -ENOMEM,
+			"default capacity %s (from %s; RLIMIT_AS %s, memory cgroup limit %s) is below the "
+			"minimum %s: raise the limit (ulimit -v) or set SHMSYNC_CAPACITY",
+			a, why, as, cgs, b);
 	}
 	*capacity = (size_t)cap;
 	return 0;
@@ -236,8 +237,8 @@ int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct 
 	memset(seg, 0, sizeof(*seg));
 	seg->fd = -1;
 	if (capacity < SHM_MIN_CAPACITY || capacity > SHM_MAX_CAPACITY || capacity % page)
-		return fail(err, -EINVAL, "capacity %zu must be a multiple of %zu in [%zu, %zu]", capacity, page,
-			    (size_t)SHM_MIN_CAPACITY, (size_t)SHM_MAX_CAPACITY);
+		return fail(err, -EINVAL, "capacity %zu must be a multiple of %zu in [%zu, %zu]", capacity,
+			    page, (size_t)SHM_MIN_CAPACITY, (size_t)SHM_MAX_CAPACITY);
 	if (initial < SHM_HDR_SIZE)
 		initial = SHM_HDR_SIZE;
 	initial = (initial + page - 1) / page * page;
@@ -255,14 +256,16 @@ int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct 
 		human(a, sizeof(a), capacity);
 		close(fd);
 		if (rl.rlim_cur != RLIM_INFINITY)
-			return fail(err, -e,
-				    "reserving %s of address space failed (%s) under RLIMIT_AS=%llu bytes; set "
-				    "SHMSYNC_CAPACITY (or the capacity option) lower, or raise ulimit -v",
-				    a, strerror(e), (unsigned long long)rl.rlim_cur);
-		return fail(err, -e,
-			    "reserving %s of address space failed (%s); set SHMSYNC_CAPACITY (or the capacity "
-			    "option) lower",
-			    a, strerror(e));
+			return fail(
+				err, -e,
+				"reserving %s of address space failed (%s) under RLIMIT_AS=%llu bytes; set "
+				"SHMSYNC_CAPACITY (or the capacity option) lower, or raise ulimit -v",
+				a, strerror(e), (unsigned long long)rl.rlim_cur);
+		return fail(
+			err, -e,
+			"reserving %s of address space failed (%s); set SHMSYNC_CAPACITY (or the capacity "
+			"option) lower",
+			a, strerror(e));
 	}
 	/* A forked child must not inherit the writable mapping. */
 	madvise(base, capacity, MADV_DONTFORK);
@@ -304,10 +307,20 @@ int shm_seg_grow(struct shm_seg *seg, size_t new_size, struct shm_err *err)
 	if (new_size > seg->capacity) {
 		human(a, sizeof(a), new_size);
 		human(b, sizeof(b), seg->capacity);
-		return fail(err, -ENOSPC, "segment full: %s needed, capacity %s; set SHMSYNC_CAPACITY higher", a,
-			    b);
+		return fail(err, -ENOSPC, "segment full: %s needed, capacity %s; set SHMSYNC_CAPACITY higher",
+			    a, b);
 	}
-	if (ftruncate(seg->fd, (off_t)new_size) < 0) {
+	/* A reader could reopen its fd O_RDWR through /proc and grow the file
+	 * (the seals stop writes and shrinking, not growth): then the file is
+	 * already long enough, and shrinking it back is refused. */
+	for (int tries = 0;; tries++) {
+		struct stat st;
+		if (fstat(seg->fd, &st) == 0 && (uint64_t)st.st_size >= new_size)
+			break;
+		if (ftruncate(seg->fd, (off_t)new_size) == 0)
+			break;
+		if (errno == EPERM && tries < 3)
+			continue;
 		int e = errno;
 		human(a, sizeof(a), new_size);
 		return fail(err, -ENOSPC, "growing the segment to %s failed: ftruncate: %s", a, strerror(e));
@@ -317,9 +330,10 @@ int shm_seg_grow(struct shm_seg *seg, size_t new_size, struct shm_err *err)
 	if (madvise(seg->base + seg->size, new_size - seg->size, MADV_POPULATE_WRITE) < 0) {
 		int e = errno;
 		human(a, sizeof(a), new_size);
-		/* Give the pages back: the size is not published. */
+		/* Give the pages back where the seals allow it (before any
+		 * reader fd exists); either way the size stays unpublished. */
 		if (ftruncate(seg->fd, (off_t)seg->size) < 0) {
-			/* Nothing else to do: the size stays unpublished. */
+			/* Sealed against shrinking: the pages stay, unused. */
 		}
 		return fail(err, -ENOSPC,
 			    "growing the segment to %s failed: populate: %s (memory or cgroup limit); lower "
@@ -337,8 +351,14 @@ int shm_seg_reader_fd(struct shm_seg *seg, struct shm_err *err)
 		return fail(err, -EPERM, "only the root can hand out reader fds");
 	/* After F_SEAL_FUTURE_WRITE no new writable mapping or write() is
 	 * possible through any fd, even one reopened O_RDWR via /proc, while
-	 * the root's own mapping stays writable and the file can still grow. */
-	if (fcntl(seg->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK) < 0)
+	 * the root's own mapping stays writable and the file can still grow.
+	 * F_SEAL_SEAL keeps a reader from adding F_SEAL_GROW, which would stop
+	 * the root from growing. Sealed once, for every reader fd after. */
+	const int seals = F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_SEAL;
+	int have = fcntl(seg->fd, F_GET_SEALS);
+	if (have < 0)
+		return fail(err, -errno, "reading the segment's seals failed: %s", strerror(errno));
+	if ((have & seals) != seals && fcntl(seg->fd, F_ADD_SEALS, seals) < 0)
 		return fail(err, -errno, "sealing the segment failed: %s", strerror(errno));
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", seg->fd);

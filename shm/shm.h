@@ -52,8 +52,9 @@ int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct 
 /* Backs the segment up to new_size (ftruncate + MADV_POPULATE_WRITE), then
  * publishes the size with release order. -ENOSPC when either fails. */
 int shm_seg_grow(struct shm_seg *seg, size_t new_size, struct shm_err *err);
-/* Seals the segment (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK) and returns a new
- * read-only O_CLOEXEC fd for readers. The caller owns the fd. */
+/* Seals the segment (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_SEAL, once)
+ * and returns a new read-only O_CLOEXEC fd for readers. The caller owns the
+ * fd. */
 int shm_seg_reader_fd(struct shm_seg *seg, struct shm_err *err);
 /* Maps a reader fd read-only after validating the header (magic, layout
  * version, sizes). Does not take ownership of fd. */

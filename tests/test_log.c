@@ -477,7 +477,7 @@ static void random_tick(struct mini *m, unsigned long long *rng)
 		n++;
 	}
 	/* a directory that comes or goes */
-	static char xname[NX][8];
+	static char xname[NX][16];
 	int x = (int)(t_rand(rng) % NX);
 	snprintf(xname[x], sizeof xname[x], "/x%d/", x);
 	ops[n++] = next.xdir[x] ? op_rmdir(xname[x]) : op_mkdir(xname[x]);
@@ -494,7 +494,7 @@ static void expect_full_state(const struct recs *rs, const struct mini *m, uint6
 	T_EQ(rs->v[0].kind, SHM_CHANGE_RESET);
 	/* Expected directory order: byte order of "/r/" and "/x<i>/". */
 	const char *names[NX + 1];
-	char xn[NX][8];
+	char xn[NX][16];
 	size_t nd = 0;
 	names[nd++] = "/r/";
 	for (int x = 0; x < NX; x++)

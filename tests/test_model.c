@@ -274,7 +274,7 @@ static size_t value_size(void)
 
 static int pick_dir(const struct mstate *s, bool existing_bias)
 {
-	if (existing_bias && rnd(100) < 85) {
+	if (existing_bias && rnd(100) < 93) {
 		int ex[ND], n = 0;
 		for (int d = 0; d < ND; d++)
 			if (s->dir[d])
@@ -285,17 +285,33 @@ static int pick_dir(const struct mstate *s, bool existing_bias)
 	return (int)rnd(ND);
 }
 
-static int pick_key(const struct mstate *s, int d, bool present_bias)
+/* bias: 1 prefers a present key, -1 an absent one, 0 none. Biases keep
+ * most batches valid while collisions with the state stay frequent. */
+static int pick_key(const struct mstate *s, int d, int bias)
 {
-	if (present_bias && rnd(100) < 70) {
-		int pr[NK], n = 0;
+	if (bias && rnd(100) < 88) {
+		int pick[NK], n = 0;
 		for (int k = 0; k < NK; k++)
-			if (s->e[d][k].v)
-				pr[n++] = k;
+			if ((s->e[d][k].v != NULL) == (bias > 0))
+				pick[n++] = k;
 		if (n)
-			return pr[rnd((uint64_t)n)];
+			return pick[rnd((uint64_t)n)];
 	}
 	return (int)rnd(NK);
+}
+
+/* A directory for mkdir (want_absent) or rmdir, biased the same way. */
+static int pick_dir_for(const struct mstate *s, bool want_absent)
+{
+	if (rnd(100) < 75) {
+		int pick[ND], n = 0;
+		for (int d = 0; d < ND; d++)
+			if (s->dir[d] != want_absent)
+				pick[n++] = d;
+		if (n)
+			return pick[rnd((uint64_t)n)];
+	}
+	return (int)rnd(ND);
 }
 
 static void set_dir(struct mop *m, int d)
@@ -369,29 +385,31 @@ static void make_op(struct mop *m, const struct mstate *s, uint64_t T, uint8_t *
 {
 	memset(m, 0, sizeof *m);
 	uint64_t r = rnd(100);
-	if (r < 28) {
+	if (r < 32) {
 		m->op.kind = SHM_OP_PUT;
-	} else if (r < 36) {
+	} else if (r < 40) {
 		m->op.kind = SHM_OP_PUT_IF_ABSENT;
-	} else if (r < 46) {
+	} else if (r < 50) {
 		m->op.kind = SHM_OP_PUT_IF_TICK;
-	} else if (r < 54) {
+	} else if (r < 58) {
 		m->op.kind = SHM_OP_ADD;
-	} else if (r < 70) {
+	} else if (r < 72) {
 		m->op.kind = SHM_OP_DEL;
-	} else if (r < 86) {
+	} else if (r < 88) {
 		m->op.kind = SHM_OP_MKDIR;
-		set_dir(m, (int)rnd(ND));
+		set_dir(m, pick_dir_for(s, true));
 		return;
 	} else {
 		m->op.kind = SHM_OP_RMDIR;
-		/* weighted towards the leaves so subtrees are not wiped too often */
-		set_dir(m, rnd(3) == 0 ? (int)rnd(ND) : (int)(2 + rnd(ND - 2)));
+		set_dir(m, pick_dir_for(s, false));
 		return;
 	}
 	int d = pick_dir(s, true);
 	set_dir(m, d);
-	int k = pick_key(s, d, m->op.kind == SHM_OP_DEL || m->op.kind == SHM_OP_PUT_IF_TICK);
+	int bias = m->op.kind == SHM_OP_DEL || m->op.kind == SHM_OP_PUT_IF_TICK ? 1
+		   : m->op.kind == SHM_OP_PUT_IF_ABSENT					   ? -1
+											   : 0;
+	int k = pick_key(s, d, bias);
 	set_key(m, k);
 	const struct ment *e = &s->e[d][k];
 	switch (m->op.kind) {

@@ -11,34 +11,34 @@
 
 #define T_SKIP 77
 
-#define T_FAIL(...)                                                                                    \
-	do {                                                                                           \
-		fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                \
-		fprintf(stderr, __VA_ARGS__);                                                          \
-		fputc('\n', stderr);                                                                   \
-		exit(1);                                                                               \
+#define T_FAIL(...)                                                                                          \
+	do {                                                                                                 \
+		fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                        \
+		fprintf(stderr, __VA_ARGS__);                                                                \
+		fputc('\n', stderr);                                                                         \
+		exit(1);                                                                                     \
 	} while (0)
 
-#define T_ASSERT(cond)                                                                                 \
-	do {                                                                                           \
-		if (!(cond))                                                                           \
-			T_FAIL("assertion failed: %s", #cond);                                         \
+#define T_ASSERT(cond)                                                                                       \
+	do {                                                                                                 \
+		if (!(cond))                                                                                 \
+			T_FAIL("assertion failed: %s", #cond);                                               \
 	} while (0)
 
 /* Checks a call that returns 0 or a negative errno. */
-#define T_OK(expr)                                                                                     \
-	do {                                                                                           \
-		long long t_rc_ = (long long)(expr);                                                   \
-		if (t_rc_ < 0)                                                                         \
-			T_FAIL("%s returned %lld (%s)", #expr, t_rc_, strerror((int)-t_rc_));        \
+#define T_OK(expr)                                                                                           \
+	do {                                                                                                 \
+		long long t_rc_ = (long long)(expr);                                                         \
+		if (t_rc_ < 0)                                                                               \
+			T_FAIL("%s returned %lld (%s)", #expr, t_rc_, strerror((int)-t_rc_));                \
 	} while (0)
 
 /* Checks a call returns exactly `want`. */
-#define T_EQ(expr, want)                                                                               \
-	do {                                                                                           \
-		long long t_got_ = (long long)(expr), t_want_ = (long long)(want);                   \
-		if (t_got_ != t_want_)                                                                 \
-			T_FAIL("%s == %lld, expected %lld", #expr, t_got_, t_want_);                 \
+#define T_EQ(expr, want)                                                                                     \
+	do {                                                                                                 \
+		long long t_got_ = (long long)(expr), t_want_ = (long long)(want);                           \
+		if (t_got_ != t_want_)                                                                       \
+			T_FAIL("%s == %lld, expected %lld", #expr, t_got_, t_want_);                         \
 	} while (0)
 
 /* A seed from $SHMSYNC_TEST_SEED or the given default; printed so a failure

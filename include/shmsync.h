@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,6 +45,202 @@ const char *shmsync_strerror(int code);
 
 /* The library's version as "MAJOR.MINOR.PATCH". */
 const char *shmsync_version(void);
+
+/* ---- the root ----------------------------------------------------------
+ *
+ * The root owns the state and is its only writer. It listens on a unix
+ * socket for workers, applies their batches in group commits (one tick per
+ * group), and frees superseded versions, tombstones and change-log records
+ * exactly when no worker can need them any more. Run it with
+ * shmsync_root_run() or embed it in your own loop with shmsync_root_fd() and
+ * shmsync_root_process(). A root handle belongs to one thread.
+ *
+ * Do not fork workers from the process that holds the root after
+ * shmsync_root_open(): the root's mappings are MADV_DONTFORK and its fds
+ * O_CLOEXEC, so a child would not inherit them, but fork them from a process
+ * forked before the root exists, or exec them.
+ */
+typedef struct shmsync_root shmsync_root;
+
+typedef struct shmsync_root_opts { /* zero means default */
+	const char *socket_path;   /* required; created mode 0600, removed on close */
+	size_t capacity;           /* bytes of address space; default from limits, SHMSYNC_CAPACITY */
+	unsigned max_workers;      /* default 256 */
+	size_t log_bytes;          /* change log ring; default capacity/16, at most 64 MiB */
+	size_t port_ring_bytes;    /* each worker's export ring; default 256 KiB, a power of two */
+	unsigned max_group;        /* batches per group commit; default 256 */
+	const uid_t *allow_uids;   /* peers allowed to attach; default: the root's own uid */
+	unsigned n_allow_uids;
+	char *errbuf; /* if set, a message for a failed shmsync_root_open */
+	size_t errbuf_len;
+} shmsync_root_opts;
+
+/* Creates the segment, the socket and the root's io_uring. Errors: -EINVAL
+ * (no socket path, bad option), -EADDRINUSE (the socket exists and a root
+ * answers there), -ENOMEM, -ENOSPC, or what a system call returned; opts'
+ * errbuf then says what failed and what to set. */
+int shmsync_root_open(shmsync_root **r, const shmsync_root_opts *o);
+/* Serves until shmsync_root_stop(). Returns 0, or a negative errno if the
+ * loop itself failed. */
+int shmsync_root_run(shmsync_root *r);
+/* An fd that is readable when shmsync_root_process() has work: poll it in
+ * your own loop. */
+int shmsync_root_fd(shmsync_root *r);
+/* Does the pending work without sleeping: attaches, batches, releases,
+ * reclamation. Returns the number of events handled (<= max_events, 0 for no
+ * limit) or a negative errno. */
+int shmsync_root_process(shmsync_root *r, unsigned max_events);
+/* Makes shmsync_root_run() return; safe from a signal handler. */
+void shmsync_root_stop(shmsync_root *r);
+/* Closes the socket (removing its path), releases every worker (their waits
+ * return -ESHUTDOWN) and frees the state. */
+void shmsync_root_close(shmsync_root *r);
+/* The published tick. */
+uint64_t shmsync_root_tick(const shmsync_root *r);
+
+/* ---- workers -----------------------------------------------------------
+ *
+ * A worker handle belongs to one thread; a process may hold several. A
+ * handle used in a child forked after attach returns -ECHILD: attach again
+ * in the child. Every call that waits returns -ESHUTDOWN promptly once the
+ * root is gone.
+ */
+typedef struct shmsync_worker shmsync_worker;
+typedef struct shmsync_batch shmsync_batch;
+
+/* Connects to the root at socket_path. NULL: $SHMSYNC_ATTACH_FD (an already
+ * connected socket, set by a supervisor), else $SHMSYNC_SOCKET. Errors:
+ * -ENOENT/-ECONNREFUSED (no root there), -EACCES (this uid is not allowed),
+ * -EUSERS (the root has max_workers), -EPROTO (another layout version: the
+ * message names both), -EINVAL (bad environment variable). */
+int shmsync_attach(shmsync_worker **w, const char *socket_path);
+/* The same over an already connected socket; takes ownership of fd. */
+int shmsync_attach_fd(shmsync_worker **w, int fd);
+/* shmsync_attach with a message: on failure errbuf says what went wrong (the
+ * root's own words where it refused). */
+int shmsync_attach_msg(shmsync_worker **w, const char *socket_path, char *errbuf, size_t errbuf_len);
+/* Detaches: the root releases everything this worker pinned. */
+void shmsync_detach(shmsync_worker *w);
+/* The last tick this worker imported (its snapshot after an import). */
+uint64_t shmsync_cursor(const shmsync_worker *w);
+
+/* Batches: built in private memory, applied atomically by the root. Every
+ * call checks its arguments at once: -EINVAL (directory name: absolute,
+ * ending in '/', no empty, "." or ".." component; empty key), -ENAMETOOLONG,
+ * -EMSGSIZE (value), -E2BIG (the batch would exceed half the smaller of the
+ * export ring and the change log). A failed call leaves the batch as it
+ * was. */
+int shmsync_begin(shmsync_worker *w, shmsync_batch **b);
+int shmsync_put(shmsync_batch *b, const char *dir, const void *k, size_t kn, const void *v, size_t vn);
+/* Fails the batch with -EEXIST if the key is present when applied. */
+int shmsync_put_if_absent(shmsync_batch *b, const char *dir, const void *k, size_t kn, const void *v,
+			  size_t vn);
+/* Fails the batch with -ECANCELED unless the key's current version has
+ * expected_tick (a view's tick; 0: the key is absent). */
+int shmsync_put_if_tick(shmsync_batch *b, const char *dir, const void *k, size_t kn, const void *v, size_t vn,
+			uint64_t expected_tick);
+/* A counter: 8-byte little-endian int64; a missing key counts from 0.
+ * Applied: -EINVAL if the value has another length, -ERANGE on overflow. */
+int shmsync_add(shmsync_batch *b, const char *dir, const void *k, size_t kn, int64_t delta);
+/* Applied: -ENOENT if the key is absent. */
+int shmsync_del(shmsync_batch *b, const char *dir, const void *k, size_t kn);
+/* Applied: -EEXIST if it exists. A directory needs no parent. */
+int shmsync_mkdir(shmsync_batch *b, const char *dir);
+/* Removes dir and every directory whose name starts with it. Applied:
+ * -ENOENT if there is none. */
+int shmsync_rmdir(shmsync_batch *b, const char *dir);
+
+#define SHMSYNC_NONBLOCK 1
+
+/* Hands the batch to the root. On success b is consumed and *seq names it
+ * for shmsync_wait_committed. With SHMSYNC_NONBLOCK, -EAGAIN when the ring
+ * is full (b is kept: export it again later); otherwise waits for room. */
+int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq);
+void shmsync_abort(shmsync_batch *b);
+/* Waits until batch seq was applied or rejected. Returns 0 and *tick (the
+ * tick that holds it), or the batch's error (-ENOENT, -EEXIST, -ECANCELED,
+ * -EINVAL, -ERANGE, -ENOSPC, -EPROTO), -ETIMEDOUT, -ESHUTDOWN. timeout_ns < 0
+ * waits forever, 0 polls. */
+int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int64_t timeout_ns);
+
+typedef struct shmsync_change {
+	uint64_t tick; /* of the item's last change (after a RESET: the new tick) */
+	int kind;      /* SHMSYNC_PUT, _DEL, _MKDIR, _RMDIR, _RESET */
+	const char *dir;
+	const void *key;
+	size_t key_len;
+	const void *value;
+	size_t value_len;
+} shmsync_change; /* views valid during the callback only */
+typedef int (*shmsync_change_fn)(const shmsync_change *c, void *arg);
+
+/* Waits until the published tick passes the cursor (offline while it
+ * waits), moves the snapshot to the new tick T and calls fn for what changed
+ * in (cursor, T]: every directory created or removed and every key changed,
+ * with its state at T, in the order of its last change. A worker whose
+ * cursor fell off the change log gets RESET, then the full state. fn may be
+ * NULL. Returns the number of changes delivered, fn's non-zero value (the
+ * import is then complete anyway), -ETIMEDOUT (nothing new), -ESHUTDOWN. */
+int shmsync_import_next(shmsync_worker *w, int64_t timeout_ns, shmsync_change_fn fn, void *arg);
+/* The same, but waits until the published tick is >= tick (read your
+ * writes: pass the tick from shmsync_wait_committed). */
+int shmsync_import_until(shmsync_worker *w, uint64_t tick, int64_t timeout_ns, shmsync_change_fn fn,
+			 void *arg);
+
+typedef struct shmsync_view {
+	const void *data;
+	size_t len;
+	uint64_t tick;  /* the tick of this version */
+	uint64_t epoch; /* the snapshot it was read at */
+} shmsync_view;
+
+/* Zero-copy reads at this worker's snapshot (its cursor). A view stays
+ * valid until the next import or shmsync_offline() on this handle. -ENOENT
+ * (directory or key absent), -EIO (corrupt segment), -ESTALE (offline: import
+ * first). */
+int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, shmsync_view *v);
+/* 1 if v is still safe to read, 0 if not. */
+int shmsync_view_valid(shmsync_worker *w, const shmsync_view *v);
+/* Calls fn for every key of dir at the snapshot, in no particular order;
+ * stops at fn's first non-zero value and returns it. */
+int shmsync_dir_iter(shmsync_worker *w, const char *dir,
+		     int (*fn)(const void *k, size_t kn, shmsync_view v, void *arg), void *arg);
+/* Calls fn for every directory under prefix (NULL or "/": all), in name
+ * order. */
+int shmsync_dirs_iter(shmsync_worker *w, const char *prefix, int (*fn)(const char *dir, void *arg),
+		      void *arg);
+/* Stops pinning the snapshot: memory it held may be reclaimed. Views become
+ * invalid; reads return -ESTALE until the next import. */
+void shmsync_offline(shmsync_worker *w);
+
+struct io_uring_sqe;
+/* Prepares, on the caller's own io_uring, a wait that completes when the
+ * next state is ready (a futex wait on the tick word); then call
+ * shmsync_import_next(w, 0, ...). -EOPNOTSUPP where io_uring futex waits are
+ * missing (use shmsync_fd). The caller must go offline first if it may sleep
+ * long: see shmsync_offline. */
+int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe);
+/* An fd that becomes readable when the next state is ready, for epoll
+ * loops: the worker's own io_uring with the wait armed, or an eventfd the
+ * root signals on the fallback path. Re-armed by each import. */
+int shmsync_fd(shmsync_worker *w);
+
+typedef struct shmsync_stats {
+	uint64_t tick;       /* published */
+	uint64_t cursor;     /* this worker's */
+	uint64_t read_epoch; /* this worker's, UINT64_MAX when offline */
+	uint64_t min_epoch;  /* over all workers, as the root last computed it */
+	const char *signal;  /* "uring" or "futex" */
+	uint64_t uring_ops;  /* io_uring operations this worker submitted */
+	uint64_t bytes_in_use, capacity, tombstones, reclaimed;
+	unsigned slot;
+	uint64_t batches_exported, batches_committed, batches_rejected;
+	uint64_t imports, resets;
+} shmsync_stats;
+
+int shmsync_stat(shmsync_worker *w, shmsync_stats *s);
+/* The same as one JSON object; returns its length (like snprintf). */
+int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -512,7 +512,13 @@ static int names_replace(struct shm_root *r, uint64_t add, uint64_t at, uint64_t
 {
 	uint64_t aoff = atomic_load_explicit(&r->hdr->dirs, memory_order_relaxed);
 	struct shm_dir_array *a = shm_at(r, aoff);
-	uint64_t n = a->count + (add ? 1 : 0);
+	uint64_t n = a->count + 1;
+	if (!add) {
+		n = 0;
+		for (uint64_t i = 0; i < a->count; i++)
+			if (atomic_load_explicit(&dname_at(r, a->names[i])->head, memory_order_relaxed))
+				n++;
+	}
 	uint64_t noff;
 	int rc =
 		undoable
@@ -885,13 +891,19 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 {
 	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
 	struct shm_table *tab = shm_at(r, toff);
+	size_t scanned = 0;
 	while (inc->reclaim_pos < tab->nslots) {
 		if (room && *done >= room)
 			return false;
 		uint64_t node =
 			atomic_load_explicit(&tab->slots[inc->reclaim_pos++].node, memory_order_relaxed);
-		if (node <= SHM_SLOT_DELETED)
+		if (node <= SHM_SLOT_DELETED) {
+			/* Empty slots cost a little too: a huge, mostly empty
+			 * table must not be scanned in one call. */
+			if (++scanned % 64 == 0)
+				(*done)++;
 			continue;
+		}
 		struct shm_ver *v = shm_at(r, node);
 		/* Versions below the head were retired when superseded and are
 		 * freed by their own entries; the head is this entry's to free. */
@@ -900,7 +912,8 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 			(*done)++;
 		}
 	}
-	return true;
+	/* Freeing the table is one more object: it must fit the budget. */
+	return !room || *done < room;
 }
 
 static void delinc_finish(struct shm_root *r, uint64_t ioff, struct shm_reclaim_report *rep)

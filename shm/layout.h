@@ -53,6 +53,9 @@ struct shm_hdr {
 	_Atomic uint64_t stat_tombstones;
 	_Atomic uint64_t stat_reclaimed_objects;
 	_Atomic uint64_t stat_reclaimed_bytes;
+	_Atomic uint64_t stat_min_epoch; /* as the root last computed it */
+	_Atomic uint32_t stat_signal;    /* how the root waits: 1 io_uring, 2 futex/poll */
+	_Atomic uint32_t stat_workers;
 };
 
 /* Every allocated object begins with this; retire lists are linked through

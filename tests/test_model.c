@@ -726,6 +726,8 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		T_FAIL("shm_root_create: %s (%s)", strerror(-rc), err.msg);
 	seg = shm_root_seg(root);
+	struct shm_stats st0;
+	shm_root_stats(root, &st0);
 
 	uint64_t T = shm_root_tick(root), first = T;
 	memset(&snaps[T % RETAIN], 0, sizeof snaps[0]);
@@ -876,12 +878,31 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* With nothing pinned, everything retired goes. */
+	/* Remove everything; with nothing pinned, everything retired goes (what
+	 * the first reclaim unlinks is tagged with the next tick, so commit and
+	 * reclaim a few times) and the arena is back at its empty level: no
+	 * operation sequence above leaked. */
 	struct shm_reclaim_report rep;
+	static const char *const tops[] = {"/a/", "/ab/", "/b/", "/c/"};
+	for (int round = 0; round < 3; round++) {
+		shm_commit_begin(root);
+		for (int i = 0; i < 4; i++) {
+			struct shm_op o = {.kind = round == 1 ? SHM_OP_MKDIR : SHM_OP_RMDIR, .dir = tops[i],
+					   .dir_len = strlen(tops[i])};
+			size_t f;
+			rc = shm_apply_batch(root, &o, 1, &f);
+			T_ASSERT(rc == 0 || rc == -ENOENT);
+		}
+		uint64_t t = 0;
+		shm_commit_publish(root, &t);
+		T_OK(shm_reclaim(root, UINT64_MAX, UINT64_MAX, 0, &rep));
+		T_ASSERT(!rep.more);
+	}
 	T_OK(shm_reclaim(root, UINT64_MAX, UINT64_MAX, 0, &rep));
-	T_ASSERT(!rep.more);
 	struct shm_stats st;
 	shm_root_stats(root, &st);
+	T_EQ(st.directories, 0);
+	T_EQ(st.keys, 0);
 
 	printf("model: seed %llu, %" PRIu64 " ticks, %" PRIu64 " groups (%" PRIu64 " published nothing), %" PRIu64
 	       " batches, %" PRIu64 " ops\n",
@@ -902,6 +923,13 @@ int main(int argc, char **argv)
 		T_ASSERT(sum.rejected[3] > 0 && sum.rejected[4] > 0);
 		T_ASSERT(sum.empty_groups > 0);
 	}
+	printf("  after removing everything: bytes_in_use %" PRIu64 " (empty root: %" PRIu64 "), retired %" PRIu64
+	       ", tombstones %" PRIu64 ", log used %" PRIu64 "\n",
+	       st.bytes_in_use, st0.bytes_in_use, st.retired_bytes, st.tombstones, st.log_bytes_used);
+	T_EQ(st.tombstones, 0);
+	T_EQ(st.retired_bytes, 0);
+	T_EQ(st.log_bytes_used, 0);
+	T_EQ(st.bytes_in_use, st0.bytes_in_use);
 	for (int i = 0; i < RETAIN; i++)
 		ms_release(&snaps[i]);
 	free(huge);

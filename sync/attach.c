@@ -1,0 +1,120 @@
+/* Unix-socket plumbing for attach: the root's listening socket, and
+ * messages with file descriptors (SCM_RIGHTS) both ways. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sync.h"
+
+int att_listen(const char *path, char *msg, size_t msglen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(msg, msglen, "socket path %s: empty or longer than %zu bytes",
+			 path ? "given" : "missing", sizeof(sa.sun_path) - 1);
+		return -EINVAL;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(msg, msglen, "socket: %s", strerror(errno));
+		return -errno;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno != EADDRINUSE)
+			goto fail;
+		/* A stale socket from a root that died, or a live root? */
+		int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		if (probe >= 0)
+			close(probe);
+		if (live) {
+			close(fd);
+			snprintf(msg, msglen, "%s: a root is already serving there", path);
+			return -EADDRINUSE;
+		}
+		struct stat st;
+		if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			close(fd);
+			snprintf(msg, msglen, "%s exists and is not a socket", path);
+			return -EEXIST;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail;
+	}
+	/* Only the owner may connect; peers are checked against the allowed
+	 * uids as well, so the instant before the chmod opens nothing. */
+	if (chmod(path, 0600) < 0 || listen(fd, 64) < 0)
+		goto fail;
+	return fd;
+fail:;
+	int e = errno;
+	snprintf(msg, msglen, "listening on %s: %s", path, strerror(e));
+	close(fd);
+	return -e;
+}
+
+int att_send(int fd, const void *buf, size_t len, const int *fds, int nfds)
+{
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (nfds > 0) {
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+	}
+	/* MSG_NOSIGNAL: a peer that died must not kill us with SIGPIPE. */
+	ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+ssize_t att_recv(int fd, void *buf, size_t len, int *fds, int *nfds, int flags)
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	int want = nfds ? *nfds : 0;
+	if (nfds)
+		*nfds = 0;
+	ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | flags);
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		int got[4];
+		memcpy(got, CMSG_DATA(c), (k > 4 ? 4 : k) * sizeof(int));
+		for (size_t i = 0; i < k && i < 4; i++) {
+			/* More fds than we asked for are closed, not leaked. */
+			if (nfds && *nfds < want)
+				fds[(*nfds)++] = got[i];
+			else
+				close(got[i]);
+		}
+	}
+	if (mh.msg_flags & MSG_TRUNC)
+		return -EMSGSIZE;
+	return n;
+}

@@ -1,0 +1,79 @@
+/* The port: one shared-memory segment per worker, created by the root at
+ * attach, mapped read-write by both. Everything the worker writes here is
+ * hostile to the root: the root copies before it validates, bounds every
+ * position, and keeps its own authoritative copy of anything it relies on.
+ * What the root writes here only the worker relies on, so a worker that
+ * scribbles over it harms only itself.
+ */
+#ifndef SHMSYNC_PORT_H
+#define SHMSYNC_PORT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define PORT_MAGIC 0x54524f5053534853ull /* "SHSSPORT" */
+#define PORT_VERSION 1u
+#define PORT_HDR_SIZE 4096u
+#define PORT_NACKS 1024u /* at most this many batches unacknowledged */
+#define PORT_OFFLINE UINT64_MAX
+
+/* A result per batch: the tick that committed it, or a negative errno. */
+struct port_ack {
+	_Atomic uint64_t seq;
+	_Atomic int64_t result;
+};
+
+struct port_hdr {
+	/* Written by the root before the port is handed out. */
+	uint64_t magic;
+	uint32_t version;
+	uint32_t hdr_size;
+	uint64_t size;
+	uint64_t acks_off;  /* PORT_NACKS struct port_ack */
+	uint64_t ring_off;  /* the export ring */
+	uint64_t ring_size; /* a power of two */
+	uint32_t slot;
+	uint32_t gen;
+
+	/* Written by the worker (release); read by the root (acquire). */
+	_Atomic uint64_t cursor;     /* last tick imported */
+	_Atomic uint64_t read_epoch; /* the snapshot being read, or PORT_OFFLINE */
+	_Atomic uint64_t ring_head;  /* bytes ever written to the ring */
+	/* Doorbell: the worker adds one after publishing a batch and wakes the
+	 * root if it sleeps. One waker, one waiter; the value is what the root
+	 * sleeps on, so no wake-up is lost to a flag cleared too early. */
+	_Atomic uint32_t doorbell;
+	_Atomic uint32_t wants_fd_wake; /* shmsync_fd on the fallback path */
+
+	/* Written by the root (release); read by the worker (acquire). */
+	_Atomic uint64_t ring_tail; /* bytes the root has consumed */
+	_Atomic uint64_t acked_seq; /* every seq <= this has its ack */
+	_Atomic uint32_t root_sleeping;
+	uint32_t reserved;
+};
+
+/* A batch record in the export ring. Records never straddle the ring's end:
+ * a record of version PAD fills the rest. len is a multiple of 8. */
+struct wire_batch {
+	uint32_t len;
+	uint16_t version; /* WIRE_VERSION, or WIRE_PAD */
+	uint16_t nops;
+	uint64_t seq;
+};
+
+struct wire_op {
+	uint8_t kind; /* enum shm_op_kind */
+	uint8_t reserved0;
+	uint16_t dir_len;
+	uint32_t key_len;
+	uint32_t value_len;
+	uint32_t reserved1;
+	int64_t arg; /* add: delta; put_if_tick: expected tick */
+		     /* dir[dir_len], key[key_len], value[value_len], padding to 8 */
+};
+
+#define WIRE_VERSION 1u
+#define WIRE_PAD 0xffffu
+#define WIRE_MAX_OPS 65535u
+
+#endif

@@ -1,0 +1,1034 @@
+/* The root: attach, drain export rings fairly, group-commit, publish, ack,
+ * wake, reclaim. One loop, on io_uring (futex waits on each port's doorbell,
+ * polls on sockets and pidfds, a timer), or on poll(2) with eventfd doorbells
+ * where io_uring futex operations are unavailable.
+ *
+ * The sleep protocol (docs/ARCHITECTURE.md, "Waking the root"): the root arms
+ * a wait on every doorbell with the value it last saw, raises root_sleeping
+ * in every port, issues a full fence and rescans every ring; only then does
+ * it sleep. A worker publishes its ring head, adds one to its doorbell,
+ * issues a full fence and reads root_sleeping; if it is raised it wakes the
+ * root. Either the root's rescan sees the new head, or the worker sees the
+ * flag and its wake finds the armed wait (armed before the flag was raised);
+ * and an armed wait whose value already changed completes at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "layout.h"
+#include "sync.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+enum { UD_ACCEPT = 1, UD_WAKE, UD_TIMER, UD_DOORBELL, UD_PIDFD, UD_CONN, UD_PENDING, UD_IGNORE };
+
+#define PER_SLOT_ROUND 8
+#define RECLAIM_BUDGET 4096
+#define IDLE_RECLAIM_NS 50000000
+#define HELLO_TIMEOUT_NS 2000000000
+#define SPIN_NS 20000
+
+static uint64_t ud(unsigned type, unsigned idx, uint32_t gen)
+{
+	return (uint64_t)type << 56 | (uint64_t)(idx & 0xffffff) << 32 | gen;
+}
+
+static void setmsg(const shmsync_root_opts *o, const char *msg)
+{
+	if (o && o->errbuf && o->errbuf_len)
+		snprintf(o->errbuf, o->errbuf_len, "%s", msg);
+}
+
+static struct io_uring_sqe *get_sqe(shmsync_root *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
+	if (!sqe) {
+		io_uring_submit(&r->uring);
+		sqe = io_uring_get_sqe(&r->uring);
+	}
+	if (sqe)
+		r->uring_ops++;
+	return sqe;
+}
+
+/* ---- slots ------------------------------------------------------------- */
+
+static void slot_free(shmsync_root *r, struct slot *s)
+{
+	if (s->port)
+		munmap(s->port, s->port_size);
+	int *fds[] = {&s->conn, &s->pidfd, &s->doorbell_fd, &s->fdwake_fd};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (*fds[i] >= 0) {
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
+	s->port = NULL;
+	s->used = s->live = s->releasing = false;
+	s->futex_armed = s->pid_armed = s->conn_armed = false;
+	s->gen++;
+	(void)r;
+}
+
+static void cancel(shmsync_root *r, uint64_t user_data)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, user_data, 0);
+	io_uring_sqe_set_data64(sqe, ud(UD_IGNORE, 0, 0));
+}
+
+static int drain_and_commit(shmsync_root *r, struct slot *only);
+static void reclaim(shmsync_root *r, size_t budget);
+
+/* The worker died or detached: apply its fully published batches, stop
+ * counting its positions, cancel what is armed for it, and free the slot
+ * once every armed operation has been reaped (they point into its port). */
+static void slot_release(shmsync_root *r, struct slot *s)
+{
+	if (!s->live)
+		return;
+	drain_and_commit(r, s);
+	s->live = false;
+	s->releasing = true;
+	r->nlive--;
+	unsigned idx = (unsigned)(s - r->slots);
+	if (r->signal == SIG_URING) {
+		if (s->futex_armed)
+			cancel(r, ud(UD_DOORBELL, idx, s->gen));
+		if (s->pid_armed)
+			cancel(r, ud(UD_PIDFD, idx, s->gen));
+		if (s->conn_armed)
+			cancel(r, ud(UD_CONN, idx, s->gen));
+		io_uring_submit(&r->uring);
+	}
+	if (s->inflight == 0)
+		slot_free(r, s);
+	reclaim(r, 0);
+}
+
+/* ---- attach ------------------------------------------------------------ */
+
+static bool uid_allowed(shmsync_root *r, uid_t uid)
+{
+	for (unsigned i = 0; i < r->n_allow; i++)
+		if (r->allow[i] == uid)
+			return true;
+	return false;
+}
+
+static void refuse(int fd, int status, const char *fmt, const char *arg)
+{
+	struct welcome w = {.magic = WELCOME_MAGIC, .status = status};
+	w.layout_version = SHM_LAYOUT_VERSION;
+	w.port_version = PORT_VERSION;
+	w.wire_version = WIRE_VERSION;
+	snprintf(w.msg, sizeof(w.msg), fmt, arg);
+	att_send(fd, &w, sizeof(w), NULL, 0);
+}
+
+static int make_port(shmsync_root *r, struct slot *s, unsigned idx, int *port_fd)
+{
+	size_t ring = r->port_ring_bytes;
+	size_t acks = PORT_NACKS * sizeof(struct port_ack);
+	size_t size = PORT_HDR_SIZE + acks + ring;
+	int fd = memfd_create("shmsync-port", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0)
+		goto fail;
+	struct port_hdr *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (p == MAP_FAILED)
+		goto fail;
+	madvise(p, size, MADV_DONTFORK);
+	/* The worker can neither shrink the port under the root (SIGBUS) nor
+	 * grow it, nor change the seals. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		munmap(p, size);
+		goto fail;
+	}
+	uint64_t tick, log_end;
+	shm_published_state(r->seg, &tick, &log_end);
+	p->magic = PORT_MAGIC;
+	p->version = PORT_VERSION;
+	p->hdr_size = PORT_HDR_SIZE;
+	p->size = size;
+	p->acks_off = PORT_HDR_SIZE;
+	p->ring_off = PORT_HDR_SIZE + acks;
+	p->ring_size = ring;
+	p->slot = idx;
+	p->gen = s->gen;
+	/* Online at the published tick from the first instant: the worker
+	 * settles on its snapshot (>= this) with the usual protocol. */
+	atomic_store_explicit(&p->cursor, tick, memory_order_relaxed);
+	atomic_store_explicit(&p->read_epoch, tick, memory_order_relaxed);
+	atomic_store_explicit(&p->ring_head, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->ring_tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->acked_seq, 0, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	s->port = p;
+	s->port_size = size;
+	s->acks = (struct port_ack *)((uint8_t *)p + p->acks_off);
+	s->ring = (uint8_t *)p + p->ring_off;
+	s->tail = 0;
+	s->next_seq = 1;
+	s->doorbell_seen = 0;
+	s->cursor = s->epoch = tick;
+	*port_fd = fd;
+	return 0;
+fail:;
+	int e = -errno;
+	close(fd);
+	return e;
+}
+
+/* A hello arrived on a pending connection: check it, give a slot. */
+static void finish_attach(shmsync_root *r, struct pending *pd)
+{
+	int fd = pd->fd;
+	struct hello h;
+	ssize_t n = att_recv(fd, &h, sizeof(h), NULL, NULL, MSG_DONTWAIT);
+	if (n == -EAGAIN)
+		return; /* spurious: wait on */
+	pd->fd = -1;
+	if (n != (ssize_t)sizeof(h) || h.magic != HELLO_MAGIC) {
+		refuse(fd, -EPROTO, "%s", "not a shmsync hello");
+		goto drop;
+	}
+	if (h.layout_version != SHM_LAYOUT_VERSION || h.port_version != PORT_VERSION ||
+	    h.wire_version != WIRE_VERSION) {
+		char m[160];
+		snprintf(m, sizeof(m),
+			 "version mismatch: worker has layout %u port %u wire %u, root has layout %u port %u "
+			 "wire %u",
+			 h.layout_version, h.port_version, h.wire_version, SHM_LAYOUT_VERSION, PORT_VERSION,
+			 WIRE_VERSION);
+		refuse(fd, -EPROTO, "%s", m);
+		goto drop;
+	}
+	unsigned idx;
+	for (idx = 0; idx < r->max_workers; idx++)
+		if (!r->slots[idx].used)
+			break;
+	if (idx == r->max_workers) {
+		char m[64];
+		snprintf(m, sizeof(m), "%u", r->max_workers);
+		refuse(fd, -EUSERS, "the root already has max_workers (%s) workers", m);
+		goto drop;
+	}
+	struct slot *s = &r->slots[idx];
+	int port_fd = -1, db = -1;
+	int rc = make_port(r, s, idx, &port_fd);
+	if (rc == 0 && r->signal == SIG_FUTEX) {
+		db = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (db < 0)
+			rc = -errno;
+	}
+	if (rc < 0) {
+		refuse(fd, rc, "creating the port failed: %s", strerror(-rc));
+		if (s->port)
+			munmap(s->port, s->port_size);
+		s->port = NULL;
+		if (port_fd >= 0)
+			close(port_fd);
+		goto drop;
+	}
+	struct welcome w = {
+		.magic = WELCOME_MAGIC,
+		.layout_version = SHM_LAYOUT_VERSION,
+		.port_version = PORT_VERSION,
+		.wire_version = WIRE_VERSION,
+		.slot = idx,
+		.gen = s->gen,
+		.signal = (uint32_t)r->signal,
+		.max_batch = r->max_batch,
+	};
+	int fds[3] = {r->ro_fd, port_fd, db};
+	rc = att_send(fd, &w, sizeof(w), fds, db >= 0 ? 3 : 2);
+	close(port_fd);
+	if (rc < 0) {
+		munmap(s->port, s->port_size);
+		s->port = NULL;
+		if (db >= 0)
+			close(db);
+		goto drop;
+	}
+	s->used = s->live = true;
+	s->releasing = false;
+	s->conn = fd;
+	s->pidfd = pd->pidfd;
+	s->pid = pd->pid;
+	s->doorbell_fd = db;
+	s->fdwake_fd = -1;
+	s->inflight = 0;
+	r->nlive++;
+	return;
+drop:
+	close(fd);
+	if (pd->pidfd >= 0)
+		close(pd->pidfd);
+	pd->pidfd = -1;
+}
+
+static void accept_one(shmsync_root *r, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		close(fd);
+		return;
+	}
+	if (!uid_allowed(r, cred.uid)) {
+		char m[32];
+		snprintf(m, sizeof(m), "%u", (unsigned)cred.uid);
+		refuse(fd, -EACCES, "uid %s is not allowed to attach to this root", m);
+		close(fd);
+		return;
+	}
+	/* The peer's pidfd without a pid-reuse race (kernel 6.5+); else from
+	 * the pid the kernel recorded at connect. */
+	int pidfd = -1;
+	len = sizeof(pidfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+		pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+	if (pidfd < 0) {
+		refuse(fd, -ESRCH, "%s", "the peer has no pidfd (did it exit?)");
+		close(fd);
+		return;
+	}
+	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	for (unsigned i = 0; i < MAX_PENDING; i++) {
+		struct pending *pd = &r->pend[i];
+		if (pd->fd >= 0)
+			continue;
+		*pd = (struct pending){fd,    pidfd,      cred.pid, sig_now_ns() + HELLO_TIMEOUT_NS,
+				       false, pd->gen + 1};
+		finish_attach(r, pd);
+		return;
+	}
+	refuse(fd, -EAGAIN, "%s", "too many attaches in progress: retry");
+	close(fd);
+	close(pidfd);
+}
+
+static int accept_all(shmsync_root *r)
+{
+	int n = 0;
+	for (;;) {
+		int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return n;
+		accept_one(r, fd);
+		n++;
+	}
+}
+
+static void expire_pending(shmsync_root *r)
+{
+	int64_t now = sig_now_ns();
+	for (unsigned i = 0; i < MAX_PENDING; i++) {
+		struct pending *pd = &r->pend[i];
+		if (pd->fd >= 0 && now > pd->deadline) {
+			if (pd->armed)
+				cancel(r, ud(UD_PENDING, i, pd->gen));
+			close(pd->fd);
+			close(pd->pidfd);
+			pd->fd = pd->pidfd = -1;
+		}
+	}
+}
+
+/* A message on an attached worker's connection: bye, an eventfd for
+ * shmsync_fd, or end of file. */
+static void conn_readable(shmsync_root *r, struct slot *s)
+{
+	for (;;) {
+		struct control c;
+		int fd = -1, nfd = 1;
+		ssize_t n = att_recv(s->conn, &c, sizeof(c), &fd, &nfd, MSG_DONTWAIT);
+		if (n == -EAGAIN)
+			return;
+		if (n == (ssize_t)sizeof(c) && c.magic == FDWAKE_MAGIC && nfd == 1) {
+			if (s->fdwake_fd >= 0)
+				close(s->fdwake_fd);
+			s->fdwake_fd = fd;
+			continue;
+		}
+		if (nfd == 1)
+			close(fd);
+		/* BYE, end of file, an error or garbage: the worker is gone. */
+		slot_release(r, s);
+		return;
+	}
+}
+
+/* ---- commits ----------------------------------------------------------- */
+
+static int ack_add(shmsync_root *r, struct slot *s, uint64_t seq, int64_t result)
+{
+	if (r->nacks == r->acks_cap) {
+		size_t cap = r->acks_cap ? r->acks_cap * 2 : 256;
+		struct ack_pending *a = realloc(r->acks, cap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		r->acks = a;
+		r->acks_cap = cap;
+	}
+	r->acks[r->nacks++] = (struct ack_pending){(uint32_t)(s - r->slots), s->gen, seq, result};
+	return 0;
+}
+
+static void wake_workers(shmsync_root *r)
+{
+	atomic_fetch_add_explicit(&r->seg->hdr->tick_futex, 1, memory_order_release);
+	sig_futex_wake(&r->seg->hdr->tick_futex, INT_MAX);
+	for (unsigned i = 0; i < r->max_workers; i++) {
+		struct slot *s = &r->slots[i];
+		if (s->live && s->fdwake_fd >= 0 &&
+		    atomic_load_explicit(&s->port->wants_fd_wake, memory_order_relaxed)) {
+			uint64_t one = 1;
+			if (write(s->fdwake_fd, &one, sizeof(one)) < 0) {
+				/* Full counter: the worker is readable already. */
+			}
+		}
+	}
+}
+
+/* Publishes the group (if anything was applied), then writes the acks, then
+ * wakes: a worker woken for its ack finds it. */
+static void finish_group(shmsync_root *r)
+{
+	uint64_t tick = 0;
+	int pub = shm_commit_publish(r->shm, &tick);
+	if (pub == 1)
+		r->ticks++;
+	for (size_t i = 0; i < r->nacks; i++) {
+		struct ack_pending *a = &r->acks[i];
+		struct slot *s = &r->slots[a->slot];
+		if (!s->used || s->gen != a->gen)
+			continue;
+		struct port_ack *pa = &s->acks[a->seq % PORT_NACKS];
+		atomic_store_explicit(&pa->result, a->result == 0 ? (int64_t)tick : a->result,
+				      memory_order_relaxed);
+		atomic_store_explicit(&pa->seq, a->seq, memory_order_relaxed);
+		atomic_store_explicit(&s->port->acked_seq, a->seq, memory_order_release);
+	}
+	if (pub == 1 || r->nacks)
+		wake_workers(r);
+	r->nacks = 0;
+}
+
+/* Applies one batch record; the record is in r->rec (our copy). */
+static void apply_record(shmsync_root *r, struct slot *s, size_t len)
+{
+	size_t nops = 0, failed = 0;
+	uint64_t seq = 0, expected = s->next_seq++;
+	int rc = wire_decode(r->rec, len, r->ops, WIRE_MAX_OPS, &nops, &seq);
+	if (rc == 0 && seq != expected)
+		rc = -EPROTO;
+	if (rc == 0) {
+		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+		if (rc == -ENOBUFS) {
+			/* This tick's share of the log is full: publish it and
+			 * apply the batch to the next one. */
+			finish_group(r);
+			shm_commit_begin(r->shm);
+			rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+		}
+	}
+	r->batches++;
+	ack_add(r, s, expected, rc);
+}
+
+/* Drains rings round-robin, PER_SLOT_ROUND batches per worker per round, so
+ * no worker starves another; at most max_group batches per tick. With
+ * `only`, drains that slot alone (it is being released). Returns the number
+ * of batches taken. */
+static int drain_and_commit(shmsync_root *r, struct slot *only)
+{
+	if (shm_commit_begin(r->shm) < 0)
+		return 0;
+	unsigned taken = 0;
+	for (bool progress = true; progress && taken < r->max_group;) {
+		progress = false;
+		for (unsigned i = 0; i < r->max_workers && taken < r->max_group; i++) {
+			struct slot *s = only ? only : &r->slots[(r->rr + i) % r->max_workers];
+			if (!s->live)
+				continue;
+			for (unsigned k = 0; k < PER_SLOT_ROUND && taken < r->max_group; k++) {
+				size_t len;
+				int rc = ring_get(s->port, s->ring, s->port->ring_size, &s->tail, r->rec,
+						  r->rec_cap, &len);
+				if (rc == -EAGAIN)
+					break;
+				if (rc == -EPROTO) {
+					/* The framing is garbage: nothing after it can be
+					 * trusted. Drop it all and say so in an ack. */
+					uint64_t head = atomic_load_explicit(&s->port->ring_head,
+									     memory_order_acquire);
+					if (head >= s->tail && head - s->tail <= s->port->ring_size)
+						s->tail = head;
+					else
+						s->tail = atomic_load_explicit(&s->port->ring_tail,
+									       memory_order_relaxed);
+					ack_add(r, s, s->next_seq++, -EPROTO);
+					atomic_store_explicit(&s->port->ring_tail, s->tail,
+							      memory_order_release);
+					taken++;
+					progress = true;
+					break;
+				}
+				apply_record(r, s, len);
+				atomic_store_explicit(&s->port->ring_tail, s->tail, memory_order_release);
+				taken++;
+				progress = true;
+			}
+			if (only)
+				break;
+		}
+	}
+	r->rr++;
+	finish_group(r);
+	return (int)taken;
+}
+
+/* ---- positions and reclamation ----------------------------------------- */
+
+static void reclaim(shmsync_root *r, size_t budget)
+{
+	uint64_t tick = shm_root_tick(r->shm);
+	uint64_t min_e = UINT64_MAX, min_c = UINT64_MAX;
+	/* Pairs with the worker's fence between announcing its epoch and
+	 * re-reading the tick (sync/worker.c, go_online). */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (unsigned i = 0; i < r->max_workers; i++) {
+		struct slot *s = &r->slots[i];
+		if (!s->live)
+			continue;
+		uint64_t e = atomic_load_explicit(&s->port->read_epoch, memory_order_acquire);
+		uint64_t c = atomic_load_explicit(&s->port->cursor, memory_order_acquire);
+		/* A position from the future is a lie that only hurts its
+		 * teller; clamp it so the arithmetic stays sane. */
+		if (e != PORT_OFFLINE && e > tick)
+			e = tick;
+		if (c > tick)
+			c = tick;
+		s->epoch = e;
+		s->cursor = c;
+		if (e < min_e)
+			min_e = e;
+		if (c < min_c)
+			min_c = c;
+	}
+	r->min_epoch = min_e;
+	r->min_cursor = min_c;
+	struct shm_reclaim_report rep;
+	if (shm_reclaim(r->shm, min_e, min_c, budget, &rep) == 0)
+		r->reclaim_more = rep.more;
+	r->last_idle_reclaim = sig_now_ns();
+}
+
+static bool rings_pending(shmsync_root *r)
+{
+	for (unsigned i = 0; i < r->max_workers; i++) {
+		struct slot *s = &r->slots[i];
+		if (s->live && atomic_load_explicit(&s->port->ring_head, memory_order_acquire) != s->tail)
+			return true;
+	}
+	return false;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static struct slot *slot_of(shmsync_root *r, uint64_t data)
+{
+	unsigned idx = (unsigned)(data >> 32) & 0xffffff;
+	if (idx >= r->max_workers)
+		return NULL;
+	struct slot *s = &r->slots[idx];
+	return s->used && s->gen == (uint32_t)data ? s : NULL;
+}
+
+static void op_done(shmsync_root *r, struct slot *s)
+{
+	if (s->inflight)
+		s->inflight--;
+	if (s->releasing && s->inflight == 0)
+		slot_free(r, s);
+}
+
+static int handle_cqe(shmsync_root *r, struct io_uring_cqe *cqe)
+{
+	uint64_t data = io_uring_cqe_get_data64(cqe);
+	unsigned type = (unsigned)(data >> 56);
+	struct slot *s;
+	switch (type) {
+	case UD_ACCEPT:
+		r->accept_armed = false;
+		return accept_all(r);
+	case UD_WAKE: {
+		r->wake_armed = false;
+		uint64_t v;
+		if (read(r->wake_fd, &v, sizeof(v)) < 0) {
+			/* Nothing to read: a spurious poll completion. */
+		}
+		return 1;
+	}
+	case UD_TIMER:
+		r->timer_armed = false;
+		expire_pending(r);
+		reclaim(r, RECLAIM_BUDGET);
+		return 1;
+	case UD_DOORBELL:
+		if ((s = slot_of(r, data))) {
+			s->futex_armed = false;
+			op_done(r, s);
+		}
+		return 1;
+	case UD_PIDFD:
+		if ((s = slot_of(r, data))) {
+			s->pid_armed = false;
+			op_done(r, s);
+			if (cqe->res >= 0)
+				slot_release(r, s);
+		}
+		return 1;
+	case UD_CONN:
+		if ((s = slot_of(r, data))) {
+			s->conn_armed = false;
+			op_done(r, s);
+			if (s->live && cqe->res >= 0)
+				conn_readable(r, s);
+		}
+		return 1;
+	case UD_PENDING: {
+		unsigned i = (unsigned)(data >> 32) & 0xffffff;
+		if (i < MAX_PENDING && r->pend[i].gen == (uint32_t)data && r->pend[i].fd >= 0) {
+			r->pend[i].armed = false;
+			if (cqe->res >= 0)
+				finish_attach(r, &r->pend[i]);
+		}
+		return 1;
+	}
+	default:
+		return 0;
+	}
+}
+
+static int reap(shmsync_root *r)
+{
+	int n = 0;
+	struct io_uring_cqe *cqe;
+	unsigned head, count = 0;
+	io_uring_for_each_cqe(&r->uring, head, cqe)
+	{
+		n += handle_cqe(r, cqe);
+		count++;
+	}
+	io_uring_cq_advance(&r->uring, count);
+	return n;
+}
+
+static void prep_poll(shmsync_root *r, int fd, unsigned events, uint64_t data)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+	if (!sqe)
+		return;
+	io_uring_prep_poll_add(sqe, fd, events);
+	io_uring_sqe_set_data64(sqe, data);
+}
+
+/* Arms everything the root waits for (io_uring path). */
+static void arm_all(shmsync_root *r, bool want_timer)
+{
+	if (!r->accept_armed) {
+		prep_poll(r, r->listen_fd, POLLIN, ud(UD_ACCEPT, 0, 0));
+		r->accept_armed = true;
+	}
+	if (!r->wake_armed) {
+		prep_poll(r, r->wake_fd, POLLIN, ud(UD_WAKE, 0, 0));
+		r->wake_armed = true;
+	}
+	if (want_timer && !r->timer_armed) {
+		struct io_uring_sqe *sqe = get_sqe(r);
+		if (sqe) {
+			r->timer_ts.tv_sec = 0;
+			r->timer_ts.tv_nsec = IDLE_RECLAIM_NS;
+			io_uring_prep_timeout(sqe, &r->timer_ts, 0, 0);
+			io_uring_sqe_set_data64(sqe, ud(UD_TIMER, 0, 0));
+			r->timer_armed = true;
+		}
+	}
+	for (unsigned i = 0; i < MAX_PENDING; i++) {
+		struct pending *pd = &r->pend[i];
+		if (pd->fd >= 0 && !pd->armed) {
+			prep_poll(r, pd->fd, POLLIN | POLLRDHUP, ud(UD_PENDING, i, pd->gen));
+			pd->armed = true;
+		}
+	}
+	for (unsigned i = 0; i < r->max_workers; i++) {
+		struct slot *s = &r->slots[i];
+		if (!s->live)
+			continue;
+		if (!s->futex_armed) {
+			struct io_uring_sqe *sqe = get_sqe(r);
+			if (sqe) {
+				s->doorbell_seen =
+					atomic_load_explicit(&s->port->doorbell, memory_order_acquire);
+				sig_prep_futex_wait(sqe, &s->port->doorbell, s->doorbell_seen);
+				io_uring_sqe_set_data64(sqe, ud(UD_DOORBELL, i, s->gen));
+				s->futex_armed = true;
+				s->inflight++;
+			}
+		}
+		if (!s->pid_armed) {
+			prep_poll(r, s->pidfd, POLLIN, ud(UD_PIDFD, i, s->gen));
+			s->pid_armed = true;
+			s->inflight++;
+		}
+		if (!s->conn_armed) {
+			prep_poll(r, s->conn, POLLIN | POLLRDHUP, ud(UD_CONN, i, s->gen));
+			s->conn_armed = true;
+			s->inflight++;
+		}
+	}
+	io_uring_submit(&r->uring);
+}
+
+static void set_sleeping(shmsync_root *r, uint32_t v)
+{
+	for (unsigned i = 0; i < r->max_workers; i++)
+		if (r->slots[i].live)
+			atomic_store_explicit(&r->slots[i].port->root_sleeping, v, memory_order_relaxed);
+}
+
+/* The poll(2) path: one pass over every fd; waits up to timeout_ms. */
+static int poll_once(shmsync_root *r, int timeout_ms)
+{
+	struct pollfd pfd[2 + MAX_PENDING + 3 * 1024];
+	struct {
+		unsigned type, idx;
+	} what[sizeof(pfd) / sizeof(pfd[0])];
+	nfds_t n = 0;
+	pfd[n] = (struct pollfd){r->listen_fd, POLLIN, 0};
+	what[n++].type = UD_ACCEPT;
+	pfd[n] = (struct pollfd){r->wake_fd, POLLIN, 0};
+	what[n++].type = UD_WAKE;
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		if (r->pend[i].fd >= 0) {
+			pfd[n] = (struct pollfd){r->pend[i].fd, POLLIN | POLLRDHUP, 0};
+			what[n].type = UD_PENDING;
+			what[n++].idx = i;
+		}
+	for (unsigned i = 0; i < r->max_workers && n + 3 <= sizeof(pfd) / sizeof(pfd[0]); i++) {
+		struct slot *s = &r->slots[i];
+		if (!s->live)
+			continue;
+		pfd[n] = (struct pollfd){s->doorbell_fd, POLLIN, 0};
+		what[n].type = UD_DOORBELL;
+		what[n++].idx = i;
+		pfd[n] = (struct pollfd){s->pidfd, POLLIN, 0};
+		what[n].type = UD_PIDFD;
+		what[n++].idx = i;
+		pfd[n] = (struct pollfd){s->conn, POLLIN | POLLRDHUP, 0};
+		what[n].type = UD_CONN;
+		what[n++].idx = i;
+	}
+	int rc = poll(pfd, n, timeout_ms);
+	if (rc <= 0)
+		return 0;
+	int events = 0;
+	for (nfds_t k = 0; k < n; k++) {
+		if (!pfd[k].revents)
+			continue;
+		events++;
+		struct slot *s = what[k].type >= UD_DOORBELL && what[k].type <= UD_CONN
+					 ? &r->slots[what[k].idx]
+					 : NULL;
+		uint64_t v;
+		switch (what[k].type) {
+		case UD_ACCEPT:
+			accept_all(r);
+			break;
+		case UD_WAKE:
+			if (read(r->wake_fd, &v, sizeof(v)) < 0) {
+				/* Already drained. */
+			}
+			break;
+		case UD_PENDING:
+			finish_attach(r, &r->pend[what[k].idx]);
+			break;
+		case UD_DOORBELL:
+			if (s->live && read(s->doorbell_fd, &v, sizeof(v)) < 0) {
+				/* Already drained. */
+			}
+			break;
+		case UD_PIDFD:
+			slot_release(r, s);
+			break;
+		case UD_CONN:
+			if (s->live)
+				conn_readable(r, s);
+			break;
+		}
+	}
+	return events;
+}
+
+/* ---- the public face --------------------------------------------------- */
+
+int shmsync_root_process(shmsync_root *r, unsigned max_events)
+{
+	(void)max_events;
+	int events = r->signal == SIG_URING ? reap(r) : poll_once(r, 0);
+	int taken = 0;
+	if (r->nlive)
+		taken = drain_and_commit(r, NULL);
+	if (taken || r->reclaim_more || sig_now_ns() - r->last_idle_reclaim > IDLE_RECLAIM_NS)
+		reclaim(r, RECLAIM_BUDGET);
+	if (sig_now_ns() - r->last_idle_reclaim > IDLE_RECLAIM_NS)
+		expire_pending(r);
+	return events + taken;
+}
+
+static bool something_retired(shmsync_root *r)
+{
+	struct shm_stats st;
+	shm_root_stats(r->shm, &st);
+	return st.retired_objects > 0 || st.log_bytes_used > 0;
+}
+
+static bool has_pending(shmsync_root *r)
+{
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		if (r->pend[i].fd >= 0)
+			return true;
+	return false;
+}
+
+static void sleep_once(shmsync_root *r)
+{
+	/* Spin briefly first: a wake that reaches a sleeper costs tens of
+	 * microseconds on both sides. */
+	for (int64_t end = sig_now_ns() + SPIN_NS; sig_now_ns() < end;)
+		if (rings_pending(r))
+			return;
+	bool want_timer = something_retired(r) || has_pending(r);
+	if (r->signal == SIG_URING)
+		arm_all(r, want_timer);
+	set_sleeping(r, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (rings_pending(r) || r->stop) {
+		set_sleeping(r, 0);
+		return;
+	}
+	if (r->signal == SIG_URING) {
+		struct io_uring_cqe *cqe;
+		io_uring_wait_cqe(&r->uring, &cqe);
+	} else {
+		int n = poll_once(r, want_timer ? IDLE_RECLAIM_NS / 1000000 : -1);
+		if (n == 0 && want_timer) {
+			expire_pending(r);
+			reclaim(r, RECLAIM_BUDGET);
+		}
+	}
+	set_sleeping(r, 0);
+}
+
+int shmsync_root_run(shmsync_root *r)
+{
+	while (!r->stop) {
+		int n = shmsync_root_process(r, 0);
+		if (n < 0)
+			return n;
+		if (n == 0 && !r->reclaim_more && !r->stop)
+			sleep_once(r);
+	}
+	r->stop = 0;
+	return 0;
+}
+
+int shmsync_root_fd(shmsync_root *r)
+{
+	if (r->signal == SIG_URING) {
+		arm_all(r, something_retired(r));
+		return r->uring.ring_fd;
+	}
+	return r->wake_fd;
+}
+
+void shmsync_root_stop(shmsync_root *r)
+{
+	r->stop = 1;
+	uint64_t one = 1;
+	if (write(r->wake_fd, &one, sizeof(one)) < 0) {
+		/* The counter is full: the loop is awake anyway. */
+	}
+}
+
+uint64_t shmsync_root_tick(const shmsync_root *r)
+{
+	return shm_root_tick(r->shm);
+}
+
+void shmsync_root_close(shmsync_root *r)
+{
+	if (!r)
+		return;
+	if (r->listen_fd >= 0) {
+		/* Remove the path only if it is still our socket. */
+		struct stat st;
+		if (r->path && stat(r->path, &st) == 0 && st.st_dev == r->sock_dev &&
+		    st.st_ino == r->sock_ino)
+			unlink(r->path);
+		close(r->listen_fd);
+	}
+	if (r->uring_ok)
+		io_uring_queue_exit(&r->uring);
+	for (unsigned i = 0; r->slots && i < r->max_workers; i++) {
+		struct slot *s = &r->slots[i];
+		if (s->used) {
+			s->inflight = 0;
+			slot_free(r, s);
+		}
+	}
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		if (r->pend[i].fd >= 0) {
+			close(r->pend[i].fd);
+			close(r->pend[i].pidfd);
+		}
+	if (r->wake_fd >= 0)
+		close(r->wake_fd);
+	if (r->ro_fd >= 0)
+		close(r->ro_fd);
+	shm_root_destroy(r->shm);
+	free(r->slots);
+	free(r->allow);
+	free(r->path);
+	free(r->rec);
+	free(r->ops);
+	free(r->acks);
+	free(r);
+}
+
+int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
+{
+	char msg[256] = "";
+	shmsync_root_opts d = {0};
+	if (!o)
+		o = &d;
+	if (!o->socket_path) {
+		setmsg(o, "socket_path is required");
+		return -EINVAL;
+	}
+	size_t ring = o->port_ring_bytes ? o->port_ring_bytes : (size_t)256 << 10;
+	if (ring < 4096 || ring > ((size_t)1 << 30) || (ring & (ring - 1))) {
+		setmsg(o, "port_ring_bytes must be a power of two in [4 KiB, 1 GiB]");
+		return -EINVAL;
+	}
+	unsigned maxw = o->max_workers ? o->max_workers : 256;
+	if (maxw > 4096) {
+		setmsg(o, "max_workers must be at most 4096");
+		return -EINVAL;
+	}
+	shmsync_root *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->listen_fd = r->wake_fd = r->ro_fd = -1;
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		r->pend[i].fd = r->pend[i].pidfd = -1;
+	int rc = sig_choose(&r->signal, msg, sizeof(msg));
+	if (rc < 0)
+		goto fail;
+	struct shm_root_opts so = {.capacity = o->capacity, .log_bytes = o->log_bytes};
+	struct shm_err err = {{0}};
+	rc = shm_root_create(&r->shm, &so, &err);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		goto fail;
+	}
+	r->seg = shm_root_seg(r->shm);
+	rc = shm_seg_reader_fd(r->seg, &err);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		goto fail;
+	}
+	r->ro_fd = rc;
+	r->max_workers = maxw;
+	r->port_ring_bytes = ring;
+	r->max_group = o->max_group ? o->max_group : 256;
+	size_t log_half = shm_root_max_batch_log_bytes(r->shm);
+	/* A batch is at most half the smaller of the export ring and the log. */
+	r->max_batch = ring / 2 < log_half ? ring / 2 : log_half;
+	r->slots = calloc(maxw, sizeof(*r->slots));
+	r->rec_cap = ring / 2;
+	r->rec = malloc(r->rec_cap);
+	r->ops = malloc(WIRE_MAX_OPS * sizeof(*r->ops));
+	unsigned nallow = o->n_allow_uids ? o->n_allow_uids : 1;
+	r->allow = malloc(nallow * sizeof(uid_t));
+	r->path = strdup(o->socket_path);
+	if (!r->slots || !r->rec || !r->ops || !r->allow || !r->path) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (o->n_allow_uids)
+		memcpy(r->allow, o->allow_uids, nallow * sizeof(uid_t));
+	else
+		r->allow[0] = geteuid();
+	r->n_allow = nallow;
+	for (unsigned i = 0; i < maxw; i++) {
+		struct slot *s = &r->slots[i];
+		s->conn = s->pidfd = s->doorbell_fd = s->fdwake_fd = -1;
+	}
+	r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->wake_fd < 0) {
+		rc = -errno;
+		snprintf(msg, sizeof(msg), "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if (r->signal == SIG_URING) {
+		/* Three operations per worker at most, plus the root's own. */
+		unsigned entries = 64;
+		while (entries < 3 * maxw + 16)
+			entries *= 2;
+		rc = io_uring_queue_init(entries, &r->uring, 0);
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "io_uring_queue_init: %s", strerror(-rc));
+			goto fail;
+		}
+		r->uring_ok = true;
+	}
+	rc = att_listen(o->socket_path, msg, sizeof(msg));
+	if (rc < 0)
+		goto fail;
+	r->listen_fd = rc;
+	struct stat st;
+	if (stat(o->socket_path, &st) == 0) {
+		r->sock_dev = st.st_dev;
+		r->sock_ino = st.st_ino;
+	}
+	r->last_idle_reclaim = sig_now_ns();
+	*out = r;
+	return 0;
+fail:
+	setmsg(o, msg[0] ? msg : shmsync_strerror(rc));
+	if (r->listen_fd >= 0)
+		close(r->listen_fd);
+	r->listen_fd = -1;
+	shmsync_root_close(r);
+	return rc;
+}

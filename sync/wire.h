@@ -1,0 +1,48 @@
+/* The wire format of a batch in a worker's export ring, and the SPSC byte
+ * ring that carries it. The worker encodes; the root copies a record out of
+ * the ring and only then decodes and validates it (no double fetch). */
+#ifndef SHMSYNC_WIRE_H
+#define SHMSYNC_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port.h"
+#include "shm.h"
+
+/* A batch being built by a worker: a wire_batch header, then the ops. */
+struct wire_buf {
+	uint8_t *data;
+	size_t len, cap;
+	uint32_t nops;
+};
+
+void wire_init(struct wire_buf *b);
+void wire_free(struct wire_buf *b);
+/* Appends one operation; -ENOMEM, -E2BIG (more than WIRE_MAX_OPS or `limit`
+ * bytes in all). The caller has checked the operation (shm_op_check). */
+int wire_append(struct wire_buf *b, const struct shm_op *op, size_t limit);
+/* Fills in the header; returns the record's length. */
+size_t wire_seal(struct wire_buf *b, uint64_t seq);
+
+/* Decodes a record the root has copied into private memory. ops[] point
+ * into rec. -EPROTO when the record is malformed (lengths that do not add
+ * up, unknown version); operations are not checked beyond their framing:
+ * shm_apply_batch does that. */
+int wire_decode(const uint8_t *rec, size_t len, struct shm_op *ops, size_t max_ops, size_t *nops,
+		uint64_t *seq);
+
+/* Producer: copies a record into the ring and publishes it (release).
+ * -EAGAIN when there is no room now, -E2BIG if it could never fit (more than
+ * half the ring). */
+int ring_put(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len);
+
+/* Consumer: copies the next record into buf and advances *tail (the
+ * consumer's own copy of the position). 0 and *len, -EAGAIN when empty,
+ * -EPROTO when the ring's framing or head is corrupt (the caller then drops
+ * everything up to head). */
+int ring_get(const struct port_hdr *p, const uint8_t *ring, uint64_t ring_size, uint64_t *tail, uint8_t *buf,
+	     size_t cap, size_t *len);
+
+#endif

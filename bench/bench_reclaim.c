@@ -304,12 +304,16 @@ int main(int argc, char **argv)
 	json_object_set_new(pj, "objects_freed_per_round", json_integer((json_int_t)po.objects[0]));
 	json_object_set_new(pj, "bytes_freed_per_round", json_integer((json_int_t)po.bytes[0]));
 	json_object_set_new(pj, "reclaim_wall_ns_per_object_median", json_real(rec));
-	json_object_set_new(pj, "reclaim_wall_ns_per_object_repeats", bench_json_array(po.reclaim_ns, (size_t)reps));
-	json_object_set_new(pj, "reclaim_cpu_ns_per_object_repeats", bench_json_array(po.reclaim_cpu_ns, (size_t)reps));
+	json_object_set_new(pj, "reclaim_wall_ns_per_object_repeats",
+			    bench_json_array(po.reclaim_ns, (size_t)reps));
+	json_object_set_new(pj, "reclaim_cpu_ns_per_object_repeats",
+			    bench_json_array(po.reclaim_cpu_ns, (size_t)reps));
 	json_object_set_new(pj, "reclaim_cpu_ns_per_object_median", json_real(rec_cpu));
 	json_object_set_new(pj, "libc_free_cpu_ns_per_object_median", json_real(lib));
-	json_object_set_new(pj, "libc_free_cpu_ns_per_object_repeats", bench_json_array(po.libc_ns, (size_t)reps));
-	json_object_set_new(pj, "arena_free_cpu_ns_per_object_repeats", bench_json_array(po.arena_ns, (size_t)reps));
+	json_object_set_new(pj, "libc_free_cpu_ns_per_object_repeats",
+			    bench_json_array(po.libc_ns, (size_t)reps));
+	json_object_set_new(pj, "arena_free_cpu_ns_per_object_repeats",
+			    bench_json_array(po.arena_ns, (size_t)reps));
 	json_object_set_new(pj, "arena_free_cpu_ns_per_object_median", json_real(are));
 	json_object_set_new(pj, "ratio_to_libc_free_median", json_real(rl));
 	json_object_set_new(pj, "ratio_to_arena_free_median", json_real(ra));
@@ -318,14 +322,15 @@ int main(int argc, char **argv)
 	if (!o.json) {
 		printf("bench_reclaim: pinned to CPU %d, %" PRIu64 " keys, %s\n", o.cpu, nkeys,
 		       o.quick ? "QUICK: small sizes, targets not evaluated" : "");
-		printf("\nper freed object (%d repeats, median): %" PRIu64 " objects, %.1f MiB per round\n", reps,
-		       po.objects[0], (double)po.bytes[0] / 1048576.0);
+		printf("\nper freed object (%d repeats, median): %" PRIu64 " objects, %.1f MiB per round\n",
+		       reps, po.objects[0], (double)po.bytes[0] / 1048576.0);
 		printf("  %-28s %10s %16s\n", "", "ns/object", "reclaim/this");
 		printf("  %-28s %10.1f %16s\n", "shm_reclaim (wall)", rec, "");
 		printf("  %-28s %10.1f %16s\n", "shm_reclaim (thread CPU)", rec_cpu, "");
 		printf("  %-28s %10.1f %15.2fx\n", "glibc free (thread CPU)", lib, rl);
 		printf("  %-28s %10.1f %15.2fx\n", "shm_arena_free (thread CPU)", are, ra);
-		printf("  (ratios: reclaim's CPU time over the baseline's, median of the per-repeat ratios)\n");
+		printf("  (ratios: reclaim's CPU time over the baseline's, median of the per-repeat "
+		       "ratios)\n");
 		printf("\nrmdir of a %" PRIu64 "-entry directory, then shm_reclaim(budget B) until done\n"
 		       "(%d repeats; med/p99: median over repeats; max: worst step of all repeats;\n"
 		       " cpu = thread CPU time; quiet = wall time of steps not preempted)\n",
@@ -359,16 +364,19 @@ int main(int argc, char **argv)
 		json_object_set_new(row, "step_wall_us_max", json_real(worst));
 		json_object_set_new(row, "step_wall_us_max_repeats", bench_json_array(s->max_us, n));
 		json_object_set_new(row, "steps_preempted", json_integer((json_int_t)npre));
-		json_object_set_new(row, "total_reclaim_ms_median", json_real(bench_median_copy(s->total_ms, n)));
+		json_object_set_new(row, "total_reclaim_ms_median",
+				    json_real(bench_median_copy(s->total_ms, n)));
 		json_object_set_new(row, "rmdir_commit_us_max", json_real(worst_rmdir));
 		json_object_set_new(row, "rmdir_commit_us_repeats", bench_json_array(s->rmdir_commit_us, n));
-		json_object_set_new(row, "target",
-				    json_string("no reclaim step over 1 ms (thread CPU time and unpreempted wall "
-						"time of every step, and the rmdir commit)"));
+		json_object_set_new(
+			row, "target",
+			json_string("no reclaim step over 1 ms (thread CPU time and unpreempted wall "
+				    "time of every step, and the rmdir commit)"));
 		json_object_set_new(row, "target_status", json_string(verdict));
 		json_array_append_new(sj, row);
 		if (!o.json)
-			printf("  %-5" PRIu64 " %6" PRIu64 " %9.1f %9.1f %9.1f %10.1f %10.1f %6" PRIu64 "/%-3zu %9.1f  %s\n",
+			printf("  %-5" PRIu64 " %6" PRIu64 " %9.1f %9.1f %9.1f %10.1f %10.1f %6" PRIu64
+			       "/%-3zu %9.1f  %s\n",
 			       s->budget, s->nsteps[0], medmed, medp99, worst_cpu, worst_quiet, worst, npre,
 			       (size_t)s->nsteps[0] * n, worst_rmdir, verdict);
 	}

@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 struct bench_opts {
 	bool json;  /* print only the JSON document */
@@ -44,7 +44,7 @@ static inline void bench_parse(int argc, char **argv, struct bench_opts *o, cons
 	o->json = false;
 	o->quick = false;
 	o->cpu = 0;
-	o->repeats = 5;
+	o->repeats = 0; /* 0: not given */
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			o->json = true;
@@ -68,8 +68,8 @@ static inline void bench_parse(int argc, char **argv, struct bench_opts *o, cons
 			exit(help ? 0 : 2);
 		}
 	}
-	if (o->quick && o->repeats == 5)
-		o->repeats = 2;
+	if (o->repeats == 0)
+		o->repeats = o->quick ? 2 : 5;
 }
 
 /* Pins the whole process to one CPU so the scheduler cannot move the

@@ -36,7 +36,7 @@
 enum { UD_ACCEPT = 1, UD_WAKE, UD_TIMER, UD_DOORBELL, UD_PIDFD, UD_CONN, UD_PENDING, UD_IGNORE };
 
 #define PER_SLOT_ROUND 8
-#define RECLAIM_BUDGET 4096
+#define RECLAIM_BUDGET 1024
 #define IDLE_RECLAIM_NS 50000000
 #define HELLO_TIMEOUT_NS 2000000000
 #define SPIN_NS 20000
@@ -77,7 +77,7 @@ static void slot_free(shmsync_root *r, struct slot *s)
 			*fds[i] = -1;
 		}
 	s->port = NULL;
-	s->used = s->live = s->releasing = false;
+	s->used = s->live = s->releasing = s->hostile = false;
 	s->futex_armed = s->pid_armed = s->conn_armed = false;
 	s->gen++;
 	(void)r;
@@ -467,7 +467,7 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 		progress = false;
 		for (unsigned i = 0; i < r->max_workers && taken < r->max_group; i++) {
 			struct slot *s = only ? only : &r->slots[(r->rr + i) % r->max_workers];
-			if (!s->live)
+			if (!s->live || s->hostile)
 				continue;
 			for (unsigned k = 0; k < PER_SLOT_ROUND && taken < r->max_group; k++) {
 				size_t len;
@@ -480,11 +480,11 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 					 * trusted. Drop it all and say so in an ack. */
 					uint64_t head = atomic_load_explicit(&s->port->ring_head,
 									     memory_order_acquire);
-					if (head >= s->tail && head - s->tail <= s->port->ring_size)
+					if (head >= s->tail && head - s->tail <= s->port->ring_size &&
+					    head % 8 == 0)
 						s->tail = head;
 					else
-						s->tail = atomic_load_explicit(&s->port->ring_tail,
-									       memory_order_relaxed);
+						s->hostile = true; /* no usable head: cut it off */
 					ack_add(r, s, s->next_seq++, -EPROTO);
 					atomic_store_explicit(&s->port->ring_tail, s->tail,
 							      memory_order_release);
@@ -503,6 +503,10 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 	}
 	r->rr++;
 	finish_group(r);
+	if (!only)
+		for (unsigned i = 0; i < r->max_workers; i++)
+			if (r->slots[i].live && r->slots[i].hostile)
+				slot_release(r, &r->slots[i]);
 	return (int)taken;
 }
 

@@ -80,6 +80,7 @@ struct slot {
 	bool used; /* attached (or releasing until its operations are reaped) */
 	bool live; /* counts: positions, rings */
 	bool releasing;
+	bool hostile; /* its ring's head is unusable: released after this round */
 	uint32_t gen;
 	int conn, pidfd, doorbell_fd;
 	int fdwake_fd; /* the worker's eventfd for shmsync_fd on the fallback path */

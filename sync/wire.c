@@ -164,7 +164,9 @@ int ring_get(const struct port_hdr *p, const uint8_t *ring, uint64_t size, uint6
 		uint64_t t = *tail;
 		if (head == t)
 			return -EAGAIN;
-		if (head < t || head - t > size)
+		/* The head is the worker's word: it must be a record boundary
+		 * (a multiple of 8) within one ring of the tail. */
+		if (head < t || head - t > size || (head | t) % 8)
 			return -EPROTO;
 		uint64_t at = t % size;
 		struct wire_batch w;

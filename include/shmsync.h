@@ -232,7 +232,9 @@ typedef struct shmsync_stats {
 	uint64_t min_epoch;  /* over all workers, as the root last computed it */
 	const char *signal;  /* "uring" or "futex" */
 	uint64_t uring_ops;  /* io_uring operations this worker submitted */
-	uint64_t bytes_in_use, capacity, tombstones, reclaimed;
+	uint64_t bytes_in_use, capacity, tombstones, reclaimed; /* the root's, as last published */
+	unsigned workers;                                       /* attached, as last published */
+	const char *root_signal;                                /* how the root waits */
 	unsigned slot;
 	uint64_t batches_exported, batches_committed, batches_rejected;
 	uint64_t imports, resets;

@@ -276,6 +276,7 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	s->fdwake_fd = -1;
 	s->inflight = 0;
 	r->nlive++;
+	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
 	return;
 drop:
 	close(fd);
@@ -540,6 +541,10 @@ static void reclaim(shmsync_root *r, size_t budget)
 	}
 	r->min_epoch = min_e;
 	r->min_cursor = min_c;
+	struct shm_hdr *h = r->seg->hdr;
+	atomic_store_explicit(&h->stat_min_epoch, min_e, memory_order_relaxed);
+	atomic_store_explicit(&h->stat_workers, r->nlive, memory_order_relaxed);
+	atomic_store_explicit(&h->stat_signal, (uint32_t)r->signal, memory_order_relaxed);
 	struct shm_reclaim_report rep;
 	if (shm_reclaim(r->shm, min_e, min_c, budget, &rep) == 0)
 		r->reclaim_more = rep.more;

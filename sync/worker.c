@@ -839,6 +839,9 @@ int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 	s->capacity = h->capacity;
 	s->tombstones = atomic_load_explicit(&h->stat_tombstones, memory_order_relaxed);
 	s->reclaimed = atomic_load_explicit(&h->stat_reclaimed_objects, memory_order_relaxed);
+	s->workers = atomic_load_explicit(&h->stat_workers, memory_order_relaxed);
+	s->root_signal =
+		atomic_load_explicit(&h->stat_signal, memory_order_relaxed) == SIG_FUTEX ? "futex" : "uring";
 	s->slot = w->slot;
 	s->batches_exported = w->exported;
 	s->batches_committed = w->committed;

@@ -6,7 +6,8 @@
  *   bytes [0, 8)  the ring's head, little-endian: any value, as a hostile
  *                 worker may write it;
  *   bytes [8, ..) the ring's contents from offset 0 (the rest of the ring is
- *                 zero). The root's tail starts at 0.
+ *                 zero). The root's tail starts at 0, and again at 2^40
+ *                 (with the head 2^40 further too).
  * The whole input is also decoded as one record, as is everything after the
  * head, so the decoder is fuzzed without the ring's framing in the way.
  *
@@ -145,22 +146,23 @@ static void decode_one(const uint8_t *rec, size_t len)
 	wire_free(&b);
 }
 
-/* The root's side of the ring: drain it until it is empty or corrupt. */
-static void drain_ring(const uint8_t *data, size_t size)
+/* The root's side of the ring: drain it until it is empty or corrupt. The
+ * tail starts at base (a multiple of the ring's size, so the contents sit at
+ * the same offsets) and the head at base plus the input's head, wrapping like
+ * any u64 position. */
+static void drain_ring(const uint8_t *data, uint64_t base)
 {
 	uint64_t head = 0;
 	memcpy(&head, data, 8);
-	size_t n = size - 8 < RING_SIZE ? size - 8 : RING_SIZE;
-	memcpy(g_ring, data + 8, n);
-	memset(g_ring + n, 0, RING_SIZE - n);
+	head += base;
 
 	struct port_hdr p;
 	memset(&p, 0, sizeof(p));
 	p.ring_size = RING_SIZE;
 	atomic_store(&p.ring_head, head);
-	atomic_store(&p.ring_tail, 0);
+	atomic_store(&p.ring_tail, base);
 
-	uint64_t tail = 0;
+	uint64_t tail = base;
 	/* Each record is at least 16 bytes, at most a ring lies between tail
 	 * and head, and a pad must reach the end: a drain that returns more
 	 * records than this is looping. */
@@ -205,6 +207,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(rest, data + 8, size - 8);
 	decode_one(rest, size - 8);
 	free(rest);
-	drain_ring(data, size);
+
+	size_t n = size - 8 < RING_SIZE ? size - 8 : RING_SIZE;
+	memcpy(g_ring, data + 8, n);
+	memset(g_ring + n, 0, RING_SIZE - n);
+	/* From 0, as in a fresh port, and from beyond 2^32, where a head the
+	 * worker wrote can also lie behind the tail. */
+	drain_ring(data, 0);
+	drain_ring(data, (uint64_t)1 << 40);
 	return 0;
 }

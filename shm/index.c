@@ -361,14 +361,13 @@ static uint64_t building(const struct shm_root *r)
 	return r->tick + 1;
 }
 
-static int op_put(struct shm_root *r, const struct shm_op *op)
+static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 {
 	uint64_t t = building(r);
 	uint64_t incoff = live_inc(r, op->dir, op->dir_len);
 	if (!incoff)
 		return -ENOENT;
 	struct shm_inc *inc = shm_at(r, incoff);
-	uint64_t h = shm_hash(r->seed, op->key, op->key_len);
 	struct probe p;
 	probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key,
 		  op->key_len, &p);
@@ -465,14 +464,13 @@ static int op_put(struct shm_root *r, const struct shm_op *op)
 	return shm_log_append(r, SHM_CHANGE_PUT, op->dir, op->dir_len, op->key, op->key_len);
 }
 
-static int op_del(struct shm_root *r, const struct shm_op *op)
+static int op_del(struct shm_root *r, const struct shm_op *op, uint64_t h)
 {
 	uint64_t t = building(r);
 	uint64_t incoff = live_inc(r, op->dir, op->dir_len);
 	if (!incoff)
 		return -ENOENT;
 	struct shm_inc *inc = shm_at(r, incoff);
-	uint64_t h = shm_hash(r->seed, op->key, op->key_len);
 	struct probe p;
 	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
 	probe_key(r, tab, h, op->key, op->key_len, &p);
@@ -699,6 +697,47 @@ size_t shm_root_max_batch_log_bytes(const struct shm_root *r)
 	return r->hdr->log_size / 2;
 }
 
+/* A put in a big directory costs two dependent cache misses (the slot,
+ * then the head version it points at). Taking them for a window of
+ * operations at once overlaps them: hash every key, prefetch the slots,
+ * then prefetch the versions the slots point at. */
+#define PREFETCH_WINDOW 32
+
+static void prefetch_window(struct shm_root *r, const struct shm_op *ops, size_t n, uint64_t *hashes)
+{
+	struct shm_table *tabs[PREFETCH_WINDOW];
+	const char *last_dir = NULL;
+	size_t last_len = 0;
+	struct shm_table *last_tab = NULL;
+	for (size_t i = 0; i < n; i++) {
+		tabs[i] = NULL;
+		const struct shm_op *op = &ops[i];
+		if (op->kind == SHM_OP_MKDIR || op->kind == SHM_OP_RMDIR)
+			continue;
+		hashes[i] = shm_hash(r->seed, op->key, op->key_len);
+		if (!last_dir || last_len != op->dir_len || memcmp(last_dir, op->dir, last_len) != 0) {
+			uint64_t inc = live_inc(r, op->dir, op->dir_len);
+			last_dir = op->dir;
+			last_len = op->dir_len;
+			last_tab =
+				inc ? shm_at(r,
+					     atomic_load_explicit(&((struct shm_inc *)shm_at(r, inc))->table,
+								  memory_order_relaxed))
+				    : NULL;
+		}
+		if ((tabs[i] = last_tab))
+			__builtin_prefetch(&last_tab->slots[hashes[i] & (last_tab->nslots - 1)]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!tabs[i])
+			continue;
+		uint64_t node = atomic_load_explicit(&tabs[i]->slots[hashes[i] & (tabs[i]->nslots - 1)].node,
+						     memory_order_relaxed);
+		if (node > SHM_SLOT_DELETED)
+			__builtin_prefetch(shm_at(r, node));
+	}
+}
+
 static void undo_to(struct shm_root *r, size_t mark, size_t allocs_mark)
 {
 	while (r->nundo > mark) {
@@ -765,7 +804,11 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 	struct shm_counters saved = r->c;
 	uint64_t empty_saved = r->empty_names;
 	int rc = 0;
+	uint64_t hashes[PREFETCH_WINDOW];
 	for (size_t i = 0; i < n; i++) {
+		if (i % PREFETCH_WINDOW == 0)
+			prefetch_window(r, ops + i, n - i < PREFETCH_WINDOW ? n - i : PREFETCH_WINDOW,
+					hashes);
 		rc = undo_reserve(r, UNDO_SLACK);
 		if (rc < 0) {
 			*failed_op = i;
@@ -779,10 +822,10 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 			rc = op_rmdir(r, &ops[i]);
 			break;
 		case SHM_OP_DEL:
-			rc = op_del(r, &ops[i]);
+			rc = op_del(r, &ops[i], hashes[i % PREFETCH_WINDOW]);
 			break;
 		default:
-			rc = op_put(r, &ops[i]);
+			rc = op_put(r, &ops[i], hashes[i % PREFETCH_WINDOW]);
 			break;
 		}
 		if (rc < 0) {
@@ -895,6 +938,13 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 	while (inc->reclaim_pos < tab->nslots) {
 		if (room && *done >= room)
 			return false;
+		/* Each head is a random cache miss: ask for one 16 slots ahead. */
+		if (inc->reclaim_pos + 16 < tab->nslots) {
+			uint64_t ahead = atomic_load_explicit(&tab->slots[inc->reclaim_pos + 16].node,
+							      memory_order_relaxed);
+			if (ahead > SHM_SLOT_DELETED)
+				__builtin_prefetch(shm_at(r, ahead), 1);
+		}
 		uint64_t node =
 			atomic_load_explicit(&tab->slots[inc->reclaim_pos++].node, memory_order_relaxed);
 		if (node <= SHM_SLOT_DELETED) {

@@ -7,7 +7,8 @@
  *                 worker may write it;
  *   bytes [8, ..) the ring's contents from offset 0 (the rest of the ring is
  *                 zero). The root's tail starts at 0, and again at 2^40
- *                 (with the head 2^40 further too).
+ *                 (with the head 2^40 further too), and once more at an
+ *                 arbitrary offset taken from the head word's top 16 bits.
  * The whole input is also decoded as one record, as is everything after the
  * head, so the decoder is fuzzed without the ring's framing in the way.
  *
@@ -146,16 +147,10 @@ static void decode_one(const uint8_t *rec, size_t len)
 	wire_free(&b);
 }
 
-/* The root's side of the ring: drain it until it is empty or corrupt. The
- * tail starts at base (a multiple of the ring's size, so the contents sit at
- * the same offsets) and the head at base plus the input's head, wrapping like
- * any u64 position. */
-static void drain_ring(const uint8_t *data, uint64_t base)
+/* The root's side of the ring: drain it until it is empty or corrupt, the
+ * tail starting at `base` and the head at `head`. */
+static void drain_ring(uint64_t base, uint64_t head)
 {
-	uint64_t head = 0;
-	memcpy(&head, data, 8);
-	head += base;
-
 	struct port_hdr p;
 	memset(&p, 0, sizeof(p));
 	p.ring_size = RING_SIZE;
@@ -211,9 +206,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = size - 8 < RING_SIZE ? size - 8 : RING_SIZE;
 	memcpy(g_ring, data + 8, n);
 	memset(g_ring + n, 0, RING_SIZE - n);
-	/* From 0, as in a fresh port, and from beyond 2^32, where a head the
-	 * worker wrote can also lie behind the tail. */
-	drain_ring(data, 0);
-	drain_ring(data, (uint64_t)1 << 40);
+	uint64_t head = 0;
+	memcpy(&head, data, 8);
+	/* From 0, as in a fresh port; from beyond 2^32, where a head the worker
+	 * wrote can also lie behind the tail (positions wrap like any u64); and
+	 * from any tail at all, aligned or not, the high 16 bits of the head
+	 * word giving the tail's offset: the root adopts a head the worker
+	 * wrote as its tail when it drops a corrupt ring, so ring_get must stay
+	 * in bounds whatever its tail. */
+	const uint64_t far = (uint64_t)1 << 40;
+	drain_ring(0, head);
+	drain_ring(far, far + head);
+	uint64_t tail = 2 * far + (head >> 48);
+	drain_ring(tail, tail + (head & 0xffffffffffffull));
 	return 0;
 }

@@ -210,6 +210,13 @@ int main(int argc, char **argv)
 		memcpy(r.data + head, &pad, 8);
 		atomic_store(&r.hdr.ring_head, (uint64_t)RING_SIZE);
 		write_ring("pad_to_end", &r);
+
+		/* The same ring with a record instead of the pad, crossing the
+		 * end of the ring: 256 bytes where 192 remain. */
+		struct wire_batch cross = {.len = 256, .version = WIRE_VERSION, .seq = 3};
+		memcpy(r.data + head, &cross, sizeof(cross));
+		atomic_store(&r.hdr.ring_head, head + 256);
+		write_ring("bad_record_crossing_end", &r);
 	}
 
 	/* A few hostile rings, so the error paths are reached from the start:

@@ -11,7 +11,8 @@ packages=(
 	libxxhash-dev  # keyed hashing of keys
 	liburing-dev   # io_uring signalling
 	libnuma-dev    # memory placement
-	clang          # fuzzing
+	clang             # fuzzing
+	libclang-rt-14-dev # libFuzzer and the sanitizers for clang
 	clang-format   # formatting
 	libjansson-dev # JSON output of the benchmarks
 )

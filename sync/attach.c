@@ -11,47 +11,56 @@
 
 #include "sync.h"
 
+/* Connects to path: true if a root answers there. */
+static bool answers(const struct sockaddr_un *sa)
+{
+	int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	bool live = probe >= 0 && connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+	if (probe >= 0)
+		close(probe);
+	return live;
+}
+
 int att_listen(const char *path, char *msg, size_t msglen)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path)) {
+	struct sockaddr_un sa = {.sun_family = AF_UNIX}, tmp = {.sun_family = AF_UNIX};
+	if (!path || !*path || strlen(path) + 16 >= sizeof(sa.sun_path)) {
 		snprintf(msg, msglen, "socket path %s: empty or longer than %zu bytes",
-			 path ? "given" : "missing", sizeof(sa.sun_path) - 1);
+			 path ? "given" : "missing", sizeof(sa.sun_path) - 17);
 		return -EINVAL;
 	}
 	strcpy(sa.sun_path, path);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(msg, msglen, "%s exists and is not a socket", path);
+			return -EEXIST;
+		}
+		if (answers(&sa)) {
+			snprintf(msg, msglen, "%s: a root is already serving there", path);
+			return -EADDRINUSE;
+		}
+		/* A stale socket from a root that died: replaced below. */
+	}
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(msg, msglen, "socket: %s", strerror(errno));
 		return -errno;
 	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno != EADDRINUSE)
-			goto fail;
-		/* A stale socket from a root that died, or a live root? */
-		int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		if (probe >= 0)
-			close(probe);
-		if (live) {
-			close(fd);
-			snprintf(msg, msglen, "%s: a root is already serving there", path);
-			return -EADDRINUSE;
-		}
-		struct stat st;
-		if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-			close(fd);
-			snprintf(msg, msglen, "%s exists and is not a socket", path);
-			return -EEXIST;
-		}
-		unlink(path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail;
-	}
-	/* Only the owner may connect; peers are checked against the allowed
-	 * uids as well, so the instant before the chmod opens nothing. */
-	if (chmod(path, 0600) < 0 || listen(fd, 64) < 0)
+	/* Bind a temporary name, restrict it, listen, then rename it into
+	 * place: the path appears only when it accepts connections, and only
+	 * the owner may connect (peers are checked against the allowed uids
+	 * as well). */
+	snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.%d.tmp", path, (int)getpid());
+	unlink(tmp.sun_path);
+	if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0)
 		goto fail;
+	if (chmod(tmp.sun_path, 0600) < 0 || listen(fd, 64) < 0 || rename(tmp.sun_path, path) < 0) {
+		int e = errno;
+		unlink(tmp.sun_path);
+		errno = e;
+		goto fail;
+	}
 	return fd;
 fail:;
 	int e = errno;

@@ -184,6 +184,8 @@ static int make_port(shmsync_root *r, struct slot *s, unsigned idx, int *port_fd
 	s->port_size = size;
 	s->acks = (struct port_ack *)((uint8_t *)p + p->acks_off);
 	s->ring = (uint8_t *)p + p->ring_off;
+	/* Our own copy: the worker can rewrite the header's. */
+	s->ring_size = ring;
 	s->tail = 0;
 	s->next_seq = 1;
 	s->doorbell_seen = 0;
@@ -472,7 +474,7 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 				continue;
 			for (unsigned k = 0; k < PER_SLOT_ROUND && taken < r->max_group; k++) {
 				size_t len;
-				int rc = ring_get(s->port, s->ring, s->port->ring_size, &s->tail, r->rec,
+				int rc = ring_get(s->port, s->ring, s->ring_size, &s->tail, r->rec,
 						  r->rec_cap, &len);
 				if (rc == -EAGAIN)
 					break;
@@ -481,7 +483,7 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 					 * trusted. Drop it all and say so in an ack. */
 					uint64_t head = atomic_load_explicit(&s->port->ring_head,
 									     memory_order_acquire);
-					if (head >= s->tail && head - s->tail <= s->port->ring_size &&
+					if (head >= s->tail && head - s->tail <= s->ring_size &&
 					    head % 8 == 0)
 						s->tail = head;
 					else

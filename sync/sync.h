@@ -88,6 +88,7 @@ struct slot {
 	struct port_hdr *port;
 	size_t port_size;
 	uint8_t *ring;
+	uint64_t ring_size;
 	struct port_ack *acks;
 	uint64_t tail;     /* our own copy of the ring's tail */
 	uint64_t next_seq; /* the seq the next batch must carry */

@@ -32,34 +32,40 @@ static int reserve(struct wire_buf *b, size_t more)
 	return 0;
 }
 
-static size_t op_bytes(const struct shm_op *op)
+static bool has_key(int kind)
 {
-	return sizeof(struct wire_op) + shm_round8(op->dir_len + op->key_len + op->value_len);
+	return kind != SHM_OP_MKDIR && kind != SHM_OP_RMDIR;
+}
+
+static bool has_value(int kind)
+{
+	return kind == SHM_OP_PUT || kind == SHM_OP_PUT_IF_ABSENT || kind == SHM_OP_PUT_IF_TICK;
 }
 
 int wire_append(struct wire_buf *b, const struct shm_op *op, size_t limit)
 {
+	/* Only the fields the kind uses count, each within its limit, so the
+	 * sum cannot overflow. */
+	uint64_t klen = has_key(op->kind) ? op->key_len : 0;
+	uint64_t vlen = has_value(op->kind) ? op->value_len : 0;
+	if (op->dir_len > UINT16_MAX || klen > SHMSYNC_MAX_KEY || vlen > SHMSYNC_MAX_VALUE)
+		return -EINVAL;
+	size_t n = sizeof(struct wire_op) + shm_round8(op->dir_len + klen + vlen);
+	size_t base = b->len ? b->len : sizeof(struct wire_batch);
+	if (b->nops >= WIRE_MAX_OPS || n > limit || base + n > limit)
+		return -E2BIG;
+	int rc = reserve(b, base - b->len + n);
+	if (rc < 0)
+		return rc;
 	if (b->len == 0) {
-		int rc = reserve(b, sizeof(struct wire_batch));
-		if (rc < 0)
-			return rc;
 		memset(b->data, 0, sizeof(struct wire_batch));
 		b->len = sizeof(struct wire_batch);
 	}
-	size_t n = op_bytes(op);
-	if (b->nops >= WIRE_MAX_OPS || b->len + n > limit)
-		return -E2BIG;
-	int rc = reserve(b, n);
-	if (rc < 0)
-		return rc;
-	bool has_value =
-		op->kind == SHM_OP_PUT || op->kind == SHM_OP_PUT_IF_ABSENT || op->kind == SHM_OP_PUT_IF_TICK;
-	bool has_key = op->kind != SHM_OP_MKDIR && op->kind != SHM_OP_RMDIR;
 	struct wire_op w = {
 		.kind = (uint8_t)op->kind,
 		.dir_len = (uint16_t)op->dir_len,
-		.key_len = has_key ? (uint32_t)op->key_len : 0,
-		.value_len = has_value ? (uint32_t)op->value_len : 0,
+		.key_len = (uint32_t)klen,
+		.value_len = (uint32_t)vlen,
 		.arg = op->kind == SHM_OP_ADD ? op->delta : (int64_t)op->expected_tick,
 	};
 	uint8_t *p = b->data + b->len;
@@ -68,12 +74,12 @@ int wire_append(struct wire_buf *b, const struct shm_op *op, size_t limit)
 	p += sizeof(w);
 	memcpy(p, op->dir, op->dir_len);
 	p += op->dir_len;
-	if (w.key_len)
-		memcpy(p, op->key, w.key_len);
-	p += w.key_len;
-	if (w.value_len)
-		memcpy(p, op->value, w.value_len);
-	b->len += sizeof(struct wire_op) + shm_round8((uint64_t)op->dir_len + w.key_len + w.value_len);
+	if (klen)
+		memcpy(p, op->key, klen);
+	p += klen;
+	if (vlen)
+		memcpy(p, op->value, vlen);
+	b->len += n;
 	b->nops++;
 	return 0;
 }

@@ -258,8 +258,7 @@ static uint64_t stable_bytes(int64_t still_ns, int64_t timeout_ns)
 static void part_a(int rounds, unsigned long long seed)
 {
 	C = sd_shared(sizeof(*C));
-	pid_t root = st_start_root(NULL);
-	sd_track(root);
+	pid_t root = sd_start_root(NULL);
 	/* The state: /d/c the counter, /h/k the honest worker's value. */
 	pid_t setup = sd_fork();
 	if (setup == 0) {
@@ -353,15 +352,16 @@ static void part_a(int rounds, unsigned long long seed)
 			uint64_t h = atomic_load(&C->h_commits);
 			SD_WAIT(ok, atomic_load(&C->h_commits) >= h + 5, 5000 * MS);
 			if (!ok)
-				T_FAIL("round %d: the honest worker stopped committing after the kill", round);
+				T_FAIL("round %d: the honest worker stopped committing after the kill",
+				       round);
 			pause_honest();
 		}
 		/* Bytes back to baseline with no further commit. */
 		monitor_fresh();
 		uint64_t t0 = atomic_load(&C->m_tick);
 		if (!bytes_settle(base, 0, 1000 * MS))
-			T_FAIL("round %d (%s): bytes_in_use %llu, baseline %llu, 1 s after the release", round,
-			       mode_name[mode], (unsigned long long)atomic_load(&C->m_bytes),
+			T_FAIL("round %d (%s): bytes_in_use %llu, baseline %llu, 1 s after the release",
+			       round, mode_name[mode], (unsigned long long)atomic_load(&C->m_bytes),
 			       (unsigned long long)base);
 		monitor_fresh();
 		if (atomic_load(&C->m_tick) != t0)
@@ -386,7 +386,8 @@ static void part_a(int rounds, unsigned long long seed)
 		SD_WAIT(ok, atomic_load(&C->h_commits) >= h + 10, 5000 * MS);
 		if (!ok)
 			T_FAIL("round %d: the honest worker stopped committing", round);
-		printf("round %2d %-22s: released in %6.3f ms, %5llu exports ok, counter +%lld, bytes back at "
+		printf("round %2d %-22s: released in %6.3f ms, %5llu exports ok, counter +%lld, bytes back "
+		       "at "
 		       "tick %llu\n",
 		       round, mode_name[mode], (double)took / 1e6, (unsigned long long)vok, (long long)got,
 		       (unsigned long long)t0);
@@ -400,8 +401,8 @@ static void part_a(int rounds, unsigned long long seed)
 		if (count[m])
 			printf("part a: %-22s: %d kills, release after kill() mean %.3f ms, worst %.3f ms "
 			       "(bound %.0f ms)\n",
-			       mode_name[m], count[m], (double)sum[m] / count[m] / 1e6, (double)worst[m] / 1e6,
-			       (double)RELEASE_BOUND_NS / 1e6);
+			       mode_name[m], count[m], (double)sum[m] / count[m] / 1e6,
+			       (double)worst[m] / 1e6, (double)RELEASE_BOUND_NS / 1e6);
 	printf("part a: %llu acknowledged-or-returned exports applied, %llu in-flight extra applied\n",
 	       (unsigned long long)ok_total, (unsigned long long)extra_total);
 	munmap(C, sizeof(*C));
@@ -503,8 +504,7 @@ static void part_b(bool stop_root)
 	struct bctl *B = sd_shared(sizeof(*B));
 	/* A small ring, so a few exports fill it. */
 	shmsync_root_opts o = {.port_ring_bytes = 4096};
-	pid_t root = st_start_root(&o);
-	sd_track(root);
+	pid_t root = sd_start_root(&o);
 	pid_t setup = sd_fork();
 	if (setup == 0) {
 		shmsync_worker *w = st_attach();

@@ -88,7 +88,10 @@ int att_send(int fd, const void *buf, size_t len, const int *fds, int nfds)
 		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
 	}
 	/* MSG_NOSIGNAL: a peer that died must not kill us with SIGPIPE. */
-	ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	ssize_t n;
+	do
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
 	return n == (ssize_t)len ? 0 : -EIO;
@@ -106,7 +109,10 @@ ssize_t att_recv(int fd, void *buf, size_t len, int *fds, int *nfds, int flags)
 	int want = nfds ? *nfds : 0;
 	if (nfds)
 		*nfds = 0;
-	ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | flags);
+	ssize_t n;
+	do
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | flags);
+	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {

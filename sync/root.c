@@ -19,11 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "layout.h"
@@ -45,6 +47,9 @@ static uint64_t ud(unsigned type, unsigned idx, uint32_t gen)
 {
 	return (uint64_t)type << 56 | (uint64_t)(idx & 0xffffff) << 32 | gen;
 }
+
+static void ep_add(shmsync_root *r, int fd, uint64_t data);
+static void ep_del(shmsync_root *r, int fd);
 
 static void setmsg(const shmsync_root_opts *o, const char *msg)
 {
@@ -73,6 +78,7 @@ static void slot_free(shmsync_root *r, struct slot *s)
 	int *fds[] = {&s->conn, &s->pidfd, &s->doorbell_fd, &s->fdwake_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] >= 0) {
+			ep_del(r, *fds[i]);
 			close(*fds[i]);
 			*fds[i] = -1;
 		}
@@ -80,7 +86,6 @@ static void slot_free(shmsync_root *r, struct slot *s)
 	s->used = s->live = s->releasing = s->hostile = false;
 	s->futex_armed = s->pid_armed = s->conn_armed = false;
 	s->gen++;
-	(void)r;
 }
 
 static void cancel(shmsync_root *r, uint64_t user_data)
@@ -102,7 +107,10 @@ static void slot_release(shmsync_root *r, struct slot *s)
 {
 	if (!s->live)
 		return;
-	drain_and_commit(r, s);
+	/* Every batch whose record was published is applied, however many
+	 * groups that takes; a partial record was never published. */
+	while (drain_and_commit(r, s) > 0)
+		;
 	s->live = false;
 	s->releasing = true;
 	r->nlive--;
@@ -118,7 +126,7 @@ static void slot_release(shmsync_root *r, struct slot *s)
 	}
 	if (s->inflight == 0)
 		slot_free(r, s);
-	reclaim(r, 0);
+	reclaim(r, RECLAIM_BUDGET);
 }
 
 /* ---- attach ------------------------------------------------------------ */
@@ -207,6 +215,16 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	if (n == -EAGAIN)
 		return; /* spurious: wait on */
 	pd->fd = -1;
+	if (pd->refusal == -EACCES) {
+		char m[32];
+		snprintf(m, sizeof(m), "%u", (unsigned)pd->uid);
+		refuse(fd, -EACCES, "uid %s is not allowed to attach to this root", m);
+		goto drop;
+	}
+	if (pd->refusal) {
+		refuse(fd, pd->refusal, "%s", "the peer has no pidfd (did it exit?)");
+		goto drop;
+	}
 	if (n != (ssize_t)sizeof(h) || h.magic != HELLO_MAGIC) {
 		refuse(fd, -EPROTO, "%s", "not a shmsync hello");
 		goto drop;
@@ -279,12 +297,31 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	s->inflight = 0;
 	r->nlive++;
 	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
+	pd->pidfd = -1;
+	if (r->epfd >= 0) {
+		ep_del(r, fd);
+		ep_add(r, fd, ud(UD_CONN, idx, s->gen));
+		ep_add(r, s->pidfd, ud(UD_PIDFD, idx, s->gen));
+		ep_add(r, db, ud(UD_DOORBELL, idx, s->gen));
+	}
 	return;
 drop:
 	close(fd);
 	if (pd->pidfd >= 0)
 		close(pd->pidfd);
 	pd->pidfd = -1;
+}
+
+static void drop_pending(shmsync_root *r, unsigned i)
+{
+	struct pending *pd = &r->pend[i];
+	if (pd->armed)
+		cancel(r, ud(UD_PENDING, i, pd->gen));
+	pd->armed = false;
+	close(pd->fd);
+	if (pd->pidfd >= 0)
+		close(pd->pidfd);
+	pd->fd = pd->pidfd = -1;
 }
 
 static void accept_one(shmsync_root *r, int fd)
@@ -295,37 +332,39 @@ static void accept_one(shmsync_root *r, int fd)
 		close(fd);
 		return;
 	}
-	if (!uid_allowed(r, cred.uid)) {
-		char m[32];
-		snprintf(m, sizeof(m), "%u", (unsigned)cred.uid);
-		refuse(fd, -EACCES, "uid %s is not allowed to attach to this root", m);
-		close(fd);
-		return;
-	}
+	/* A refused peer still gets its answer after its hello: closing with
+	 * the hello unread would reset the connection before the worker
+	 * reads why. */
+	int refusal = uid_allowed(r, cred.uid) ? 0 : -EACCES;
 	/* The peer's pidfd without a pid-reuse race (kernel 6.5+); else from
 	 * the pid the kernel recorded at connect. */
 	int pidfd = -1;
 	len = sizeof(pidfd);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
 		pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-	if (pidfd < 0) {
-		refuse(fd, -ESRCH, "%s", "the peer has no pidfd (did it exit?)");
-		close(fd);
-		return;
-	}
-	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	if (pidfd >= 0)
+		fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	else if (!refusal)
+		refusal = -ESRCH;
+	/* A free entry, or else the one closest to its deadline: peers that
+	 * never say hello cannot lock out those that do. */
+	unsigned pick = 0;
 	for (unsigned i = 0; i < MAX_PENDING; i++) {
-		struct pending *pd = &r->pend[i];
-		if (pd->fd >= 0)
-			continue;
-		*pd = (struct pending){fd,    pidfd,      cred.pid, sig_now_ns() + HELLO_TIMEOUT_NS,
-				       false, pd->gen + 1};
-		finish_attach(r, pd);
-		return;
+		if (r->pend[i].fd < 0) {
+			pick = i;
+			break;
+		}
+		if (r->pend[i].deadline < r->pend[pick].deadline)
+			pick = i;
 	}
-	refuse(fd, -EAGAIN, "%s", "too many attaches in progress: retry");
-	close(fd);
-	close(pidfd);
+	struct pending *pd = &r->pend[pick];
+	if (pd->fd >= 0)
+		drop_pending(r, pick);
+	*pd = (struct pending){fd,    pidfd,       cred.pid, sig_now_ns() + HELLO_TIMEOUT_NS,
+			       false, pd->gen + 1, refusal,  cred.uid};
+	finish_attach(r, pd);
+	if (pd->fd >= 0 && r->epfd >= 0)
+		ep_add(r, fd, ud(UD_PENDING, pick, pd->gen));
 }
 
 static int accept_all(shmsync_root *r)
@@ -343,16 +382,9 @@ static int accept_all(shmsync_root *r)
 static void expire_pending(shmsync_root *r)
 {
 	int64_t now = sig_now_ns();
-	for (unsigned i = 0; i < MAX_PENDING; i++) {
-		struct pending *pd = &r->pend[i];
-		if (pd->fd >= 0 && now > pd->deadline) {
-			if (pd->armed)
-				cancel(r, ud(UD_PENDING, i, pd->gen));
-			close(pd->fd);
-			close(pd->pidfd);
-			pd->fd = pd->pidfd = -1;
-		}
-	}
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		if (r->pend[i].fd >= 0 && now > r->pend[i].deadline)
+			drop_pending(r, i);
 }
 
 /* A message on an attached worker's connection: bye, an eventfd for
@@ -640,13 +672,15 @@ static int handle_cqe(shmsync_root *r, struct io_uring_cqe *cqe)
 	}
 }
 
-static int reap(shmsync_root *r)
+static int reap(shmsync_root *r, unsigned max_events)
 {
 	int n = 0;
 	struct io_uring_cqe *cqe;
 	unsigned head, count = 0;
 	io_uring_for_each_cqe(&r->uring, head, cqe)
 	{
+		if (max_events && count >= max_events)
+			break;
 		n += handle_cqe(r, cqe);
 		count++;
 	}
@@ -727,51 +761,36 @@ static void set_sleeping(shmsync_root *r, uint32_t v)
 			atomic_store_explicit(&r->slots[i].port->root_sleeping, v, memory_order_relaxed);
 }
 
-/* The poll(2) path: one pass over every fd; waits up to timeout_ms. */
+/* The futex path waits in epoll: the listening socket, the stop eventfd,
+ * pending connections, and each worker's connection, pidfd and eventfd
+ * doorbell. The event data is the same tag as an io_uring user_data. */
+static void ep_add(shmsync_root *r, int fd, uint64_t data)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = data};
+	epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void ep_del(shmsync_root *r, int fd)
+{
+	/* Explicitly: a worker holds a copy of the doorbell eventfd, so closing
+	 * ours would not drop the registration. */
+	if (r->epfd >= 0 && fd >= 0)
+		epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
 static int poll_once(shmsync_root *r, int timeout_ms)
 {
-	struct pollfd pfd[2 + MAX_PENDING + 3 * 1024];
-	struct {
-		unsigned type, idx;
-	} what[sizeof(pfd) / sizeof(pfd[0])];
-	nfds_t n = 0;
-	pfd[n] = (struct pollfd){r->listen_fd, POLLIN, 0};
-	what[n++].type = UD_ACCEPT;
-	pfd[n] = (struct pollfd){r->wake_fd, POLLIN, 0};
-	what[n++].type = UD_WAKE;
-	for (unsigned i = 0; i < MAX_PENDING; i++)
-		if (r->pend[i].fd >= 0) {
-			pfd[n] = (struct pollfd){r->pend[i].fd, POLLIN | POLLRDHUP, 0};
-			what[n].type = UD_PENDING;
-			what[n++].idx = i;
-		}
-	for (unsigned i = 0; i < r->max_workers && n + 3 <= sizeof(pfd) / sizeof(pfd[0]); i++) {
-		struct slot *s = &r->slots[i];
-		if (!s->live)
-			continue;
-		pfd[n] = (struct pollfd){s->doorbell_fd, POLLIN, 0};
-		what[n].type = UD_DOORBELL;
-		what[n++].idx = i;
-		pfd[n] = (struct pollfd){s->pidfd, POLLIN, 0};
-		what[n].type = UD_PIDFD;
-		what[n++].idx = i;
-		pfd[n] = (struct pollfd){s->conn, POLLIN | POLLRDHUP, 0};
-		what[n].type = UD_CONN;
-		what[n++].idx = i;
-	}
-	int rc = poll(pfd, n, timeout_ms);
-	if (rc <= 0)
-		return 0;
+	struct epoll_event evs[64];
+	int n = epoll_wait(r->epfd, evs, 64, timeout_ms);
 	int events = 0;
-	for (nfds_t k = 0; k < n; k++) {
-		if (!pfd[k].revents)
-			continue;
-		events++;
-		struct slot *s = what[k].type >= UD_DOORBELL && what[k].type <= UD_CONN
-					 ? &r->slots[what[k].idx]
-					 : NULL;
+	for (int k = 0; k < n; k++) {
+		uint64_t data = evs[k].data.u64;
+		unsigned type = (unsigned)(data >> 56);
+		unsigned idx = (unsigned)(data >> 32) & 0xffffff;
+		struct slot *s = type >= UD_DOORBELL && type <= UD_CONN ? slot_of(r, data) : NULL;
 		uint64_t v;
-		switch (what[k].type) {
+		events++;
+		switch (type) {
 		case UD_ACCEPT:
 			accept_all(r);
 			break;
@@ -780,19 +799,28 @@ static int poll_once(shmsync_root *r, int timeout_ms)
 				/* Already drained. */
 			}
 			break;
+		case UD_TIMER:
+			if (read(r->timer_fd, &v, sizeof(v)) < 0) {
+				/* Already drained. */
+			}
+			expire_pending(r);
+			reclaim(r, RECLAIM_BUDGET);
+			break;
 		case UD_PENDING:
-			finish_attach(r, &r->pend[what[k].idx]);
+			if (idx < MAX_PENDING && r->pend[idx].gen == (uint32_t)data && r->pend[idx].fd >= 0)
+				finish_attach(r, &r->pend[idx]);
 			break;
 		case UD_DOORBELL:
-			if (s->live && read(s->doorbell_fd, &v, sizeof(v)) < 0) {
+			if (s && s->live && read(s->doorbell_fd, &v, sizeof(v)) < 0) {
 				/* Already drained. */
 			}
 			break;
 		case UD_PIDFD:
-			slot_release(r, s);
+			if (s)
+				slot_release(r, s);
 			break;
 		case UD_CONN:
-			if (s->live)
+			if (s && s->live)
 				conn_readable(r, s);
 			break;
 		}
@@ -801,20 +829,6 @@ static int poll_once(shmsync_root *r, int timeout_ms)
 }
 
 /* ---- the public face --------------------------------------------------- */
-
-int shmsync_root_process(shmsync_root *r, unsigned max_events)
-{
-	(void)max_events;
-	int events = r->signal == SIG_URING ? reap(r) : poll_once(r, 0);
-	int taken = 0;
-	if (r->nlive)
-		taken = drain_and_commit(r, NULL);
-	if (taken || r->reclaim_more || sig_now_ns() - r->last_idle_reclaim > IDLE_RECLAIM_NS)
-		reclaim(r, RECLAIM_BUDGET);
-	if (sig_now_ns() - r->last_idle_reclaim > IDLE_RECLAIM_NS)
-		expire_pending(r);
-	return events + taken;
-}
 
 static bool something_retired(shmsync_root *r)
 {
@@ -831,6 +845,48 @@ static bool has_pending(shmsync_root *r)
 	return false;
 }
 
+int shmsync_root_process(shmsync_root *r, unsigned max_events)
+{
+	/* Awake: workers need not ring the doorbell until we sleep again. */
+	set_sleeping(r, 0);
+	int events = r->signal == SIG_URING ? reap(r, max_events) : poll_once(r, 0);
+	int taken = 0;
+	if (r->nlive)
+		taken = drain_and_commit(r, NULL);
+	int64_t now = sig_now_ns();
+	bool idle_due = now - r->last_idle_reclaim > IDLE_RECLAIM_NS;
+	/* On its own clock: a busy root reclaims after every commit, and
+	 * must still drop peers that never said hello. */
+	if (now - r->last_expire > IDLE_RECLAIM_NS) {
+		r->last_expire = now;
+		expire_pending(r);
+	}
+	if (taken || r->reclaim_more || idle_due)
+		reclaim(r, RECLAIM_BUDGET);
+	return events + taken + (r->reclaim_more ? 1 : 0);
+}
+
+/* The first half of the sleep protocol: arm every wait, raise the sleeping
+ * flags, full fence, rescan. False if there is work after all (the flags
+ * are then lowered again). */
+static bool prepare_sleep(shmsync_root *r, bool *want_timer)
+{
+	*want_timer = something_retired(r) || has_pending(r);
+	if (r->signal == SIG_URING) {
+		arm_all(r, *want_timer);
+	} else if (*want_timer) {
+		struct itimerspec its = {.it_value = {0, IDLE_RECLAIM_NS}};
+		timerfd_settime(r->timer_fd, 0, &its, NULL);
+	}
+	set_sleeping(r, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (rings_pending(r) || r->stop || r->reclaim_more) {
+		set_sleeping(r, 0);
+		return false;
+	}
+	return true;
+}
+
 static void sleep_once(shmsync_root *r)
 {
 	/* Spin briefly first: a wake that reaches a sleeper costs tens of
@@ -838,24 +894,15 @@ static void sleep_once(shmsync_root *r)
 	for (int64_t end = sig_now_ns() + SPIN_NS; sig_now_ns() < end;)
 		if (rings_pending(r))
 			return;
-	bool want_timer = something_retired(r) || has_pending(r);
-	if (r->signal == SIG_URING)
-		arm_all(r, want_timer);
-	set_sleeping(r, 1);
-	atomic_thread_fence(memory_order_seq_cst);
-	if (rings_pending(r) || r->stop) {
-		set_sleeping(r, 0);
+	bool want_timer;
+	if (!prepare_sleep(r, &want_timer))
 		return;
-	}
 	if (r->signal == SIG_URING) {
 		struct io_uring_cqe *cqe;
 		io_uring_wait_cqe(&r->uring, &cqe);
 	} else {
-		int n = poll_once(r, want_timer ? IDLE_RECLAIM_NS / 1000000 : -1);
-		if (n == 0 && want_timer) {
-			expire_pending(r);
-			reclaim(r, RECLAIM_BUDGET);
-		}
+		(void)want_timer; /* the timerfd wakes the epoll wait */
+		poll_once(r, -1);
 	}
 	set_sleeping(r, 0);
 }
@@ -866,7 +913,7 @@ int shmsync_root_run(shmsync_root *r)
 		int n = shmsync_root_process(r, 0);
 		if (n < 0)
 			return n;
-		if (n == 0 && !r->reclaim_more && !r->stop)
+		if (n == 0 && !r->stop)
 			sleep_once(r);
 	}
 	r->stop = 0;
@@ -875,11 +922,15 @@ int shmsync_root_run(shmsync_root *r)
 
 int shmsync_root_fd(shmsync_root *r)
 {
-	if (r->signal == SIG_URING) {
-		arm_all(r, something_retired(r));
-		return r->uring.ring_fd;
+	bool want_timer;
+	if (!prepare_sleep(r, &want_timer)) {
+		/* Work is waiting: make the fd readable now. */
+		uint64_t one = 1;
+		if (write(r->wake_fd, &one, sizeof(one)) < 0) {
+			/* Already readable. */
+		}
 	}
-	return r->wake_fd;
+	return r->signal == SIG_URING ? r->uring.ring_fd : r->epfd;
 }
 
 void shmsync_root_stop(shmsync_root *r)
@@ -924,6 +975,10 @@ void shmsync_root_close(shmsync_root *r)
 		}
 	if (r->wake_fd >= 0)
 		close(r->wake_fd);
+	if (r->epfd >= 0)
+		close(r->epfd);
+	if (r->timer_fd >= 0)
+		close(r->timer_fd);
 	if (r->ro_fd >= 0)
 		close(r->ro_fd);
 	shm_root_destroy(r->shm);
@@ -959,7 +1014,7 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	shmsync_root *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	r->listen_fd = r->wake_fd = r->ro_fd = -1;
+	r->listen_fd = r->wake_fd = r->ro_fd = r->epfd = r->timer_fd = -1;
 	for (unsigned i = 0; i < MAX_PENDING; i++)
 		r->pend[i].fd = r->pend[i].pidfd = -1;
 	int rc = sig_choose(&r->signal, msg, sizeof(msg));
@@ -1011,6 +1066,17 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 		snprintf(msg, sizeof(msg), "eventfd: %s", strerror(errno));
 		goto fail;
 	}
+	if (r->signal == SIG_FUTEX) {
+		r->epfd = epoll_create1(EPOLL_CLOEXEC);
+		r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		if (r->epfd < 0 || r->timer_fd < 0) {
+			rc = -errno;
+			snprintf(msg, sizeof(msg), "epoll/timerfd: %s", strerror(errno));
+			goto fail;
+		}
+		ep_add(r, r->wake_fd, ud(UD_WAKE, 0, 0));
+		ep_add(r, r->timer_fd, ud(UD_TIMER, 0, 0));
+	}
 	if (r->signal == SIG_URING) {
 		/* Three operations per worker at most, plus the root's own. */
 		unsigned entries = 64;
@@ -1027,6 +1093,8 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	if (rc < 0)
 		goto fail;
 	r->listen_fd = rc;
+	if (r->epfd >= 0)
+		ep_add(r, r->listen_fd, ud(UD_ACCEPT, 0, 0));
 	struct stat st;
 	if (stat(o->socket_path, &st) == 0) {
 		r->sock_dev = st.st_dev;

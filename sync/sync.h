@@ -108,6 +108,8 @@ struct pending {
 	int64_t deadline;
 	bool armed;
 	uint32_t gen;
+	int refusal; /* answer the hello with this instead of a slot */
+	uid_t uid;
 };
 
 struct ack_pending {
@@ -128,7 +130,9 @@ struct shmsync_root {
 	int signal; /* SIG_URING or SIG_FUTEX */
 	struct io_uring uring;
 	bool uring_ok;
-	int wake_fd; /* eventfd: stop, and the fd shmsync_root_fd returns */
+	int wake_fd;  /* eventfd: stop, and readiness for shmsync_root_fd */
+	int epfd;     /* the futex path waits here */
+	int timer_fd; /* and its idle timer */
 	volatile int stop;
 	bool accept_armed, wake_armed, timer_armed;
 	struct __kernel_timespec timer_ts;
@@ -147,7 +151,7 @@ struct shmsync_root {
 	uint64_t min_epoch, min_cursor;
 	bool reclaim_more;
 	uint64_t uring_ops;
-	int64_t last_idle_reclaim;
+	int64_t last_idle_reclaim, last_expire;
 	struct pending pend[MAX_PENDING];
 	uint64_t batches, ticks;
 };
@@ -180,6 +184,7 @@ struct shmsync_worker {
 	struct shmsync_batch *batch_cache;
 	uint64_t *fork_guard; /* MADV_WIPEONFORK: reads 0 in a forked child */
 	bool futex_armed;
+	bool fd_mode; /* shmsync_fd was called: keep its wait armed */
 	size_t log_half;
 };
 

@@ -238,7 +238,10 @@ static int attach_fd(shmsync_worker **out, int fd, char *err, size_t errlen)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	struct hello h = {HELLO_MAGIC, SHM_LAYOUT_VERSION, PORT_VERSION, WIRE_VERSION, 0};
 	rc = att_send(fd, &h, sizeof(h), NULL, 0);
-	if (rc < 0) {
+	/* A root that refuses at once (too many attaches in progress) may
+	 * have answered and closed before the hello went out: its answer is
+	 * still there to read. */
+	if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET) {
 		msg(err, errlen, "sending the hello failed: %s", strerror(-rc));
 		goto fail;
 	}
@@ -650,6 +653,9 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	CHECK_HANDLE(w);
 	if (w->uring_ok)
 		reap(w);
+	/* Cut off by the root (or it died): its epoch no longer counts. */
+	if (root_gone(w))
+		return -ESHUTDOWN;
 	drain_fdwake(w);
 	if (!tick_reached(w, target)) {
 		/* Offline while asleep: an idle worker pins log bytes only. */
@@ -671,6 +677,8 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	w->cursor = tick;
 	w->log_pos = log_end;
 	atomic_store_explicit(&w->port->cursor, tick, memory_order_release);
+	if (w->fd_mode && w->uring_ok)
+		arm(w, atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire));
 	return ic.count;
 }
 
@@ -776,13 +784,13 @@ int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe)
 		return 0;
 	}
 	sig_prep_futex_wait(sqe, &w->seg.hdr->tick_futex, v);
-	w->uring_ops++;
 	return 0;
 }
 
 int shmsync_fd(shmsync_worker *w)
 {
 	CHECK_HANDLE(w);
+	w->fd_mode = true;
 	if (w->uring_ok) {
 		reap(w);
 		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);

@@ -860,8 +860,8 @@ static inline int cv_imp_cb(const shmsync_change *c, void *arg)
 		r->resets++;
 	} else if (!r->reset && (c->tick <= r->from || c->tick < r->last_tick)) {
 		snprintf(r->err, sizeof(r->err),
-			 "change kind %d of %s at tick %llu: the cursor was %llu, the previous change's tick "
-			 "%llu",
+			 "change kind %d of %s at tick %llu: the cursor was %llu, "
+			 "the previous change's tick %llu",
 			 c->kind, c->dir, (unsigned long long)c->tick, (unsigned long long)r->from,
 			 (unsigned long long)r->last_tick);
 		r->bad = true;

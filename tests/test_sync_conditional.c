@@ -120,8 +120,8 @@ static int adder(void *arg)
 			T_ASSERT(shmsync_import_until(w, last_tick, 5000000000LL, NULL, NULL) >= 0);
 			int64_t c = get_counter(w, "/cnt/", "n", NULL);
 			if (c < acked || c > NW * ADDS)
-				T_FAIL("adder %d: counter %lld at tick %llu, with %d of its own adds acked", id,
-				       (long long)c, (unsigned long long)shmsync_cursor(w), acked);
+				T_FAIL("adder %d: counter %lld at tick %llu, with %d of its own adds acked",
+				       id, (long long)c, (unsigned long long)shmsync_cursor(w), acked);
 		}
 	}
 	printf("  adder %d: %d adds in %d batches, last at tick %llu\n", id, acked, batches,
@@ -258,8 +258,8 @@ static int tick_a(void *arg)
 	T_ASSERT(shmsync_import_until(w, (uint64_t)t6, 5000000000LL, NULL, NULL) >= 0);
 	shmsync_offline(w);
 	T_EQ(shmsync_view_valid(w, &v), 0);
-	printf("  put_if_tick: stale tick -ECANCELED without a trace, fresh tick ok (ticks %lld, %llu, %lld), "
-	       "0 = absent ok\n",
+	printf("  put_if_tick: stale tick -ECANCELED without a trace, fresh tick ok, 0 = absent ok "
+	       "(ticks %lld, %llu, %lld)\n",
 	       (long long)t1, (unsigned long long)t2, (long long)t3);
 	shmsync_detach(w);
 	return 0;
@@ -304,9 +304,10 @@ static int casser(void *arg)
 			uint64_t vt;
 			int64_t now = get_counter(w, "/cas/", "n", &vt);
 			if (vt == (uint64_t)t ? now != next : (now <= next || vt < (uint64_t)t))
-				T_FAIL("casser %d: wrote %lld at tick %lld, reads %lld at tick %llu (cursor %llu)", id,
-				       (long long)next, (long long)t, (long long)now, (unsigned long long)vt,
-				       (unsigned long long)shmsync_cursor(w));
+				T_FAIL("casser %d: wrote %lld at tick %lld, "
+				       "reads %lld at tick %llu (cursor %llu)",
+				       id, (long long)next, (long long)t, (long long)now,
+				       (unsigned long long)vt, (unsigned long long)shmsync_cursor(w));
 			continue;
 		}
 		if (t != -ECANCELED)
@@ -358,7 +359,8 @@ static int checker(void *arg)
 			int64_t rc = atomic_load(&sh->pia_rc[r][i]);
 			if (rc > 0) {
 				if (winner >= 0)
-					T_FAIL("put_if_absent round %d: workers %d and %d both won", r, winner, i);
+					T_FAIL("put_if_absent round %d: workers %d and %d both won", r,
+					       winner, i);
 				winner = i;
 			} else if (rc == -EEXIST) {
 				losers++;
@@ -374,8 +376,9 @@ static int checker(void *arg)
 		shmsync_view v;
 		T_OK(shmsync_get(w, "/pia/", key, strlen(key), &v));
 		if (v.len != (size_t)vn || memcmp(v.data, val, v.len) != 0 || v.tick != wt)
-			T_FAIL("put_if_absent round %d: holds %.*s at tick %llu; the winner was %s at tick %llu", r,
-			       (int)v.len, (const char *)v.data, (unsigned long long)v.tick, val,
+			T_FAIL("put_if_absent round %d: holds %.*s at tick %llu; "
+			       "the winner was %s at tick %llu",
+			       r, (int)v.len, (const char *)v.data, (unsigned long long)v.tick, val,
 			       (unsigned long long)wt);
 		for (int i = 0; i < NW; i++) {
 			snprintf(side, sizeof(side), "side-r%d-w%d", r, i);

@@ -17,7 +17,8 @@
  * - every acked batch is visible in every worker exactly from its tick T:
  *   after an import to C, /w<i>/seq is the highest seq of worker i acked with
  *   a tick <= C;
- * - every worker's final state equals what a fresh late attacher sees;
+ * - every worker's final state equals what a fresh late attacher sees, and
+ *   its own directories hold exactly what its batches wrote;
  * - group commit happened: fewer ticks than committed batches;
  * - no worker starved: each committed, and its export -> commit latency is
  *   bounded (p99 and max are printed).
@@ -88,7 +89,11 @@ static unsigned rnd(struct wk *k, unsigned n)
 static int record_change(const shmsync_change *c, void *arg)
 {
 	struct wk *k = arg;
-	struct srec r = {c->tick, 0, (uint32_t)c->kind, (uint32_t)strlen(c->dir), (uint32_t)c->key_len,
+	struct srec r = {c->tick,
+			 0,
+			 (uint32_t)c->kind,
+			 (uint32_t)strlen(c->dir),
+			 (uint32_t)c->key_len,
 			 (uint32_t)c->value_len};
 	cv_buf_put(&k->stream, &r, sizeof(r));
 	cv_buf_put(&k->stream, c->dir, r.dlen + 1);
@@ -227,8 +232,7 @@ static shmsync_batch *build(struct wk *k, uint64_t seq, bool *may_fail)
 	}
 	uint64_t v = seq; /* little-endian, like every machine this runs on */
 	T_OK(shmsync_put(b, k->own, "seq", 3, &v, 8));
-	cv_key_set(cv_dir_get(&k->intent, k->own), "seq", 3, &v, 8, 0);
-	return b;
+	return b; /* its seq goes into the intent model when it is acked */
 }
 
 /* Collects the acks that are in (timeout 0), or waits for the oldest. */
@@ -246,12 +250,15 @@ static bool collect(struct wk *k, int64_t timeout)
 			break;
 		}
 		struct ack a = {p->seq, rc == 0 ? (int64_t)tick : rc, st_now() - p->t, p->may_fail, 0};
-		if (rc == 0)
+		if (rc == 0) {
 			k->committed++;
-		else if (rc == -ENOENT && p->may_fail)
+			/* Acks come in seq order: the last committed seq wins. */
+			cv_key_set(cv_dir_get(&k->intent, k->own), "seq", 3, &p->seq, 8, 0);
+		} else if (rc == -ENOENT && p->may_fail)
 			k->rejected++;
 		else
-			T_FAIL("worker %d: batch %llu: %s", k->id, (unsigned long long)p->seq, shmsync_strerror(rc));
+			T_FAIL("worker %d: batch %llu: %s", k->id, (unsigned long long)p->seq,
+			       shmsync_strerror(rc));
 		cv_buf_put(&k->acks, &a, sizeof(a));
 		k->qhead = (k->qhead + 1) % QCAP;
 		k->qn--;
@@ -340,6 +347,21 @@ static int worker(void *arg)
 	struct cv_model snap = {0};
 	cv_imp_vs_snapshot(&k.imp, k.w, &snap, k.own);
 	T_EQ(k.imp.resets, 0);
+	/* Its own directories hold exactly what its batches said, each applied
+	 * once: nothing lost, nothing doubled by a NONBLOCK retry. */
+	struct cv_model mine = {0};
+	char err[512];
+	for (size_t i = 0; i < snap.n; i++)
+		if (strncmp(snap.dirs[i].name, k.own, strlen(k.own)) == 0) {
+			struct cv_dir *d = cv_dir_add(&mine, snap.dirs[i].name);
+			for (size_t x = 0; x < snap.dirs[i].n; x++) {
+				const struct cv_key *e = &snap.dirs[i].keys[x];
+				cv_key_set(d, e->k, e->kn, e->v, e->vn, 0);
+			}
+		}
+	if (cv_model_cmp(&k.intent, &mine, false, err, sizeof(err)) < 0)
+		T_FAIL("worker %d: its directories vs what it exported: %s", k.id, err);
+	cv_model_free(&mine);
 	shmsync_stats st;
 	T_OK(shmsync_stat(k.w, &st));
 	const char *sig = getenv("SHMSYNC_SIGNAL");
@@ -352,8 +374,8 @@ static int worker(void *arg)
 	cv_file_write(cv_path(path, sizeof(path), "stream%d", k.id), k.stream.p, k.stream.n);
 	cv_file_write(cv_path(path, sizeof(path), "acks%d", k.id), k.acks.p, k.acks.n);
 	cv_model_save(&snap, cv_path(path, sizeof(path), "final%d", k.id));
-	printf("  worker %d: %llu committed, %llu shared deletions refused, %llu NONBLOCK -EAGAIN, %llu imports; "
-	       "signal %s, %llu io_uring ops\n",
+	printf("  worker %d: %llu committed, %llu shared deletions refused, "
+	       "%llu NONBLOCK -EAGAIN, %llu imports; signal %s, %llu io_uring ops\n",
 	       k.id, (unsigned long long)k.committed, (unsigned long long)k.rejected,
 	       (unsigned long long)k.eagain, (unsigned long long)k.imports, st.signal,
 	       (unsigned long long)st.uring_ops);
@@ -452,8 +474,9 @@ static void parse(struct stream *s, int id)
 			T_ASSERT(cur);
 		}
 		const uint8_t *p = s->raw.p + at;
-		cur[ncur++] = (struct chg){r.tick, (int)r.kind, (const char *)p, p + r.dlen + 1,
-					   p + r.dlen + 1 + r.kn, r.kn, r.vn};
+		cur[ncur++] = (struct chg){
+			r.tick, (int)r.kind, (const char *)p, p + r.dlen + 1, p + r.dlen + 1 + r.kn,
+			r.kn,   r.vn};
 		at += r.dlen + 1 + r.kn + r.vn;
 	}
 	T_ASSERT(ncur == 0); /* every change belongs to a completed import */
@@ -599,7 +622,8 @@ static void describe(char *buf, size_t len, const struct chg *c)
 	char k[64], v[64];
 	cv_fmt_bytes(k, sizeof(k), c->key, c->kn);
 	cv_fmt_bytes(v, sizeof(v), c->val, c->vn);
-	snprintf(buf, len, "kind %d tick %llu %s%s = \"%s\"", c->kind, (unsigned long long)c->tick, c->dir, k, v);
+	snprintf(buf, len, "kind %d tick %llu %s%s = \"%s\"", c->kind, (unsigned long long)c->tick, c->dir, k,
+		 v);
 }
 
 /* The changes of imports [i, j) of s, composed. */
@@ -646,8 +670,8 @@ static void compare_streams(const struct stream *s, int a, int b, uint64_t *wind
 				describe(da, sizeof(da), ca[x]);
 			if (x < nb)
 				describe(db, sizeof(db), cb[x]);
-			T_FAIL("ticks (%llu, %llu]: change #%zu: worker %d has %s, worker %d has %s (%zu vs %zu "
-			       "changes)",
+			T_FAIL("ticks (%llu, %llu]: change #%zu: worker %d has %s, "
+			       "worker %d has %s (%zu vs %zu changes)",
 			       (unsigned long long)s[a].imp[i0].from, (unsigned long long)ta, x, a,
 			       x < na ? da : "nothing", b, x < nb ? db : "nothing", na, nb);
 		}
@@ -723,10 +747,10 @@ int main(void)
 			struct chg **c;
 			size_t m = window(&s[i], x, x + 1, &c);
 			if (m != s[i].imp[x].n)
-				T_FAIL("worker %d: import (%llu, %llu] delivered %zu changes, %zu of them stale or "
-				       "repeated",
-				       i, (unsigned long long)s[i].imp[x].from, (unsigned long long)s[i].imp[x].to,
-				       s[i].imp[x].n, s[i].imp[x].n - m);
+				T_FAIL("worker %d: import (%llu, %llu] delivered %zu changes, "
+				       "%zu of them stale or repeated",
+				       i, (unsigned long long)s[i].imp[x].from,
+				       (unsigned long long)s[i].imp[x].to, s[i].imp[x].n, s[i].imp[x].n - m);
 			free(c);
 		}
 	}
@@ -762,12 +786,13 @@ int main(void)
 			ok++;
 		}
 		qsort(lat, n, sizeof(double), cmp_double);
-		printf("worker %d: %zu committed; export -> commit p50 %.0f us, p99 %.0f us, max %.0f us\n", i, ok,
-		       lat[n / 2] * 1e6, lat[n * 99 / 100] * 1e6, lat[n - 1] * 1e6);
+		printf("worker %d: %zu committed; export -> commit p50 %.0f us, p99 %.0f us, max %.0f us\n",
+		       i, ok, lat[n / 2] * 1e6, lat[n * 99 / 100] * 1e6, lat[n - 1] * 1e6);
 		if (ok == 0)
 			T_FAIL("worker %d starved: nothing committed", i);
 		if (lat[n - 1] > MAX_LATENCY_S)
-			T_FAIL("worker %d waited %.2f s for a commit (limit %.1f s)", i, lat[n - 1], MAX_LATENCY_S);
+			T_FAIL("worker %d waited %.2f s for a commit (limit %.1f s)", i, lat[n - 1],
+			       MAX_LATENCY_S);
 		committed += ok;
 		free(lat);
 	}
@@ -803,8 +828,9 @@ int main(void)
 					memcpy(&got, e->v, 8);
 				}
 				if (got != want[i])
-					T_FAIL("worker %d, after importing (%llu, %llu]: /w%d/seq is %llu, but worker "
-					       "%d's batches acked at ticks <= %llu end with seq %llu",
+					T_FAIL("worker %d, after importing (%llu, %llu]: "
+					       "/w%d/seq is %llu, but worker %d's batches "
+					       "acked at ticks <= %llu end with seq %llu",
 					       j, (unsigned long long)im->from, (unsigned long long)im->to, i,
 					       (unsigned long long)got, i, (unsigned long long)im->to,
 					       (unsigned long long)want[i]);
@@ -830,8 +856,9 @@ int main(void)
 
 	/* Group commit: fewer ticks than batches. */
 	uint64_t ticks = fin - s[0].start;
-	printf("group commit: %llu ticks for %llu committed batches (%.1f per tick)\n", (unsigned long long)ticks,
-	       (unsigned long long)committed, (double)committed / (double)(ticks ? ticks : 1));
+	printf("group commit: %llu ticks for %llu committed batches (%.1f per tick)\n",
+	       (unsigned long long)ticks, (unsigned long long)committed,
+	       (double)committed / (double)(ticks ? ticks : 1));
 	if (ticks >= committed)
 		T_FAIL("no group commit: %llu ticks for %llu batches", (unsigned long long)ticks,
 		       (unsigned long long)committed);

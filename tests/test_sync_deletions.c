@@ -34,7 +34,7 @@ struct round {
 	const char *name;
 	size_t log_bytes; /* 0: the default */
 	int batches;
-	int slow_ms;      /* the slow reader's sleep between imports */
+	int slow_ms;       /* the slow reader's sleep between imports */
 	uint64_t slow_lag; /* if set, it waits until it is this many ticks behind */
 	bool expect_slow_reset;
 };
@@ -152,7 +152,8 @@ static int reader(void *arg)
 				rc = shmsync_import_until(w, target, 200000000, cv_imp_cb, &r);
 				if (rc >= 0 && shmsync_cursor(w) < target)
 					T_FAIL("%s: import_until(%llu) stopped at %llu", name,
-					       (unsigned long long)target, (unsigned long long)shmsync_cursor(w));
+					       (unsigned long long)target,
+					       (unsigned long long)shmsync_cursor(w));
 			} else {
 				rc = shmsync_import_next(w, 200000000, cv_imp_cb, &r);
 			}
@@ -175,7 +176,8 @@ static int reader(void *arg)
 		if (rc == -ETIMEDOUT) {
 			waits++;
 			if (st_now() - idle_since > 10)
-				T_FAIL("%s: no new tick for 10 s at cursor %llu", name, (unsigned long long)cursor);
+				T_FAIL("%s: no new tick for 10 s at cursor %llu", name,
+				       (unsigned long long)cursor);
 			continue;
 		}
 		if (rc < 0)
@@ -207,8 +209,9 @@ static int reader(void *arg)
 	atomic_store(&sh->resets[id], r.resets);
 	char path[320];
 	cv_model_save(&r.model, cv_path(path, sizeof(path), "reader%d.model", id));
-	printf("  %-10s: %llu imports, ticks per import mean %.1f max %llu; delivered %llu dels, %llu rmdirs, "
-	       "%llu mkdirs, %llu puts, %llu resets; %llu empty waits\n",
+	printf("  %-10s: %llu imports, ticks per import mean %.1f max %llu; "
+	       "delivered %llu dels, %llu rmdirs, %llu mkdirs, %llu puts, %llu resets; "
+	       "%llu empty waits\n",
 	       name, (unsigned long long)imports, imports ? (double)ticks_sum / (double)imports : 0.0,
 	       (unsigned long long)ticks_max, (unsigned long long)r.dels, (unsigned long long)r.rmdirs,
 	       (unsigned long long)r.mkdirs, (unsigned long long)r.puts, (unsigned long long)r.resets,
@@ -225,11 +228,11 @@ static int reader(void *arg)
 static void run_round(const struct round *rd)
 {
 	if (rd->slow_lag)
-		printf("round %s: log %zu bytes, %d batches, slow reader imports %llu ticks behind\n", rd->name,
-		       rd->log_bytes, rd->batches, (unsigned long long)rd->slow_lag);
+		printf("round %s: log %zu bytes, %d batches, slow reader imports %llu ticks behind\n",
+		       rd->name, rd->log_bytes, rd->batches, (unsigned long long)rd->slow_lag);
 	else
-		printf("round %s: default log (capacity / 16), %d batches, slow reader sleeps %d ms\n", rd->name,
-		       rd->batches, rd->slow_ms);
+		printf("round %s: default log (capacity / 16), %d batches, slow reader sleeps %d ms\n",
+		       rd->name, rd->batches, rd->slow_ms);
 	cur_round = rd;
 	memset(sh, 0, sizeof(*sh));
 	shmsync_root_opts o = {.log_bytes = rd->log_bytes};
@@ -264,7 +267,8 @@ static void run_round(const struct round *rd)
 	} else {
 		for (int i = 0; i < NREADERS; i++)
 			if (atomic_load(&sh->resets[i]))
-				T_FAIL("round %s: the %s reader got a RESET with a log that retains everything",
+				T_FAIL("round %s: the %s reader got a RESET "
+				       "with a log that retains everything",
 				       rd->name, reader_names[i]);
 	}
 	printf("round %s: ok in %.2f s, all %d readers equal the writer's final state\n", rd->name,

@@ -811,9 +811,6 @@ int main(int argc, char **argv)
 	const char *sig = getenv("SHMSYNC_SIGNAL");
 	printf("sync_hostile: signal path %s\n", sig && *sig ? sig : "default");
 
-	part_uid();
-	part_max_workers();
-
 	root_pid = sd_start_root(NULL);
 	pid_t setup = sd_fork();
 	if (setup == 0) {
@@ -846,6 +843,10 @@ int main(int argc, char **argv)
 	final_state();
 	sd_untrack(root_pid);
 	st_stop_root(root_pid);
+
+	/* Separate roots. */
+	part_max_workers();
+	part_uid();
 	printf("sync_hostile: ok\n");
 	return 0;
 }

@@ -81,8 +81,9 @@ static int ryw_worker(void *arg)
 			T_FAIL("ryw%d: round %d: get %s%s after import_until(%lld): %s", id, it, dir, key,
 			       (long long)t, shmsync_strerror(rc));
 		if (v.len != (size_t)vn || memcmp(v.data, val, v.len) != 0 || v.tick != (uint64_t)t)
-			T_FAIL("ryw%d: round %d: read %.*s (tick %llu), wrote %s at tick %lld", id, it, (int)v.len,
-			       (const char *)v.data, (unsigned long long)v.tick, val, (long long)t);
+			T_FAIL("ryw%d: round %d: read %.*s (tick %llu), wrote %s at tick %lld", id, it,
+			       (int)v.len, (const char *)v.data, (unsigned long long)v.tick, val,
+			       (long long)t);
 		present[k] = true;
 		if (gone >= 0) {
 			char gk[16];
@@ -93,8 +94,9 @@ static int ryw_worker(void *arg)
 		}
 	}
 	qsort(lat, RYW_ROUNDS, sizeof(lat[0]), cmp_double);
-	printf("  ryw%d: %d rounds (%d deleting a key); commit + import_until p50 %.0f us, p99 %.0f us, max %.0f "
-	       "us; %d imports went past the batch's tick\n",
+	printf("  ryw%d: %d rounds (%d deleting a key); "
+	       "commit + import_until p50 %.0f us, p99 %.0f us, max %.0f us; "
+	       "%d imports went past the batch's tick\n",
 	       id, RYW_ROUNDS, deletions, lat[RYW_ROUNDS / 2] * 1e6, lat[RYW_ROUNDS * 99 / 100] * 1e6,
 	       lat[RYW_ROUNDS - 1] * 1e6, moved_past);
 	shmsync_detach(w);
@@ -162,13 +164,16 @@ static int writer(void *arg)
 	char err[512];
 	cv_snapshot(w, &snap);
 	if (cv_model_cmp(&ref, &snap, true, err, sizeof(err)) < 0)
-		T_FAIL("writer: its snapshot at tick %llu vs what it wrote: %s", (unsigned long long)tick, err);
-	printf("  writer: %llu batches, ticks %llu..%llu: %llu puts, %llu dels, %llu mkdirs, %llu rmdirs (%llu of "
-	       "an absent prefix, %llu of \"/\"); final state %zu dirs %zu keys\n",
+		T_FAIL("writer: its snapshot at tick %llu vs what it wrote: %s", (unsigned long long)tick,
+		       err);
+	printf("  writer: %llu batches, ticks %llu..%llu: %llu puts, %llu dels, %llu mkdirs, "
+	       "%llu rmdirs (%llu of an absent prefix, %llu of \"/\"); "
+	       "final state %zu dirs %zu keys\n",
 	       (unsigned long long)g.batches, (unsigned long long)atomic_load(&sh->start) + 1,
 	       (unsigned long long)tick, (unsigned long long)g.puts, (unsigned long long)g.dels,
-	       (unsigned long long)g.mkdirs, (unsigned long long)g.rmdirs, (unsigned long long)g.prefix_rmdirs,
-	       (unsigned long long)g.root_rmdirs, ref.n, cv_model_keys(&ref));
+	       (unsigned long long)g.mkdirs, (unsigned long long)g.rmdirs,
+	       (unsigned long long)g.prefix_rmdirs, (unsigned long long)g.root_rmdirs, ref.n,
+	       cv_model_keys(&ref));
 	cv_model_free(&ref);
 	cv_model_free(&snap);
 	shmsync_detach(w);
@@ -201,8 +206,9 @@ static int late(void *arg)
 	if (cv_model_cmp(&ref, &snap, true, err, sizeof(err)) < 0)
 		T_FAIL("%s: attached at tick %llu; the writer's state there vs the snapshot: %s", who,
 		       (unsigned long long)cursor, err);
-	printf("  %s: attached at tick %llu (%llu batches in): %zu dirs %zu keys, as the writer had them\n", who,
-	       (unsigned long long)cursor, (unsigned long long)(cursor - start), snap.n, cv_model_keys(&snap));
+	printf("  %s: attached at tick %llu (%llu batches in): %zu dirs %zu keys, as the writer had them\n",
+	       who, (unsigned long long)cursor, (unsigned long long)(cursor - start), snap.n,
+	       cv_model_keys(&snap));
 	uint64_t attached_at = cursor, imports = 0, waits = 0;
 	cv_model_copy(&imp.model, &snap);
 	double idle_since = st_now();

@@ -238,6 +238,11 @@ typedef struct shmsync_stats {
 	unsigned slot;
 	uint64_t batches_exported, batches_committed, batches_rejected;
 	uint64_t imports, resets;
+	/* Waits of this worker that ended by their timer slice (futex path)
+	 * although the wait was over: a lost wake-up, or one within a hair of
+	 * the slice's end. And how often the root's idle timer found ring work
+	 * (a lost doorbell wake, or one still on its way). */
+	uint64_t late_wakes, root_timer_found_work;
 } shmsync_stats;
 
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s);

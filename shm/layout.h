@@ -56,6 +56,7 @@ struct shm_hdr {
 	_Atomic uint64_t stat_min_epoch; /* as the root last computed it */
 	_Atomic uint32_t stat_signal;    /* how the root waits: 1 io_uring, 2 futex/poll */
 	_Atomic uint32_t stat_workers;
+	_Atomic uint64_t stat_timer_found_work; /* ring work the idle timer found */
 };
 
 /* Every allocated object begins with this; retire lists are linked through

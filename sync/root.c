@@ -597,6 +597,14 @@ static bool rings_pending(shmsync_root *r)
 
 /* ---- events ------------------------------------------------------------ */
 
+/* The idle timer fired and a ring has work: its doorbell wake was lost, or
+ * is still on its way. */
+static void count_late_wake(shmsync_root *r)
+{
+	if (rings_pending(r))
+		atomic_fetch_add_explicit(&r->seg->hdr->stat_timer_found_work, 1, memory_order_relaxed);
+}
+
 static struct slot *slot_of(shmsync_root *r, uint64_t data)
 {
 	unsigned idx = (unsigned)(data >> 32) & 0xffffff;
@@ -633,6 +641,7 @@ static int handle_cqe(shmsync_root *r, struct io_uring_cqe *cqe)
 	}
 	case UD_TIMER:
 		r->timer_armed = false;
+		count_late_wake(r);
 		expire_pending(r);
 		reclaim(r, RECLAIM_BUDGET);
 		return 1;
@@ -803,6 +812,7 @@ static int poll_once(shmsync_root *r, int timeout_ms)
 			if (read(r->timer_fd, &v, sizeof(v)) < 0) {
 				/* Already drained. */
 			}
+			count_late_wake(r);
 			expire_pending(r);
 			reclaim(r, RECLAIM_BUDGET);
 			break;

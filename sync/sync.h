@@ -180,7 +180,7 @@ struct shmsync_worker {
 	bool conn_poll_armed, fd_wait_armed;
 	int fdwake_fd;
 	uint64_t uring_ops;
-	uint64_t exported, committed, rejected, imports, resets;
+	uint64_t exported, committed, rejected, imports, resets, late_wakes;
 	struct shmsync_batch *batch_cache;
 	uint64_t *fork_guard; /* MADV_WIPEONFORK: reads 0 in a forked child */
 	bool futex_armed;

@@ -246,6 +246,27 @@ typedef struct shmsync_stats {
 } shmsync_stats;
 
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s);
+
+enum {
+	SHMSYNC_WORKER_LIVE = 1,    /* online, reading its snapshot */
+	SHMSYNC_WORKER_OFFLINE = 2, /* pins no versions (e.g. asleep in import_next) */
+	SHMSYNC_WORKER_LAGGING = 3, /* its cursor keeps more than a quarter of the change log */
+};
+
+typedef struct shmsync_worker_info {
+	unsigned slot;
+	pid_t pid;
+	int state;             /* SHMSYNC_WORKER_* */
+	uint64_t cursor;       /* last tick it imported */
+	uint64_t epoch;        /* its snapshot; UINT64_MAX when offline */
+	uint64_t lag;          /* ticks its cursor is behind */
+	uint64_t pinned_bytes; /* what it keeps from being freed: versions and change-log bytes */
+} shmsync_worker_info;
+
+/* The attached workers as the root last published them (at every attach and
+ * release, and at most every 50 ms otherwise). Fills up to max entries and
+ * returns how many workers there are. */
+int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max);
 /* The same as one JSON object; returns its length (like snprintf). */
 int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len);
 

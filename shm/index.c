@@ -1093,6 +1093,50 @@ uint64_t shm_retired_bytes(const struct shm_root *r, uint64_t tick)
 	return r->bk[tick % r->bk_cap].bytes;
 }
 
+void shm_retired_bytes_after(const struct shm_root *r, const uint64_t *epochs, uint64_t *pinned, size_t n)
+{
+	/* Prefix sums over the retained tags, then one lookup per epoch:
+	 * pinned = total - (bytes with tag <= epoch). */
+	uint64_t last = r->tick + 1, base = r->bk_base;
+	uint64_t span = last >= base ? last - base + 1 : 0;
+	if (span > r->bk_cap)
+		span = r->bk_cap;
+	uint64_t *prefix = malloc((span + 1) * sizeof(*prefix));
+	if (!prefix) {
+		memset(pinned, 0, n * sizeof(*pinned));
+		return;
+	}
+	prefix[0] = 0;
+	for (uint64_t k = 0; k < span; k++)
+		prefix[k + 1] = prefix[k] + r->bk[(base + k) % r->bk_cap].bytes;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t e = epochs[i];
+		if (e == UINT64_MAX)
+			pinned[i] = 0;
+		else if (e < base)
+			pinned[i] = prefix[span];
+		else
+			pinned[i] = prefix[span] - prefix[e - base + 1 > span ? span : e - base + 1];
+	}
+	free(prefix);
+}
+
+int shm_root_ext(struct shm_root *r, size_t size, void **area)
+{
+	if (r->hdr->ext_off)
+		return -EEXIST;
+	uint64_t off;
+	int rc = shm_arena_alloc(r->arena, size ? size : 8, true, &off);
+	if (rc < 0)
+		return rc;
+	memset(shm_at(r, off), 0, size);
+	r->hdr->ext_size = size;
+	atomic_thread_fence(memory_order_release);
+	r->hdr->ext_off = off;
+	*area = shm_at(r, off);
+	return 0;
+}
+
 /* ---- the root context -------------------------------------------------- */
 
 int shm_root_create(struct shm_root **out, const struct shm_root_opts *opts, struct shm_err *err)

@@ -57,6 +57,11 @@ struct shm_hdr {
 	_Atomic uint32_t stat_signal;    /* how the root waits: 1 io_uring, 2 futex/poll */
 	_Atomic uint32_t stat_workers;
 	_Atomic uint64_t stat_timer_found_work; /* ring work the idle timer found */
+
+	/* An area for the layer above (the worker table), set once before any
+	 * reader exists: its offset and size. */
+	uint64_t ext_off;
+	uint64_t ext_size;
 };
 
 /* Every allocated object begins with this; retire lists are linked through

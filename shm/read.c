@@ -251,3 +251,12 @@ int shm_dirs_iter(const struct shm_seg *seg, uint64_t epoch, const char *prefix,
 	}
 	return 0;
 }
+
+const void *shm_seg_ext(const struct shm_seg *seg, uint64_t *size)
+{
+	uint64_t off = seg->hdr->ext_off, n = seg->hdr->ext_size;
+	const void *p = off ? shm_seg_ptr(seg, off, n, 8) : NULL;
+	if (p && size)
+		*size = n;
+	return p;
+}

@@ -206,6 +206,15 @@ int shm_reclaim(struct shm_root *root, uint64_t min_read_epoch, uint64_t min_cur
 		struct shm_reclaim_report *rep);
 /* Bytes retired with tag `tick` still waiting (for tests and stat). */
 uint64_t shm_retired_bytes(const struct shm_root *root, uint64_t tick);
+/* Fills pinned[i] with the bytes retired with a tag > epochs[i] (what a
+ * reader at that epoch keeps from being freed); UINT64_MAX epochs get 0.
+ * O(ticks retained + n log n). */
+void shm_retired_bytes_after(const struct shm_root *root, const uint64_t *epochs, uint64_t *pinned, size_t n);
+/* Reserves, once and before any reader fd exists, an area of the segment for
+ * the layer above; readers find it with shm_seg_ext. */
+int shm_root_ext(struct shm_root *root, size_t size, void **area);
+/* The area reserved with shm_root_ext, checked; NULL if there is none. */
+const void *shm_seg_ext(const struct shm_seg *seg, uint64_t *size);
 
 struct shm_stats {
 	uint64_t tick;

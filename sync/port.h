@@ -72,6 +72,26 @@ struct wire_op {
 		     /* dir[dir_len], key[key_len], value[value_len], padding to 8 */
 };
 
+/* The worker table, in the root segment (shm_root_ext): what the root last
+ * published about each slot, for stat. A seqlock (seq odd while the root
+ * writes) gives readers a consistent copy. */
+#define WTAB_MAGIC 0x4241545753534853ull /* "SHSSWTAB" */
+
+struct wtab_entry {
+	_Atomic uint32_t state; /* 0: free, else SHMSYNC_WORKER_* */
+	uint32_t slot;
+	_Atomic int64_t pid;
+	_Atomic uint64_t cursor, epoch, lag, pinned_bytes;
+};
+
+struct wtab {
+	uint64_t magic;
+	uint32_t n;
+	uint32_t reserved;
+	_Atomic uint64_t seq;
+	struct wtab_entry e[];
+};
+
 #define WIRE_VERSION 1u
 #define WIRE_PAD 0xffffu
 #define WIRE_MAX_OPS 65535u

@@ -126,6 +126,7 @@ static void slot_release(shmsync_root *r, struct slot *s)
 	}
 	if (s->inflight == 0)
 		slot_free(r, s);
+	r->wtab_dirty = true;
 	reclaim(r, RECLAIM_BUDGET);
 }
 
@@ -297,6 +298,7 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	s->inflight = 0;
 	r->nlive++;
 	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
+	r->wtab_dirty = true;
 	pd->pidfd = -1;
 	if (r->epfd >= 0) {
 		ep_del(r, fd);
@@ -449,8 +451,14 @@ static void finish_group(shmsync_root *r)
 {
 	uint64_t tick = 0;
 	int pub = shm_commit_publish(r->shm, &tick);
-	if (pub == 1)
+	if (pub == 1) {
 		r->ticks++;
+		uint64_t t, end;
+		shm_published_state(r->seg, &t, &end);
+		r->tle[t % TLE_CAP] = end;
+		if (t >= r->tle_base + TLE_CAP)
+			r->tle_base = t - TLE_CAP + 1;
+	}
 	for (size_t i = 0; i < r->nacks; i++) {
 		struct ack_pending *a = &r->acks[i];
 		struct slot *s = &r->slots[a->slot];
@@ -547,6 +555,51 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 
 /* ---- positions and reclamation ----------------------------------------- */
 
+#define WTAB_EVERY_NS 50000000
+
+/* Publishes the worker table (positions, lag, what each pins). */
+static void publish_wtab(shmsync_root *r)
+{
+	if (!r->wtab)
+		return;
+	unsigned n = r->max_workers;
+	uint64_t tick, log_end;
+	shm_published_state(r->seg, &tick, &log_end);
+	for (unsigned i = 0; i < n; i++)
+		r->epochs[i] = r->slots[i].live ? r->slots[i].epoch : UINT64_MAX;
+	shm_retired_bytes_after(r->shm, r->epochs, r->pinned, n);
+	uint64_t tail = atomic_load_explicit(&r->seg->hdr->log_tail, memory_order_relaxed);
+	uint64_t quarter = r->seg->hdr->log_size / 4;
+	struct wtab *t = r->wtab;
+	uint64_t seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
+	atomic_store_explicit(&t->seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	for (unsigned i = 0; i < n; i++) {
+		struct slot *s = &r->slots[i];
+		struct wtab_entry *e = &t->e[i];
+		if (!s->live) {
+			atomic_store_explicit(&e->state, 0, memory_order_relaxed);
+			continue;
+		}
+		/* Change-log bytes its cursor keeps: from the end of its tick. */
+		uint64_t from = tail;
+		if (s->cursor >= r->tle_base && s->cursor < r->tle_base + TLE_CAP && s->cursor <= tick)
+			from = r->tle[s->cursor % TLE_CAP];
+		uint64_t log_pinned = log_end > from && from >= tail ? log_end - from : 0;
+		uint32_t state = s->epoch == PORT_OFFLINE ? SHMSYNC_WORKER_OFFLINE : SHMSYNC_WORKER_LIVE;
+		if (log_pinned > quarter)
+			state = SHMSYNC_WORKER_LAGGING;
+		atomic_store_explicit(&e->state, state, memory_order_relaxed);
+		atomic_store_explicit(&e->pid, s->pid, memory_order_relaxed);
+		atomic_store_explicit(&e->cursor, s->cursor, memory_order_relaxed);
+		atomic_store_explicit(&e->epoch, s->epoch, memory_order_relaxed);
+		atomic_store_explicit(&e->lag, tick > s->cursor ? tick - s->cursor : 0, memory_order_relaxed);
+		atomic_store_explicit(&e->pinned_bytes, r->pinned[i] + log_pinned, memory_order_relaxed);
+	}
+	atomic_store_explicit(&t->seq, seq + 2, memory_order_release);
+	r->last_wtab = sig_now_ns();
+}
+
 static void reclaim(shmsync_root *r, size_t budget)
 {
 	uint64_t tick = shm_root_tick(r->shm);
@@ -583,6 +636,10 @@ static void reclaim(shmsync_root *r, size_t budget)
 	if (shm_reclaim(r->shm, min_e, min_c, budget, &rep) == 0)
 		r->reclaim_more = rep.more;
 	r->last_idle_reclaim = sig_now_ns();
+	if (r->wtab_dirty || r->last_idle_reclaim - r->last_wtab > WTAB_EVERY_NS) {
+		r->wtab_dirty = false;
+		publish_wtab(r);
+	}
 }
 
 static bool rings_pending(shmsync_root *r)
@@ -993,6 +1050,9 @@ void shmsync_root_close(shmsync_root *r)
 		close(r->ro_fd);
 	shm_root_destroy(r->shm);
 	free(r->slots);
+	free(r->epochs);
+	free(r->pinned);
+	free(r->tle);
 	free(r->allow);
 	free(r->path);
 	free(r->rec);
@@ -1044,6 +1104,15 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 		goto fail;
 	}
 	r->ro_fd = rc;
+	void *area;
+	rc = shm_root_ext(r->shm, sizeof(struct wtab) + maxw * sizeof(struct wtab_entry), &area);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "reserving the worker table failed: %s", strerror(-rc));
+		goto fail;
+	}
+	r->wtab = area;
+	r->wtab->magic = WTAB_MAGIC;
+	r->wtab->n = maxw;
 	r->max_workers = maxw;
 	r->port_ring_bytes = ring;
 	r->max_group = o->max_group ? o->max_group : 256;
@@ -1051,13 +1120,16 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	/* A batch is at most half the smaller of the export ring and the log. */
 	r->max_batch = ring / 2 < log_half ? ring / 2 : log_half;
 	r->slots = calloc(maxw, sizeof(*r->slots));
+	r->epochs = calloc(maxw, sizeof(*r->epochs));
+	r->pinned = calloc(maxw, sizeof(*r->pinned));
+	r->tle = calloc(TLE_CAP, sizeof(*r->tle));
 	r->rec_cap = ring / 2;
 	r->rec = malloc(r->rec_cap);
 	r->ops = malloc(WIRE_MAX_OPS * sizeof(*r->ops));
 	unsigned nallow = o->n_allow_uids ? o->n_allow_uids : 1;
 	r->allow = malloc(nallow * sizeof(uid_t));
 	r->path = strdup(o->socket_path);
-	if (!r->slots || !r->rec || !r->ops || !r->allow || !r->path) {
+	if (!r->slots || !r->rec || !r->ops || !r->allow || !r->path || !r->epochs || !r->pinned || !r->tle) {
 		rc = -ENOMEM;
 		goto fail;
 	}

@@ -154,7 +154,15 @@ struct shmsync_root {
 	int64_t last_idle_reclaim, last_expire;
 	struct pending pend[MAX_PENDING];
 	uint64_t batches, ticks;
+	struct wtab *wtab; /* in the root segment */
+	bool wtab_dirty;
+	int64_t last_wtab;
+	uint64_t *epochs, *pinned; /* scratch, one per slot */
+	uint64_t *tle;             /* log end of recent ticks: tle[t % TLE_CAP] for t >= tle_base */
+	uint64_t tle_base;
 };
+
+#define TLE_CAP 4096u
 
 /* ---- the worker -------------------------------------------------------- */
 

@@ -886,3 +886,41 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 		s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported, s.batches_committed,
 		s.batches_rejected, s.imports, s.resets, s.late_wakes, s.root_timer_found_work);
 }
+
+int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)
+{
+	CHECK_HANDLE(w);
+	uint64_t size;
+	const struct wtab *t = shm_seg_ext(&w->seg, &size);
+	if (!t || size < sizeof(*t) || t->magic != WTAB_MAGIC ||
+	    (size - sizeof(*t)) / sizeof(struct wtab_entry) < t->n)
+		return -EIO;
+	for (int tries = 0; tries < 1000; tries++) {
+		uint64_t s1 = atomic_load_explicit(&t->seq, memory_order_acquire);
+		if (s1 & 1)
+			continue;
+		unsigned count = 0;
+		for (unsigned i = 0; i < t->n; i++) {
+			const struct wtab_entry *e = &t->e[i];
+			uint32_t state = atomic_load_explicit(&e->state, memory_order_relaxed);
+			if (!state)
+				continue;
+			if (count < max)
+				out[count] = (shmsync_worker_info){
+					.slot = i,
+					.pid = (pid_t)atomic_load_explicit(&e->pid, memory_order_relaxed),
+					.state = (int)state,
+					.cursor = atomic_load_explicit(&e->cursor, memory_order_relaxed),
+					.epoch = atomic_load_explicit(&e->epoch, memory_order_relaxed),
+					.lag = atomic_load_explicit(&e->lag, memory_order_relaxed),
+					.pinned_bytes =
+						atomic_load_explicit(&e->pinned_bytes, memory_order_relaxed),
+				};
+			count++;
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&t->seq, memory_order_relaxed) == s1)
+			return (int)count;
+	}
+	return -EAGAIN;
+}

@@ -1,6 +1,8 @@
 /* The basic round trip across processes: a root, two workers; one writes,
  * both import the same changes and read the same values; every kind of
  * operation and its errors come back through the ack. */
+#include <stdbool.h>
+
 #include "synctest.h"
 
 struct seen {
@@ -96,6 +98,19 @@ static int reader(void)
 	T_ASSERT(v.len == 2 && memcmp(v.data, "v2", 2) == 0);
 	/* It may have attached after some commits: those it reads, not imports. */
 	T_EQ(s.resets, 0);
+	/* The worker table names this process. */
+	shmsync_worker_info info[8];
+	int nw = shmsync_workers(w, info, 8);
+	T_ASSERT(nw >= 1 && nw <= 2);
+	bool me = false;
+	for (int i = 0; i < nw; i++)
+		if (info[i].pid == getpid()) {
+			me = true;
+			/* As last published: it may have been asleep (offline) then. */
+			T_ASSERT(info[i].state >= SHMSYNC_WORKER_LIVE && info[i].state <= SHMSYNC_WORKER_LAGGING);
+			T_ASSERT(info[i].cursor <= shmsync_cursor(w));
+		}
+	T_ASSERT(me);
 	shmsync_stats st;
 	T_OK(shmsync_stat(w, &st));
 	const char *want = getenv("SHMSYNC_SIGNAL");

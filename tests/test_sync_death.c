@@ -34,7 +34,14 @@
 #include "synctest_death.h"
 
 #define MS 1000000LL
+/* The issue's bound, checked in the normal build. Under ASan the root drains
+ * the dead worker's ring several times slower, so there the bound is 50 ms
+ * (it still catches a release that waits for a timer or a commit). */
+#if defined(__SANITIZE_ADDRESS__)
+#define RELEASE_BOUND_NS (50 * MS)
+#else
 #define RELEASE_BOUND_NS (10 * MS)
+#endif
 #define SHUTDOWN_BOUND_NS (100 * MS)
 
 enum { MODE_EXPORT, MODE_IMPORT_ASLEEP, MODE_IMPORT_LOOP, NMODES };

@@ -63,7 +63,7 @@ const char *shmsync_version(void);
 typedef struct shmsync_root shmsync_root;
 
 typedef struct shmsync_root_opts { /* zero means default */
-	const char *socket_path;   /* required; created mode 0600, removed on close */
+	const char *socket_path;   /* required, < 92 bytes; created mode 0600, removed on close */
 	size_t capacity;           /* bytes of address space; default from limits, SHMSYNC_CAPACITY */
 	unsigned max_workers;      /* default 256 */
 	size_t log_bytes;          /* change log ring; default capacity/16, at most 64 MiB */
@@ -83,12 +83,15 @@ int shmsync_root_open(shmsync_root **r, const shmsync_root_opts *o);
 /* Serves until shmsync_root_stop(). Returns 0, or a negative errno if the
  * loop itself failed. */
 int shmsync_root_run(shmsync_root *r);
-/* An fd that is readable when shmsync_root_process() has work: poll it in
- * your own loop. */
+/* For your own loop: call it before every wait. It arms the root's
+ * wake-ups (workers ring the root only while it says it sleeps) and returns
+ * an fd (always the same one) that becomes readable when there is work;
+ * then call shmsync_root_process(). Readable at once if work is waiting. */
 int shmsync_root_fd(shmsync_root *r);
-/* Does the pending work without sleeping: attaches, batches, releases,
- * reclamation. Returns the number of events handled (<= max_events, 0 for no
- * limit) or a negative errno. */
+/* Does the pending work without sleeping: attaches, batches (one group
+ * commit), releases, reclamation. max_events bounds the completions reaped
+ * (0: all). Returns how much it did (0: nothing, so wait on
+ * shmsync_root_fd()), or a negative errno. */
 int shmsync_root_process(shmsync_root *r, unsigned max_events);
 /* Makes shmsync_root_run() return; safe from a signal handler. */
 void shmsync_root_stop(shmsync_root *r);

@@ -15,6 +15,7 @@ packages=(
 	libclang-rt-14-dev # libFuzzer and the sanitizers for clang
 	clang-format   # formatting
 	libjansson-dev # JSON output of the benchmarks
+	spin           # model checking of the protocols (spec/)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# The shmsync tool end to end: serve, put/get/del/add/ls/mkdir/rmdir, binary
+# values in every form, watch (text and JSON), stat --json, exit codes and
+# messages, a clean stop, and a short demo. Run by ctest as `cli` and
+# `cli_futex` (SHMSYNC_SIGNAL=futex).
+#
+#   bash tests/cli_test.sh path/to/shmsync
+#
+# Exits 0 when everything passes, 1 at the first failure.
+set -u
+
+if [ $# -ne 1 ] || [ ! -x "$1" ]; then
+	echo "usage: $0 path/to/shmsync" >&2
+	exit 1
+fi
+SHMSYNC=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+PY=$(command -v python3 || true)
+
+tmp=$(mktemp -d /tmp/shmsync-cli.XXXXXX)
+sock=$tmp/root.sock
+serve_pid=
+bg_pids=()
+
+cleanup() {
+	local p
+	for p in "${bg_pids[@]}" $serve_pid; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	wait 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$tmp"/out "$tmp"/err; do
+		[ -s "$f" ] && { echo "--- $(basename "$f"):" >&2; head -c 2000 "$f" >&2; }
+	done
+	exit 1
+}
+
+# run WANT_RC CMD...: runs the tool (bounded) with stdout in $tmp/out and
+# stderr in $tmp/err; checks the exit code, and that a failure says why in
+# exactly one line starting "shmsync: ".
+run() {
+	local want=$1
+	shift
+	timeout 20 "$SHMSYNC" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+	local rc=$?
+	[ "$rc" -eq "$want" ] || fail "shmsync $* exited $rc, expected $want"
+	if [ "$want" -ne 0 ]; then
+		[ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "shmsync $*: expected one line on stderr"
+		grep -q '^shmsync: ' "$tmp/err" || fail "shmsync $*: message does not start with 'shmsync: '"
+	fi
+}
+
+# out_is TEXT: stdout was exactly TEXT (plus the newline the tool adds).
+out_is() {
+	[ "$(cat "$tmp/out")" == "$1" ] || fail "expected output '$1', got '$(cat "$tmp/out")'"
+}
+
+err_has() {
+	grep -qF -- "$1" "$tmp/err" || fail "expected '$1' in the message, got '$(cat "$tmp/err")'"
+}
+
+# wait_for SECONDS CMD...: until CMD succeeds.
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ $SECONDS -lt $deadline ] || return 1
+		sleep 0.02
+	done
+}
+
+has_line() { grep -qE -- "$2" "$1" 2>/dev/null; }
+
+# ---- usage errors (exit 2), before any root exists ----------------------------
+
+unset SHMSYNC_SOCKET
+run 2
+run 2 frobnicate
+run 0 --help
+grep -q '^usage: shmsync' "$tmp/out" || fail "--help prints no usage"
+for c in serve put get del add mkdir rmdir ls watch stat demo; do
+	run 0 "$c" --help
+	grep -q "^usage: shmsync $c" "$tmp/out" || fail "$c --help prints no usage"
+done
+run 2 get /a/ k
+err_has "no socket"
+export SHMSYNC_SOCKET=$sock
+run 2 get /a/
+err_has "missing arguments"
+run 2 get /a/ k extra
+err_has "too many arguments"
+run 2 put /a/ k v --bogus
+err_has "unknown option '--bogus'"
+run 2 get --json /a/ k
+err_has "does not apply"
+run 2 add /a/ n -3
+err_has "put -- before"
+run 2 add /a/ n abc
+run 2 add /a/ n 9223372036854775808
+err_has "does not fit"
+run 2 put a/ k v
+err_has "not a directory name"
+run 2 put /a/../ k v
+run 2 put /a/ "" v
+err_has "empty"
+run 2 put --hex /a/ 0g v
+err_has "not hex"
+run 2 put --hex /a/ abc v
+run 2 put --base64 /a/ "a*==" v
+err_has "not base64"
+run 2 get --hex --base64 /a/ 00
+run 2 get --raw --hex /a/ 00
+run 2 put --timeout 0 /a/ k v
+run 2 put --timeout x /a/ k v
+run 2 serve --capacity 12X
+err_has "not a size"
+run 2 serve --capacity 0
+run 2 serve --max-workers 0
+err_has "out of range"
+run 2 serve --max-workers 5000
+run 2 demo --workers 0
+run 2 demo --seconds -1
+run 2 demo extra
+run 2 ls /a/ /b/
+run 2 --socket
+run 2 get --socket "/tmp/$(printf 'x%.0s' {1..120})" /a/ k
+err_has "too long"
+
+# No root there: exit 1, and it says so.
+run 1 get /a/ k
+err_has "no root serves"
+
+# ---- a root -----------------------------------------------------------------------
+
+timeout 60 "$SHMSYNC" serve --socket "$sock" --capacity 256M 2>"$tmp/serve.err" &
+serve_pid=$!
+wait_for 10 test -S "$sock" || fail "serve did not create $sock"
+run 1 serve --socket "$sock" --capacity 64M
+err_has "already serves"
+
+# ---- put, get, del, add, mkdir, rmdir, ls -------------------------------------------
+
+run 0 mkdir /a/
+run 1 mkdir /a/
+err_has "/a/: directory exists"
+run 1 put /missing/ k v
+err_has "/missing/ k: no such directory"
+run 0 put /a/ k v1
+run 0 get /a/ k
+out_is v1
+run 0 put /a/ k "two words"
+run 0 get /a/ k
+out_is "two words"
+run 1 get /a/ nope
+err_has "/a/ nope: no such key"
+run 1 get /nope/ k
+err_has "/nope/ k: no such directory"
+run 0 del /a/ k
+run 1 del /a/ k
+err_has "no such directory or key"
+run 1 get /a/ k
+
+run 0 add /a/ n 5
+out_is 5
+run 0 add /a/ n -- -7
+out_is -2
+run 0 add /a/ n 0
+out_is -2
+run 0 get --hex /a/ 6e
+out_is feffffffffffffff
+run 0 put /a/ s text
+run 1 add /a/ s 1
+err_has "not a counter"
+run 0 add /a/ big 9223372036854775807
+run 1 add /a/ big 1
+err_has "overflows"
+run 1 add /nope/ n 1
+err_has "no such directory"
+
+# Conditional puts: EEXIST and ECANCELED are exit 1.
+run 1 put --if-absent /a/ s other
+err_has "key exists"
+run 0 put --if-absent /a/ fresh 1
+run 0 get --tick /a/ s
+read -r tick value <"$tmp/out"
+[ "$value" == text ] || fail "get --tick: value '$value'"
+[[ "$tick" =~ ^[0-9]+$ ]] || fail "get --tick: tick '$tick'"
+run 1 put --if-tick $((tick + 1000)) /a/ s other
+err_has "not the expected tick"
+run 0 put --if-tick "$tick" /a/ s other
+run 0 get /a/ s
+out_is other
+run 1 put --if-tick 0 /a/ s again
+run 0 put --if-tick 0 /a/ absent yes
+
+run 0 ls /a/
+out_is "$(printf 'absent\nbig\nfresh\nn\ns')"
+run 0 mkdir /b/ /b/c/ /z/
+run 1 mkdir /y/ /b/
+[ "$(timeout 20 "$SHMSYNC" ls)" == "$(printf '/a/\n/b/\n/b/c/\n/z/')" ] || fail "mkdir of /y/ /b/ was not all or none"
+run 0 ls
+out_is "$(printf '/a/\n/b/\n/b/c/\n/z/')"
+run 0 rmdir /b/
+run 0 ls
+out_is "$(printf '/a/\n/z/')"
+run 1 rmdir /b/c/
+err_has "no such directory"
+run 1 ls /b/
+err_has "no such directory"
+run 0 ls /z/
+out_is ""
+
+# ---- binary keys and values ------------------------------------------------------
+
+run 0 put --hex /z/ 00ff0a 5c000aff41
+run 0 get --hex /z/ 00ff0a
+out_is 5c000aff41
+run 0 get --base64 /z/ AP8K
+out_is XAAK/0E=
+run 0 ls --hex /z/
+out_is 00ff0a
+run 0 ls /z/
+out_is '\x00\xff\x0a'
+run 0 get --base64 /z/ AP8K
+run 0 put --base64 /z/ a2V5 AAECAw
+run 0 get --hex /z/ 6b6579
+out_is 00010203
+run 0 get /z/ key
+out_is '\x00\x01\x02\x03'
+run 0 put --base64 /z/ e30= ""
+run 0 get --hex /z/ 7b7d
+out_is ""
+# A file of every byte value, in and out exactly.
+head -c 4096 /dev/urandom >"$tmp/blob"
+printf '\0\n\\' >>"$tmp/blob"
+timeout 20 "$SHMSYNC" put --stdin /z/ blob <"$tmp/blob" || fail "put --stdin"
+timeout 20 "$SHMSYNC" get --raw /z/ blob >"$tmp/blob.out" || fail "get --raw"
+cmp -s "$tmp/blob" "$tmp/blob.out" || fail "put --stdin / get --raw did not round-trip"
+run 0 get --base64 /z/ YmxvYg==
+base64 -d <"$tmp/out" | cmp -s - "$tmp/blob" || fail "get --base64 does not decode to the value"
+run 0 get --hex /z/ 626c6f62
+xxd -r -p <"$tmp/out" 2>/dev/null | cmp -s - "$tmp/blob" ||
+	[ "$(od -An -v -tx1 "$tmp/blob" | tr -d ' \n')" == "$(cat "$tmp/out")" ] ||
+	fail "get --hex does not decode to the value"
+run 0 get /z/ blob
+if LC_ALL=C grep -q '[^ -~]' "$tmp/out"; then fail "escaped output has raw bytes"; fi
+if [ -n "$PY" ]; then
+	# Undo the escapes: \\ and \xNN must give the value back.
+	"$PY" -c '
+import re, sys
+s = open(sys.argv[1], "rb").read().rstrip(b"\n")
+b = re.sub(rb"\\(\\|x([0-9a-f]{2}))", lambda m: b"\\" if m.group(1) == b"\\" else bytes([int(m.group(2), 16)]), s)
+sys.exit(0 if b == open(sys.argv[2], "rb").read() else 1)
+' "$tmp/out" "$tmp/blob" || fail "escaped output does not decode to the value"
+fi
+
+# ---- watch ------------------------------------------------------------------------
+
+timeout 60 "$SHMSYNC" watch /w/ >"$tmp/watch.txt" 2>"$tmp/watch.err" &
+watch_pid=$!
+bg_pids+=("$watch_pid")
+timeout 60 "$SHMSYNC" watch --json >"$tmp/watch.json" 2>"$tmp/watchj.err" &
+watchj_pid=$!
+bg_pids+=("$watchj_pid")
+
+two_workers() {
+	local n
+	n=$(timeout 20 "$SHMSYNC" stat --json 2>/dev/null |
+		sed -n 's/.*"workers":\[\(.*\)\].*/\1/p' | grep -o '"slot"' | wc -l)
+	[ "$n" -ge 2 ]
+}
+wait_for 10 two_workers || fail "the watchers did not attach"
+
+# Each change waits until both watchers printed it, so imports cannot
+# coalesce changes and the expected lines are exact.
+step() {
+	local text=$1 json=$2
+	shift 2
+	run 0 "$@"
+	if [ -n "$text" ]; then
+		wait_for 10 has_line "$tmp/watch.txt" "$text" || fail "watch did not print /$text/ after shmsync $*"
+	fi
+	wait_for 10 has_line "$tmp/watch.json" "$json" || fail "watch --json did not print /$json/ after shmsync $*"
+}
+step '^[0-9]+ mkdir /w/$' '"kind":"mkdir","dir":"/w/"}' mkdir /w/
+step '^[0-9]+ put /w/ k hello\\x20world$' '"kind":"put","dir":"/w/","key":"k","value":"hello world"}' \
+	put /w/ k "hello world"
+step '' '"dir":"/a/","key":"outside"' put /a/ outside yes
+step '^[0-9]+ put /w/ bin \\x00\\xff$' '"key":"bin","value_base64":"AP8="}' put --hex /w/ 62696e 00ff
+step '^[0-9]+ del /w/ k$' '"kind":"del","dir":"/w/","key":"k"}' del /w/ k
+step '^[0-9]+ rmdir /w/$' '"kind":"rmdir","dir":"/w/"}' rmdir /w/
+has_line "$tmp/watch.txt" outside && fail "watch /w/ printed a change outside /w/"
+[ "$(wc -l <"$tmp/watch.txt")" -eq 5 ] || fail "watch /w/ printed $(wc -l <"$tmp/watch.txt") lines, expected 5"
+cut -d' ' -f1 "$tmp/watch.txt" | sort -n -c 2>/dev/null || fail "watch ticks do not increase"
+
+# stat --json while two watchers are attached.
+run 0 stat --json
+if [ -n "$PY" ]; then
+	"$PY" -c '
+import json, os, sys
+s = json.load(open(sys.argv[1]))
+for k in ("tick", "min_epoch", "signal", "uring_ops", "bytes_in_use", "capacity", "tombstones", "reclaimed", "workers"):
+    assert k in s, k
+assert s["tick"] > 0 and s["capacity"] == 256 << 20 and s["bytes_in_use"] > 0
+assert len(s["workers"]) == 2, s["workers"]
+for w in s["workers"]:
+    for k in ("slot", "pid", "cursor", "epoch", "lag", "pinned_bytes", "state"):
+        assert k in w, k
+    assert w["state"] in ("live", "offline", "lagging"), w
+    assert w["pid"] != os.getpid()
+if os.environ.get("SHMSYNC_SIGNAL") == "futex":
+    assert s["signal"] == "futex" and s["client_signal"] == "futex" and s["uring_ops"] == 0, s
+' "$tmp/out" || fail "stat --json: $(cat "$tmp/out")"
+fi
+run 0 stat
+grep -q '^tick ' "$tmp/out" && grep -q 'pinned' "$tmp/out" || fail "stat prints no table"
+
+kill -INT "$watch_pid"
+wait "$watch_pid"
+rc=$?
+[ $rc -eq 0 ] || fail "watch exited $rc on SIGINT"
+kill -TERM "$watchj_pid"
+wait "$watchj_pid"
+rc=$?
+[ $rc -eq 0 ] || fail "watch --json exited $rc on SIGTERM"
+bg_pids=()
+
+if [ -n "$PY" ]; then
+	"$PY" -c '
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+w = [l for l in lines if l.get("dir") == "/w/"]
+kinds = [l["kind"] for l in w]
+assert kinds == ["mkdir", "put", "put", "del", "rmdir"], kinds
+assert w[1]["key"] == "k" and w[1]["value"] == "hello world", w[1]
+assert w[2]["key"] == "bin" and w[2]["value_base64"] == "AP8=" and "value" not in w[2], w[2]
+assert "value" not in w[3] and w[3]["key"] == "k"
+assert any(l.get("dir") == "/a/" and l.get("key") == "outside" for l in lines)
+ticks = [l["tick"] for l in lines]
+assert ticks == sorted(ticks), ticks
+' "$tmp/watch.json" || fail "watch --json: $(cat "$tmp/watch.json")"
+fi
+
+# ---- stop --------------------------------------------------------------------------
+
+kill -TERM "$serve_pid"
+wait "$serve_pid"
+rc=$?
+serve_pid=
+[ $rc -eq 0 ] || fail "serve exited $rc on SIGTERM: $(cat "$tmp/serve.err")"
+[ ! -e "$sock" ] || fail "serve left its socket behind"
+run 1 get /a/ k
+
+# ---- the demo -----------------------------------------------------------------------
+
+timeout 60 "$SHMSYNC" demo --seconds 2 --workers 2 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 0 ] || fail "demo exited $rc"
+grep -q 'converged  *all 2 workers at tick' "$tmp/out" || fail "the demo did not report converged workers"
+for w in commits updates propagation 'bytes in use' tombstones; do
+	grep -q "$w" "$tmp/out" || fail "the demo's report lacks '$w'"
+done
+if [ "${SHMSYNC_SIGNAL:-}" == futex ]; then
+	grep -q 'signal futex (root), futex (workers)' "$tmp/out" || fail "the demo did not run on the futex path"
+fi
+
+echo "cli: ok (signal ${SHMSYNC_SIGNAL:-default})"
+exit 0

@@ -1,0 +1,63 @@
+/* Shared by the parts of the shmsync command-line tool: messages, argument
+ * parsing and the byte encodings (escaped text, hex, base64). */
+#ifndef SHMSYNC_TOOL_H
+#define SHMSYNC_TOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit codes: the contract with scripts (see shmsync(1)). */
+enum {
+	TOOL_OK = 0,
+	TOOL_FAIL = 1,  /* absent, a condition failed, or the operation failed */
+	TOOL_USAGE = 2, /* bad arguments or environment */
+};
+
+/* The subcommand being run, for messages ("shmsync: get: ..."). */
+extern const char *tool_cmd;
+
+/* One line on stderr: "shmsync: CMD: message". */
+void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parsers: each returns 0, or -1 after printing why the argument is bad
+ * (what names the argument in the message, e.g. "--capacity"). */
+int tool_parse_size(const char *what, const char *s, size_t *out);
+int tool_parse_uint(const char *what, const char *s, unsigned long long min, unsigned long long max,
+		    unsigned long long *out);
+int tool_parse_int64(const char *what, const char *s, int64_t *out);
+int tool_parse_seconds(const char *what, const char *s, double min, double max, double *out);
+
+/* How keys and values are read from arguments and written to output. */
+enum tool_enc {
+	ENC_TEXT,   /* arguments as given; output escaped (\\, \xNN) unless raw */
+	ENC_HEX,    /* lowercase hex digits, two per byte */
+	ENC_BASE64, /* RFC 4648 standard alphabet, padded */
+};
+
+/* Decodes an argument in enc into a malloc'd buffer (NUL-terminated for
+ * convenience, the NUL not counted). Returns 0, or -1 after a message. */
+int tool_decode(enum tool_enc enc, const char *what, const char *s, uint8_t **out, size_t *len);
+
+/* Writes bytes to f in enc; ENC_TEXT escapes unless raw, and with
+ * escape_space also escapes ' ' (for space-separated fields). */
+void tool_write(FILE *f, enum tool_enc enc, bool raw, bool escape_space, const void *p, size_t n);
+
+/* The same, into a malloc'd NUL-terminated string (for messages and JSON). */
+char *tool_encode(enum tool_enc enc, const void *p, size_t n);
+
+/* Human-readable bytes, e.g. "1.5 MiB", into buf. */
+const char *tool_bytes(char *buf, size_t len, uint64_t n);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t tool_now_ns(void);
+
+/* Default for --socket: $SHMSYNC_SOCKET; checks the length either way.
+ * Returns 0, or -1 after a message. */
+int tool_socket(const char *given, const char **out);
+
+/* The demo subcommand (tools/demo.c). */
+int demo_main(int argc, char **argv);
+
+#endif

@@ -34,7 +34,7 @@
 /* The root never accepts a batch over half the ring (ring_put's limit). */
 #define RECORD_CAP (RING_SIZE / 2)
 
-#define CHECK(cond)                                                                                         \
+#define CHECK(cond)                                                                                          \
 	do {                                                                                                 \
 		if (!(cond)) {                                                                               \
 			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);         \
@@ -120,7 +120,8 @@ static void decode_one(const uint8_t *rec, size_t len)
 		/* The parts follow each other: dir, key, value. */
 		CHECK((const uint8_t *)op->key == (const uint8_t *)op->dir + op->dir_len);
 		CHECK((const uint8_t *)op->value == (const uint8_t *)op->key + op->key_len);
-		total += sizeof(struct wire_op) + ((op->dir_len + op->key_len + op->value_len + 7) & ~(size_t)7);
+		total += sizeof(struct wire_op) +
+			 ((op->dir_len + op->key_len + op->value_len + 7) & ~(size_t)7);
 		int crc = shm_op_check(op);
 		CHECK(crc == 0 || crc == -EINVAL || crc == -ENAMETOOLONG || crc == -EMSGSIZE);
 		if (crc != 0)

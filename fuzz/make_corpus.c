@@ -102,7 +102,8 @@ static void write_file(const char *name, const void *head8, const void *body, si
 	FILE *f = fopen(path, "wb");
 	if (!f)
 		die(path);
-	if ((head8 && fwrite(head8, 1, 8, f) != 8) || (len && fwrite(body, 1, len, f) != len) || fclose(f) != 0)
+	if ((head8 && fwrite(head8, 1, 8, f) != 8) || (len && fwrite(body, 1, len, f) != len) ||
+	    fclose(f) != 0)
 		die(path);
 }
 

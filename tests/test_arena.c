@@ -73,13 +73,14 @@ static uint64_t check_alloc(const struct fixture *f, uint64_t size, uint64_t off
 	if (off < ARENA_START || off % 8)
 		T_FAIL("size %" PRIu64 ": bad offset %" PRIu64, size, off);
 	if (r >= 16 && off % 16)
-		T_FAIL("size %" PRIu64 " (class %" PRIu64 "): offset %" PRIu64 " not 16-aligned", size, r, off);
+		T_FAIL("size %" PRIu64 " (class %" PRIu64 "): offset %" PRIu64 " not 16-aligned", size, r,
+		       off);
 	if (size > SHM_ARENA_MAX_SMALL && off % SHM_ARENA_PAGE)
 		T_FAIL("large size %" PRIu64 ": offset %" PRIu64 " not page-aligned", size, off);
 	/* Backed and published: a reader could follow it. */
 	if (!shm_seg_ptr(&f->seg, off, r, 8))
-		T_FAIL("size %" PRIu64 ": [%" PRIu64 ", +%" PRIu64 ") not inside the published size %" PRIu64, size,
-		       off, r, shm_seg_published_size(&f->seg));
+		T_FAIL("size %" PRIu64 ": [%" PRIu64 ", +%" PRIu64 ") not inside the published size %" PRIu64,
+		       size, off, r, shm_seg_published_size(&f->seg));
 	return r;
 }
 
@@ -102,8 +103,9 @@ static void pattern_check(const struct fixture *f, uint64_t off, uint64_t len, u
 	const uint64_t *w = (const uint64_t *)(const void *)(f->seg.base + off);
 	for (uint64_t j = 0; j < len / 8; j++)
 		if (w[j] != pat(id, j))
-			T_FAIL("object %" PRIu64 " at %" PRIu64 " (%" PRIu64 " bytes) overwritten at byte %" PRIu64, id,
-			       off, len, j * 8);
+			T_FAIL("object %" PRIu64 " at %" PRIu64 " (%" PRIu64
+			       " bytes) overwritten at byte %" PRIu64,
+			       id, off, len, j * 8);
 }
 
 /* ---- rounding, classes, alignment ---------------------------------------- */
@@ -246,8 +248,8 @@ static void test_random(unsigned long long seed)
 		}
 		struct shm_arena_stats st = stats(&f);
 		if (st.bytes_in_use != sum || st.high_water != peak)
-			T_FAIL("after %" PRIu64 " allocs: bytes_in_use %" PRIu64 " (want %" PRIu64 "), high_water %" PRIu64
-			       " (want %" PRIu64 ")",
+			T_FAIL("after %" PRIu64 " allocs: bytes_in_use %" PRIu64 " (want %" PRIu64
+			       "), high_water %" PRIu64 " (want %" PRIu64 ")",
 			       allocs, st.bytes_in_use, sum, st.high_water, peak);
 	}
 	while (nlive) {
@@ -308,7 +310,8 @@ static void test_page_reuse(void)
 	}
 	st = stats(&f);
 	if (st.pages_top > top)
-		T_FAIL("64 KiB objects took %" PRIu64 " new pages from the top instead of reusing freed slabs",
+		T_FAIL("64 KiB objects took %" PRIu64
+		       " new pages from the top instead of reusing freed slabs",
 		       st.pages_top - top);
 	T_EQ(st.bytes_in_use, total + 3 * SHM_ARENA_PAGE);
 	for (uint64_t i = 0; i < nbig; i++)
@@ -397,7 +400,8 @@ static void test_headroom_fragmented(unsigned long long seed)
 			offs[n++] = o;
 	struct shm_arena_stats st = stats(&f);
 	for (int c = SHM_NCLASSES - 1; c >= 0; c--)
-		while (st.classes[c].size && n < MAXN && shm_arena_alloc(f.a, st.classes[c].size, false, &o) == 0)
+		while (st.classes[c].size && n < MAXN &&
+		       shm_arena_alloc(f.a, st.classes[c].size, false, &o) == 0)
 			offs[n++] = o;
 	T_ASSERT(n < MAXN);
 	for (unsigned c = 0; c < SHM_NCLASSES; c++)
@@ -534,7 +538,8 @@ static void measure(unsigned long long seed)
 		}
 	}
 	double mixed = (now_ns() - t0) / ((double)ROUNDS * BATCH);
-	printf("cost: %.1f ns per alloc/free pair (64 bytes, hot); %.1f ns per pair (1-2048 bytes, 1024 live, "
+	printf("cost: %.1f ns per alloc/free pair (64 bytes, hot); %.1f ns per pair (1-2048 bytes, 1024 "
+	       "live, "
 	       "scattered frees)\n",
 	       hot, mixed);
 	T_EQ(stats(&f).bytes_in_use, 0);

@@ -76,8 +76,8 @@ static void check_value(uint64_t epoch, const char *dir, uint64_t i, int j)
 	size_t len = value_len(i, j);
 	make_value(want, i, j, len);
 	if (v.len != len || memcmp(v.data, want, len) != 0)
-		T_FAIL("reader at %" PRIu64 ": %s %s has wrong bytes (len %zu, want %zu)", epoch, dir, key, v.len,
-		       len);
+		T_FAIL("reader at %" PRIu64 ": %s %s has wrong bytes (len %zu, want %zu)", epoch, dir, key,
+		       v.len, len);
 }
 
 int main(int argc, char **argv)
@@ -103,8 +103,13 @@ int main(int argc, char **argv)
 		static char sk[16][16];
 		for (int k = 0; k < 16; k++) {
 			snprintf(sk[k], sizeof sk[k], "s%d", k);
-			ops[1 + k] = (struct shm_op){.kind = SHM_OP_PUT, .dir = "/stable/", .dir_len = 8, .key = sk[k],
-						     .key_len = strlen(sk[k]), .value = stable_val, .value_len = 100};
+			ops[1 + k] = (struct shm_op){.kind = SHM_OP_PUT,
+						     .dir = "/stable/",
+						     .dir_len = 8,
+						     .key = sk[k],
+						     .key_len = strlen(sk[k]),
+						     .value = stable_val,
+						     .value_len = 100};
 		}
 		size_t f;
 		shm_commit_begin(root);
@@ -123,7 +128,8 @@ int main(int argc, char **argv)
 		struct shm_op ops[8];
 		size_t n = 0;
 		if (i > 0)
-			ops[n++] = (struct shm_op){.kind = SHM_OP_RMDIR, .dir = prev, .dir_len = strlen(prev)};
+			ops[n++] =
+				(struct shm_op){.kind = SHM_OP_RMDIR, .dir = prev, .dir_len = strlen(prev)};
 		dir_name(dir, sizeof dir, i);
 		ops[n++] = (struct shm_op){.kind = SHM_OP_MKDIR, .dir = dir, .dir_len = strlen(dir)};
 		int nput = i % 16 == 0 ? 4 : 3;
@@ -131,19 +137,30 @@ int main(int argc, char **argv)
 		for (int j = 0; j < nput; j++) {
 			size_t len = value_len(i, j);
 			make_value(vals[j], i, j, len);
-			ops[n++] = (struct shm_op){.kind = SHM_OP_PUT, .dir = dir, .dir_len = strlen(dir),
-						   .key = keys[j], .key_len = 2, .value = vals[j], .value_len = len};
+			ops[n++] = (struct shm_op){.kind = SHM_OP_PUT,
+						   .dir = dir,
+						   .dir_len = strlen(dir),
+						   .key = keys[j],
+						   .key_len = 2,
+						   .value = vals[j],
+						   .value_len = len};
 		}
 		char sk[16];
 		snprintf(sk, sizeof sk, "s%d", (int)(i % 16));
 		stable_val[0] = (char)i;
-		ops[n++] = (struct shm_op){.kind = SHM_OP_PUT, .dir = "/stable/", .dir_len = 8, .key = sk,
-					   .key_len = strlen(sk), .value = stable_val, .value_len = 100};
+		ops[n++] = (struct shm_op){.kind = SHM_OP_PUT,
+					   .dir = "/stable/",
+					   .dir_len = 8,
+					   .key = sk,
+					   .key_len = strlen(sk),
+					   .value = stable_val,
+					   .value_len = 100};
 		size_t f = SIZE_MAX;
 		shm_commit_begin(root);
 		rc = shm_apply_batch(root, ops, n, &f);
 		if (rc != 0)
-			T_FAIL("cycle %" PRIu64 ": batch rejected: %d (%s) at op %zu", i, rc, strerror(-rc), f);
+			T_FAIL("cycle %" PRIu64 ": batch rejected: %d (%s) at op %zu", i, rc, strerror(-rc),
+			       f);
 		uint64_t t;
 		T_EQ(shm_commit_publish(root, &t), 1);
 		T_EQ(t, first_tick + i);
@@ -175,11 +192,13 @@ int main(int argc, char **argv)
 				pages_mark = st.pages_top;
 				t_mark = now_s();
 			}
-			printf("cycle %8" PRIu64 ": bytes_in_use %" PRIu64 ", free %" PRIu64 ", segment %" PRIu64
-			       ", pages_top %" PRIu64 ", retired %" PRIu64 " B, tombstones %" PRIu64
-			       ", directories %" PRIu64 ", log used %" PRIu64 ", %.1f s\n",
+			printf("cycle %8" PRIu64 ": bytes_in_use %" PRIu64 ", free %" PRIu64
+			       ", segment %" PRIu64 ", pages_top %" PRIu64 ", retired %" PRIu64
+			       " B, tombstones %" PRIu64 ", directories %" PRIu64 ", log used %" PRIu64
+			       ", %.1f s\n",
 			       i + 1, st.bytes_in_use, st.bytes_free, st.segment_size, st.pages_top,
-			       st.retired_bytes, st.tombstones, st.directories, st.log_bytes_used, now_s() - t0);
+			       st.retired_bytes, st.tombstones, st.directories, st.log_bytes_used,
+			       now_s() - t0);
 			fflush(stdout);
 		}
 	}
@@ -189,14 +208,17 @@ int main(int argc, char **argv)
 	uint64_t ring = shm_arena_round(st.log_size);
 	T_ASSERT(in_use_mark > ring && st.bytes_in_use > ring);
 	double data_drift = ((double)st.bytes_in_use - (double)in_use_mark) / (double)(in_use_mark - ring);
-	printf("churn: %" PRIu64 " cycles in %.2f s (%.1f us/cycle; after cycle %" PRIu64 ": %.2f s), %" PRIu64
-	       " objects reclaimed, %" PRIu64 " lagging reads\n",
-	       cycles, elapsed, elapsed * 1e6 / (double)cycles, mark, elapsed - (t_mark - t0), reclaimed, reads);
-	printf("churn: bytes_in_use %" PRIu64 " after cycle %" PRIu64 ", %" PRIu64 " after the last (%+.3f%%); segment %" PRIu64
-	       " -> %" PRIu64 ", pages_top %" PRIu64 " -> %" PRIu64 ", high water %" PRIu64 "\n",
-	       in_use_mark, mark, st.bytes_in_use, drift * 100, seg_mark, st.segment_size, pages_mark, st.pages_top,
-	       st.high_water);
-	printf("churn: data bytes (without the %" PRIu64 "-byte log ring) %" PRIu64 " -> %" PRIu64 " (%+.3f%%)\n",
+	printf("churn: %" PRIu64 " cycles in %.2f s (%.1f us/cycle; after cycle %" PRIu64
+	       ": %.2f s), %" PRIu64 " objects reclaimed, %" PRIu64 " lagging reads\n",
+	       cycles, elapsed, elapsed * 1e6 / (double)cycles, mark, elapsed - (t_mark - t0), reclaimed,
+	       reads);
+	printf("churn: bytes_in_use %" PRIu64 " after cycle %" PRIu64 ", %" PRIu64
+	       " after the last (%+.3f%%); segment %" PRIu64 " -> %" PRIu64 ", pages_top %" PRIu64
+	       " -> %" PRIu64 ", high water %" PRIu64 "\n",
+	       in_use_mark, mark, st.bytes_in_use, drift * 100, seg_mark, st.segment_size, pages_mark,
+	       st.pages_top, st.high_water);
+	printf("churn: data bytes (without the %" PRIu64 "-byte log ring) %" PRIu64 " -> %" PRIu64
+	       " (%+.3f%%)\n",
 	       ring, in_use_mark - ring, st.bytes_in_use - ring, data_drift * 100);
 	T_ASSERT(drift <= 0.01 && drift >= -0.01);
 	T_ASSERT(data_drift <= 0.01 && data_drift >= -0.01);

@@ -69,17 +69,17 @@ static int check(const uint8_t *p, size_t n, unsigned seed)
 }
 
 /* Fails unless `call` failed (returned `bad`) with one of the errnos given. */
-#define T_REFUSED(call, bad, ...)                                                                      \
-	do {                                                                                           \
-		errno = 0;                                                                             \
-		if ((call) != (bad))                                                                   \
-			T_FAIL("%s succeeded on the sealed segment", #call);                           \
-		int t_e_ = errno, t_ok_ = 0;                                                           \
-		const int t_want_[] = {__VA_ARGS__};                                                   \
-		for (size_t t_i_ = 0; t_i_ < sizeof(t_want_) / sizeof(t_want_[0]); t_i_++)           \
-			t_ok_ |= t_e_ == t_want_[t_i_];                                                \
-		if (!t_ok_)                                                                            \
-			T_FAIL("%s failed with %s, not the expected error", #call, strerror(t_e_));  \
+#define T_REFUSED(call, bad, ...)                                                                            \
+	do {                                                                                                 \
+		errno = 0;                                                                                   \
+		if ((call) != (bad))                                                                         \
+			T_FAIL("%s succeeded on the sealed segment", #call);                                 \
+		int t_e_ = errno, t_ok_ = 0;                                                                 \
+		const int t_want_[] = {__VA_ARGS__};                                                         \
+		for (size_t t_i_ = 0; t_i_ < sizeof(t_want_) / sizeof(t_want_[0]); t_i_++)                   \
+			t_ok_ |= t_e_ == t_want_[t_i_];                                                      \
+		if (!t_ok_)                                                                                  \
+			T_FAIL("%s failed with %s, not the expected error", #call, strerror(t_e_));          \
 	} while (0)
 
 /* ---- the read-only path ---------------------------------------------------- */
@@ -103,7 +103,8 @@ static void test_readonly_path(void)
 		close(seg.fd);
 
 		/* The reader fd itself. */
-		T_REFUSED(mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0), MAP_FAILED, EACCES, EPERM);
+		T_REFUSED(mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0), MAP_FAILED, EACCES,
+			  EPERM);
 		uint8_t *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, rfd, 0);
 		T_ASSERT(ro != MAP_FAILED);
 		T_ASSERT(check(ro + SHM_HDR_SIZE, size - SHM_HDR_SIZE, 1));
@@ -126,7 +127,8 @@ static void test_readonly_path(void)
 		if (wfd < 0) {
 			printf("reopen O_RDWR refused: %s\n", strerror(errno));
 		} else {
-			T_REFUSED(mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, wfd, 0), MAP_FAILED, EPERM);
+			T_REFUSED(mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, wfd, 0), MAP_FAILED,
+				  EPERM);
 			T_REFUSED(mmap(NULL, size, PROT_WRITE, MAP_SHARED, wfd, 4096), MAP_FAILED, EPERM);
 			uint8_t *ro2 = mmap(NULL, size, PROT_READ, MAP_SHARED, wfd, 0);
 			T_ASSERT(ro2 != MAP_FAILED);
@@ -136,13 +138,15 @@ static void test_readonly_path(void)
 			T_REFUSED(pwrite(wfd, "xxxx", 4, SHM_HDR_SIZE), -1, EPERM);
 			T_REFUSED(ftruncate(wfd, 4096), -1, EPERM);
 			T_REFUSED(ftruncate(wfd, 0), -1, EPERM);
-			T_REFUSED(fallocate(wfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SHM_HDR_SIZE, 65536), -1,
-				  EPERM);
+			T_REFUSED(fallocate(wfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SHM_HDR_SIZE,
+					    65536),
+				  -1, EPERM);
 			/* Seals cannot be removed, and F_SEAL_WRITE cannot be added
 			 * under the root's writable mapping. */
 			T_REFUSED(fcntl(wfd, F_ADD_SEALS, F_SEAL_WRITE), -1, EBUSY, EPERM);
 			int seals = fcntl(wfd, F_GET_SEALS);
-			T_ASSERT((seals & (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK)) == (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK));
+			T_ASSERT((seals & (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK)) ==
+				 (F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK));
 
 			/* A private writable mapping is allowed but only writes a copy. */
 			uint8_t *priv = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, wfd, 0);
@@ -263,7 +267,8 @@ static void test_seg_ptr(void)
 		T_ASSERT(shm_seg_ptr(g, UINT64_MAX - 7, 8, 8) == NULL);
 		T_ASSERT(shm_seg_ptr(g, UINT64_MAX, 1, 1) == NULL);
 		T_ASSERT(shm_seg_ptr(g, SHM_HDR_SIZE, UINT64_MAX, 8) == NULL);
-		T_ASSERT(shm_seg_ptr(g, SHM_HDR_SIZE, UINT64_MAX - SHM_HDR_SIZE + 1, 8) == NULL); /* wraps to 0 */
+		T_ASSERT(shm_seg_ptr(g, SHM_HDR_SIZE, UINT64_MAX - SHM_HDR_SIZE + 1, 8) ==
+			 NULL); /* wraps to 0 */
 		T_ASSERT(shm_seg_ptr(g, size - 8, UINT64_MAX - size + 9, 8) == NULL);
 		T_ASSERT(shm_seg_ptr(g, (uint64_t)1 << 63, 8, 8) == NULL);
 	}
@@ -368,18 +373,19 @@ static void put_le64(uint8_t *b, int64_t x)
 
 /* Asserts key k of dir at epoch holds `val` (len bytes) written at `tick`
  * (0: any tick). */
-static void expect_val(const struct shm_seg *g, uint64_t epoch, const char *dir, const char *key, const void *val,
-		       size_t len, uint64_t tick)
+static void expect_val(const struct shm_seg *g, uint64_t epoch, const char *dir, const char *key,
+		       const void *val, size_t len, uint64_t tick)
 {
 	struct shm_value v;
 	int rc = shm_get(g, epoch, dir, strlen(dir), key, strlen(key), &v);
 	if (rc < 0)
 		T_FAIL("get %s%s at %" PRIu64 ": %d", dir, key, epoch, rc);
 	if (v.len != len || memcmp(v.data, val, len) != 0)
-		T_FAIL("get %s%s at %" PRIu64 ": wrong value (%zu bytes, want %zu)", dir, key, epoch, v.len, len);
+		T_FAIL("get %s%s at %" PRIu64 ": wrong value (%zu bytes, want %zu)", dir, key, epoch, v.len,
+		       len);
 	if (tick && v.tick != tick)
-		T_FAIL("get %s%s at %" PRIu64 ": version tick %" PRIu64 ", want %" PRIu64, dir, key, epoch, v.tick,
-		       tick);
+		T_FAIL("get %s%s at %" PRIu64 ": version tick %" PRIu64 ", want %" PRIu64, dir, key, epoch,
+		       v.tick, tick);
 	T_ASSERT(((uintptr_t)v.data & 7) == 0 || len == 0);
 }
 
@@ -436,13 +442,14 @@ static char long_dir[SHMSYNC_MAX_DIR + 2], max_dir[SHMSYNC_MAX_DIR + 1];
 static char long_key[SHMSYNC_MAX_KEY + 2], max_key[SHMSYNC_MAX_KEY + 1];
 static uint8_t *huge_value; /* SHMSYNC_MAX_VALUE + 1 bytes */
 
-static int make_bad(unsigned i, const char *trace, const struct base_state *b, struct shm_op *o, const char **what)
+static int make_bad(unsigned i, const char *trace, const struct base_state *b, struct shm_op *o,
+		    const char **what)
 {
 	switch (i) {
-#define CASE(n, desc, expr, err)                                                                       \
-	case n:                                                                                        \
-		*what = desc;                                                                          \
-		*o = expr;                                                                             \
+#define CASE(n, desc, expr, err)                                                                             \
+	case n:                                                                                              \
+		*what = desc;                                                                                \
+		*o = expr;                                                                                   \
 		return err;
 		/* Syntax: directory names. */
 		CASE(0, "put, empty dir", op_put("", "k", "v"), -EINVAL)
@@ -477,7 +484,8 @@ static int make_bad(unsigned i, const char *trace, const struct base_state *b, s
 		o->key_len = 3;
 		return -EINVAL;
 		CASE(18, "put, key of SHMSYNC_MAX_KEY+1", op_put("/base/", long_key, "v"), -ENAMETOOLONG)
-		CASE(19, "del, key of SHMSYNC_MAX_KEY+1", op(SHM_OP_DEL, "/base/", long_key, NULL, 0), -ENAMETOOLONG)
+		CASE(19, "del, key of SHMSYNC_MAX_KEY+1", op(SHM_OP_DEL, "/base/", long_key, NULL, 0),
+		     -ENAMETOOLONG)
 		CASE(20, "put, value of SHMSYNC_MAX_VALUE+1",
 		     op(SHM_OP_PUT, "/base/", "k", huge_value, SHMSYNC_MAX_VALUE + 1), -EMSGSIZE)
 		CASE(21, "put_if_absent, value of SHMSYNC_MAX_VALUE+1",
@@ -493,18 +501,22 @@ static int make_bad(unsigned i, const char *trace, const struct base_state *b, s
 		CASE(29, "put into a dir this batch removed", op_put("/base/sub/deeper/", "k", "v"), -ENOENT)
 		CASE(30, "mkdir of an existing dir", op_dir(SHM_OP_MKDIR, "/base/"), -EEXIST)
 		CASE(31, "mkdir of a dir this batch made", op_dir(SHM_OP_MKDIR, trace), -EEXIST)
-		CASE(32, "put_if_absent of a present key", op(SHM_OP_PUT_IF_ABSENT, "/base/", "present", "x", 1),
-		     -EEXIST)
-		CASE(33, "put_if_absent of a key this batch put", op(SHM_OP_PUT_IF_ABSENT, trace, "k", "x", 1), -EEXIST)
-		CASE(34, "put_if_tick, stale tick", op_if_tick("/base/", "present", "x", b->t_setup - 1), -ECANCELED)
+		CASE(32, "put_if_absent of a present key",
+		     op(SHM_OP_PUT_IF_ABSENT, "/base/", "present", "x", 1), -EEXIST)
+		CASE(33, "put_if_absent of a key this batch put",
+		     op(SHM_OP_PUT_IF_ABSENT, trace, "k", "x", 1), -EEXIST)
+		CASE(34, "put_if_tick, stale tick", op_if_tick("/base/", "present", "x", b->t_setup - 1),
+		     -ECANCELED)
 		CASE(35, "put_if_tick, future tick", op_if_tick("/base/", "present", "x", b->t_setup + 1000),
 		     -ECANCELED)
 		CASE(36, "put_if_tick 0 (absent) on a present key", op_if_tick("/base/", "present", "x", 0),
 		     -ECANCELED)
-		CASE(37, "put_if_tick on an absent key", op_if_tick("/base/", "absent", "x", b->t_setup), -ECANCELED)
-		CASE(38, "put_if_tick on a key this batch overwrote", op_if_tick("/base/", "shared", "x", b->t_setup),
+		CASE(37, "put_if_tick on an absent key", op_if_tick("/base/", "absent", "x", b->t_setup),
 		     -ECANCELED)
-		CASE(39, "put_if_tick on a deleted key", op_if_tick("/base/", "tomb", "x", b->t_setup), -ECANCELED)
+		CASE(38, "put_if_tick on a key this batch overwrote",
+		     op_if_tick("/base/", "shared", "x", b->t_setup), -ECANCELED)
+		CASE(39, "put_if_tick on a deleted key", op_if_tick("/base/", "tomb", "x", b->t_setup),
+		     -ECANCELED)
 		CASE(40, "add on a 5-byte value", op_add("/base/", "present", 1), -EINVAL)
 		CASE(41, "add on a 1-byte value this batch wrote", op_add(trace, "k", 1), -EINVAL)
 		CASE(42, "add overflow up", op_add("/base/", "big", 1), -ERANGE)
@@ -513,14 +525,16 @@ static int make_bad(unsigned i, const char *trace, const struct base_state *b, s
 		CASE(45, "add INT64_MIN to a negative counter", op_add("/base/", "small", INT64_MIN), -ERANGE)
 		CASE(46, "del of an absent key", op(SHM_OP_DEL, "/base/", "absent", NULL, 0), -ENOENT)
 		CASE(47, "del of a key deleted earlier", op(SHM_OP_DEL, "/base/", "tomb", NULL, 0), -ENOENT)
-		CASE(48, "del of a key this batch deleted", op(SHM_OP_DEL, "/base/", "victim", NULL, 0), -ENOENT)
+		CASE(48, "del of a key this batch deleted", op(SHM_OP_DEL, "/base/", "victim", NULL, 0),
+		     -ENOENT)
 		CASE(49, "del in a missing dir", op(SHM_OP_DEL, "/missing/", "k", NULL, 0), -ENOENT)
 		CASE(50, "rmdir of an absent dir", op_dir(SHM_OP_RMDIR, "/missing/"), -ENOENT)
 		CASE(51, "rmdir of a dir removed earlier", op_dir(SHM_OP_RMDIR, "/gone/"), -ENOENT)
-		CASE(52, "rmdir of a dir this batch removed (by prefix)", op_dir(SHM_OP_RMDIR, "/base/sub/deeper/"),
-		     -ENOENT)
+		CASE(52, "rmdir of a dir this batch removed (by prefix)",
+		     op_dir(SHM_OP_RMDIR, "/base/sub/deeper/"), -ENOENT)
 		CASE(53, "add in a missing dir", op_add("/missing/", "c", 1), -ENOENT)
-		CASE(54, "put_if_absent in a missing dir", op(SHM_OP_PUT_IF_ABSENT, "/missing/", "k", "x", 1), -ENOENT)
+		CASE(54, "put_if_absent in a missing dir", op(SHM_OP_PUT_IF_ABSENT, "/missing/", "k", "x", 1),
+		     -ENOENT)
 	case 55: /* two operations: see the caller */
 		*what = "add overflow on a counter this batch put";
 		return 0;
@@ -569,14 +583,16 @@ static void test_bad_batches(void)
 		op_put("/gone/", "k", "g"),
 	};
 	b.t_setup = commit(root, setup, sizeof(setup) / sizeof(setup[0]));
-	const struct shm_op setup2[] = {op_dir(SHM_OP_RMDIR, "/gone/"), op(SHM_OP_DEL, "/base/", "tomb", NULL, 0)};
+	const struct shm_op setup2[] = {op_dir(SHM_OP_RMDIR, "/gone/"),
+					op(SHM_OP_DEL, "/base/", "tomb", NULL, 0)};
 	commit(root, setup2, 2);
 	expect_base(g, shm_root_tick(root), &b);
 
 	/* Limits hold at their boundary: the largest name and key are fine. */
 	T_ASSERT(shm_dir_name_valid(max_dir, SHMSYNC_MAX_DIR));
 	T_ASSERT(!shm_dir_name_valid(long_dir, SHMSYNC_MAX_DIR + 1));
-	static const char *const valid_names[] = {"/a/", "/a/b/", "/.../", "/.a/", "/a./", "/a..b/", "/-/", "/ /"};
+	static const char *const valid_names[] = {"/a/",  "/a/b/",  "/.../", "/.a/",
+						  "/a./", "/a..b/", "/-/",   "/ /"};
 	for (size_t i = 0; i < sizeof(valid_names) / sizeof(valid_names[0]); i++)
 		if (!shm_dir_name_valid(valid_names[i], strlen(valid_names[i])))
 			T_FAIL("valid directory name \"%s\" refused", valid_names[i]);
@@ -640,8 +656,8 @@ static void test_bad_batches(void)
 		size_t failed = 999;
 		int rc = shm_apply_batch(root, ops, n, &failed);
 		if (rc != want || failed != bad_at)
-			T_FAIL("case %u (%s): rc %d failed_op %zu, expected %d at %zu", i, what, rc, failed, want,
-			       bad_at);
+			T_FAIL("case %u (%s): rc %d failed_op %zu, expected %d at %zu", i, what, rc, failed,
+			       want, bad_at);
 		/* The group goes on: a valid batch after the rejected one. */
 		const struct shm_op good[] = {op_put("/base/", okkey, "ok")};
 		T_OK(shm_apply_batch(root, good, 1, &failed));
@@ -765,8 +781,8 @@ static void test_batch_size(void)
 	size_t failed = 999;
 	int rc = shm_apply_batch(root, ops, fits + 1, &failed);
 	if (rc != -E2BIG)
-		T_FAIL("batch of %zu log bytes (max %zu): %d, expected -E2BIG", shm_batch_log_bytes(ops, fits + 1),
-		       max, rc);
+		T_FAIL("batch of %zu log bytes (max %zu): %d, expected -E2BIG",
+		       shm_batch_log_bytes(ops, fits + 1), max, rc);
 	T_ASSERT(failed <= fits);
 	const struct shm_op ok = op_put("/b/", "after-e2big", "ok");
 	T_OK(shm_apply_batch(root, &ok, 1, &failed));
@@ -781,7 +797,8 @@ static void test_batch_size(void)
 	T_OK(shm_commit_begin(root));
 	rc = shm_apply_batch(root, ops, fits, &failed);
 	if (rc != 0)
-		T_FAIL("batch of %zu log bytes (max %zu) refused: %d", shm_batch_log_bytes(ops, fits), max, rc);
+		T_FAIL("batch of %zu log bytes (max %zu) refused: %d", shm_batch_log_bytes(ops, fits), max,
+		       rc);
 	/* A second big batch in the same group: the tick's share is used up. */
 	rc = shm_apply_batch(root, ops + fits, fits, &failed);
 	T_EQ(rc, -ENOBUFS);
@@ -804,8 +821,8 @@ static void test_batch_size(void)
 /* A full segment: the batch that does not fit is -ENOSPC with no trace;
  * deletes and an rmdir still go through (headroom); after reclaiming, puts
  * fit again. */
-static unsigned fill_up(struct shm_root *root, const uint8_t *val, size_t len, char (*keys)[16], unsigned from,
-			unsigned max)
+static unsigned fill_up(struct shm_root *root, const uint8_t *val, size_t len, char (*keys)[16],
+			unsigned from, unsigned max)
 {
 	unsigned n = from;
 	for (;; n++) {
@@ -842,7 +859,8 @@ static void test_full_segment(void)
 	printf("full segment after %u puts of 64 KiB\n", n);
 
 	/* A batch that starts small and then does not fit leaves no trace. */
-	struct shm_op two[] = {op_put("/fill/", "small", "s"), op(SHM_OP_PUT, "/fill/", "big", val, sizeof(val))};
+	struct shm_op two[] = {op_put("/fill/", "small", "s"),
+			       op(SHM_OP_PUT, "/fill/", "big", val, sizeof(val))};
 	T_OK(shm_commit_begin(root));
 	size_t failed = 999;
 	T_EQ(shm_apply_batch(root, two, 2, &failed), -ENOSPC);

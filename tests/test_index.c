@@ -36,8 +36,13 @@ static struct shm_seg *seg;
 
 static struct shm_op op_put(const char *dir, const void *k, size_t kn, const void *v, size_t vn)
 {
-	struct shm_op o = {.kind = SHM_OP_PUT, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = kn,
-			   .value = v, .value_len = vn};
+	struct shm_op o = {.kind = SHM_OP_PUT,
+			   .dir = dir,
+			   .dir_len = strlen(dir),
+			   .key = k,
+			   .key_len = kn,
+			   .value = v,
+			   .value_len = vn};
 	return o;
 }
 
@@ -48,8 +53,8 @@ static struct shm_op op_puts(const char *dir, const char *k, const char *v)
 
 static struct shm_op op_kind(int kind, const char *dir, const char *k)
 {
-	struct shm_op o = {.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k,
-			   .key_len = k ? strlen(k) : 0};
+	struct shm_op o = {
+		.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = k ? strlen(k) : 0};
 	return o;
 }
 
@@ -115,19 +120,19 @@ static int commit_n(const struct shm_op *ops, size_t n, size_t *failed)
 
 /* The array is spelled twice only to count it; building ops has no side
  * effects, and sizeof does not evaluate. */
-#define COMMIT(...)                                                                                    \
-	commit_n((const struct shm_op[]){__VA_ARGS__},                                                 \
+#define COMMIT(...)                                                                                          \
+	commit_n((const struct shm_op[]){__VA_ARGS__},                                                       \
 		 sizeof((const struct shm_op[]){__VA_ARGS__}) / sizeof(struct shm_op), NULL)
 
 /* Asserts the batch fails with `err` at op `at`. */
-#define COMMIT_FAIL(err, at, ...)                                                                      \
-	do {                                                                                           \
-		const struct shm_op ops_[] = {__VA_ARGS__};                                           \
-		size_t f_;                                                                             \
-		int rc_ = commit_n(ops_, sizeof ops_ / sizeof ops_[0], &f_);                         \
-		if (rc_ != (err) || f_ != (size_t)(at))                                                \
-			T_FAIL("batch: rc %d failed_op %zu, expected rc %d at op %d", rc_, f_, (err),  \
-			       (int)(at));                                                             \
+#define COMMIT_FAIL(err, at, ...)                                                                            \
+	do {                                                                                                 \
+		const struct shm_op ops_[] = {__VA_ARGS__};                                                  \
+		size_t f_;                                                                                   \
+		int rc_ = commit_n(ops_, sizeof ops_ / sizeof ops_[0], &f_);                                 \
+		if (rc_ != (err) || f_ != (size_t)(at))                                                      \
+			T_FAIL("batch: rc %d failed_op %zu, expected rc %d at op %d", rc_, f_, (err),        \
+			       (int)(at));                                                                   \
 	} while (0)
 
 static uint64_t now(void)
@@ -162,7 +167,7 @@ static void expect_get_(int line, uint64_t e, const char *dir, const void *k, si
 		       dir, e, v.tick, want_tick);
 }
 
-#define EXPECT_STR(e, dir, k, want, tick)                                                             \
+#define EXPECT_STR(e, dir, k, want, tick)                                                                    \
 	expect_get_(__LINE__, (e), (dir), (k), strlen(k), (want), strlen(want), (tick))
 #define EXPECT_ABSENT(e, dir, k) expect_get_(__LINE__, (e), (dir), (k), strlen(k), NULL, 0, 0)
 
@@ -212,10 +217,10 @@ static void expect_dirs_(int line, uint64_t e, const char *prefix, const char *c
 		       ns.v[i]);
 }
 
-#define EXPECT_DIRS(e, prefix, ...)                                                                   \
-	do {                                                                                           \
-		const char *const want_[] = {__VA_ARGS__, NULL};                                       \
-		expect_dirs_(__LINE__, (e), (prefix), want_);                                          \
+#define EXPECT_DIRS(e, prefix, ...)                                                                          \
+	do {                                                                                                 \
+		const char *const want_[] = {__VA_ARGS__, NULL};                                             \
+		expect_dirs_(__LINE__, (e), (prefix), want_);                                                \
 	} while (0)
 #define EXPECT_NO_DIRS(e, prefix) expect_dirs_(__LINE__, (e), (prefix), (const char *const[]){NULL})
 
@@ -262,13 +267,14 @@ static void expect_keys_(int line, uint64_t e, const char *dir, const char *cons
 			T_FAIL("line %d: dir_iter(%s) at %" PRIu64 ": %s not listed", line, dir, e, want[nw]);
 	}
 	if (ks.n != nw)
-		T_FAIL("line %d: dir_iter(%s) at %" PRIu64 ": %zu keys, expected %zu", line, dir, e, ks.n, nw);
+		T_FAIL("line %d: dir_iter(%s) at %" PRIu64 ": %zu keys, expected %zu", line, dir, e, ks.n,
+		       nw);
 }
 
-#define EXPECT_KEYS(e, dir, ...)                                                                      \
-	do {                                                                                           \
-		const char *const want_[] = {__VA_ARGS__, NULL};                                       \
-		expect_keys_(__LINE__, (e), (dir), want_);                                             \
+#define EXPECT_KEYS(e, dir, ...)                                                                             \
+	do {                                                                                                 \
+		const char *const want_[] = {__VA_ARGS__, NULL};                                             \
+		expect_keys_(__LINE__, (e), (dir), want_);                                                   \
 	} while (0)
 #define EXPECT_NO_KEYS(e, dir) expect_keys_(__LINE__, (e), (dir), (const char *const[]){NULL})
 
@@ -491,8 +497,8 @@ static void test_keys(void)
 static void test_dir_names(void)
 {
 	static const char *const good[] = {"/a/", "/a/b/", "/a.b/", "/..a/", "/a../", "/ a/", "/\x01\xff/"};
-	static const char *const bad[] = {"", "a/", "/a", "//", "/a//", "/./", "/../", "/a/./", "/a/../",
-					  "a", "/a/b", "//a/"};
+	static const char *const bad[] = {"",     "a/",    "/a",     "//", "/a//", "/./",
+					  "/../", "/a/./", "/a/../", "a",  "/a/b", "//a/"};
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
 		if (!shm_dir_name_valid(good[i], strlen(good[i])))
 			T_FAIL("%s should be a valid directory name", good[i]);
@@ -692,8 +698,8 @@ static void test_recreate(void)
 
 static void test_rmdir_prefix(void)
 {
-	T_EQ(COMMIT(op_mkdir("/a/"), op_mkdir("/a/b/"), op_mkdir("/a/b/c/"), op_mkdir("/ab/"), op_mkdir("/b/"),
-		    op_puts("/a/b/c/", "k", "v"), op_puts("/ab/", "k", "w")),
+	T_EQ(COMMIT(op_mkdir("/a/"), op_mkdir("/a/b/"), op_mkdir("/a/b/c/"), op_mkdir("/ab/"),
+		    op_mkdir("/b/"), op_puts("/a/b/c/", "k", "v"), op_puts("/ab/", "k", "w")),
 	     0);
 	uint64_t t1 = now();
 	T_EQ(COMMIT(op_rmdir("/a/")), 0);
@@ -732,8 +738,8 @@ static void test_rmdir_prefix(void)
 static void test_dirs_order(void)
 {
 	/* Created in a scrambled order; byte order is what dirs_iter gives. */
-	static const char *const names[] = {"/b/", "/a0/", "/a/b/", "/a-/", "/ab/", "/a/", "/a/b/c/", "/\x7f/",
-					    "/a/a/", "/B/"};
+	static const char *const names[] = {"/b/", "/a0/",    "/a/b/",  "/a-/",  "/ab/",
+					    "/a/", "/a/b/c/", "/\x7f/", "/a/a/", "/B/"};
 	shm_commit_begin(root);
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		struct shm_op o = op_mkdir(names[i]);
@@ -742,7 +748,8 @@ static void test_dirs_order(void)
 	}
 	uint64_t t;
 	T_EQ(shm_commit_publish(root, &t), 1);
-	EXPECT_DIRS(t, "/", "/B/", "/a-/", "/a/", "/a/a/", "/a/b/", "/a/b/c/", "/a0/", "/ab/", "/b/", "/\x7f/");
+	EXPECT_DIRS(t, "/", "/B/", "/a-/", "/a/", "/a/a/", "/a/b/", "/a/b/c/", "/a0/", "/ab/", "/b/",
+		    "/\x7f/");
 	EXPECT_DIRS(t, "/a", "/a-/", "/a/", "/a/a/", "/a/b/", "/a/b/c/", "/a0/", "/ab/");
 	EXPECT_DIRS(t, "/a/", "/a/", "/a/a/", "/a/b/", "/a/b/c/");
 	EXPECT_DIRS(t, "/a/b", "/a/b/", "/a/b/c/");
@@ -752,7 +759,8 @@ static void test_dirs_order(void)
 	EXPECT_DIRS(t, "/b", "/b/");
 	EXPECT_NO_DIRS(t - 1, "/");
 	/* An empty prefix lists everything. */
-	EXPECT_DIRS(t, "", "/B/", "/a-/", "/a/", "/a/a/", "/a/b/", "/a/b/c/", "/a0/", "/ab/", "/b/", "/\x7f/");
+	EXPECT_DIRS(t, "", "/B/", "/a-/", "/a/", "/a/a/", "/a/b/", "/a/b/c/", "/a0/", "/ab/", "/b/",
+		    "/\x7f/");
 
 	/* Early stop: fn's value is returned and no more calls are made. */
 	struct names ns = {.n = 0, .stop_after = 3};
@@ -914,9 +922,9 @@ static void test_atomic_batches(void)
 		    op_puts("/u/n/", "c", "3"), op_add("/u/", "cnt", 10)),
 	     0);
 	uint64_t t1 = now();
-	COMMIT_FAIL(-EEXIST, 7, op_puts("/u/", "a", "changed"), op_del("/u/", "b"), op_puts("/u/", "new", "x"),
-		    op_add("/u/", "cnt", 5), op_rmdir("/u/n/"), op_mkdir("/u/n/"), op_puts("/u/n/", "d", "4"),
-		    op_mkdir("/u/"));
+	COMMIT_FAIL(-EEXIST, 7, op_puts("/u/", "a", "changed"), op_del("/u/", "b"),
+		    op_puts("/u/", "new", "x"), op_add("/u/", "cnt", 5), op_rmdir("/u/n/"), op_mkdir("/u/n/"),
+		    op_puts("/u/n/", "d", "4"), op_mkdir("/u/"));
 	T_EQ(now(), t1);
 	/* cnt holds 10 as 8 LE bytes: "\n" then NULs, which end the C string */
 	EXPECT_KEYS(t1, "/u/", "a=1", "b=2", "cnt=\n");

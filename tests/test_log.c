@@ -31,8 +31,13 @@ static uint64_t pos_of[MAX_TICKS];
 
 static struct shm_op op_put(const char *dir, const void *k, size_t kn, const void *v, size_t vn)
 {
-	struct shm_op o = {.kind = SHM_OP_PUT, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = kn,
-			   .value = v, .value_len = vn};
+	struct shm_op o = {.kind = SHM_OP_PUT,
+			   .dir = dir,
+			   .dir_len = strlen(dir),
+			   .key = k,
+			   .key_len = kn,
+			   .value = v,
+			   .value_len = vn};
 	return o;
 }
 
@@ -43,8 +48,8 @@ static struct shm_op op_puts(const char *dir, const char *k, const char *v)
 
 static struct shm_op op_kind(int kind, const char *dir, const char *k)
 {
-	struct shm_op o = {.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k,
-			   .key_len = k ? strlen(k) : 0};
+	struct shm_op o = {
+		.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = k ? strlen(k) : 0};
 	return o;
 }
 
@@ -86,8 +91,8 @@ static uint64_t commit_n(const struct shm_op *ops, size_t n)
 	return t;
 }
 
-#define COMMIT(...)                                                                                    \
-	commit_n((const struct shm_op[]){__VA_ARGS__},                                                 \
+#define COMMIT(...)                                                                                          \
+	commit_n((const struct shm_op[]){__VA_ARGS__},                                                       \
 		 sizeof((const struct shm_op[]){__VA_ARGS__}) / sizeof(struct shm_op))
 
 /* ---- collecting a diff ------------------------------------------------ */
@@ -162,11 +167,16 @@ static void recs_free(struct recs *rs)
 static const char *kind_name(int k)
 {
 	switch (k) {
-	case SHM_CHANGE_PUT: return "PUT";
-	case SHM_CHANGE_DEL: return "DEL";
-	case SHM_CHANGE_MKDIR: return "MKDIR";
-	case SHM_CHANGE_RMDIR: return "RMDIR";
-	case SHM_CHANGE_RESET: return "RESET";
+	case SHM_CHANGE_PUT:
+		return "PUT";
+	case SHM_CHANGE_DEL:
+		return "DEL";
+	case SHM_CHANGE_MKDIR:
+		return "MKDIR";
+	case SHM_CHANGE_RMDIR:
+		return "RMDIR";
+	case SHM_CHANGE_RESET:
+		return "RESET";
 	}
 	return "?";
 }
@@ -183,8 +193,11 @@ static void fmt(const struct rec *r, uint64_t base, char *out, size_t n)
 	case SHM_CHANGE_DEL:
 		snprintf(out, n, "DEL %s %s @%lld", r->dir, (char *)r->key, (long long)(r->tick - base));
 		break;
-	case SHM_CHANGE_RESET: snprintf(out, n, "RESET"); break;
-	default: snprintf(out, n, "%s %s @%lld", kind_name(r->kind), r->dir, (long long)(r->tick - base));
+	case SHM_CHANGE_RESET:
+		snprintf(out, n, "RESET");
+		break;
+	default:
+		snprintf(out, n, "%s %s @%lld", kind_name(r->kind), r->dir, (long long)(r->tick - base));
 	}
 }
 
@@ -224,7 +237,7 @@ static void expect_diff_(int line, uint64_t from, uint64_t to, uint64_t base, co
 	recs_free(&rs);
 }
 
-#define EXPECT_DIFF(from, to, base, ...)                                                              \
+#define EXPECT_DIFF(from, to, base, ...)                                                                     \
 	expect_diff_(__LINE__, (from), (to), (base), (const char *const[]){__VA_ARGS__, NULL})
 #define EXPECT_EMPTY_DIFF(from, to) expect_diff_(__LINE__, (from), (to), 0, (const char *const[]){NULL})
 
@@ -590,8 +603,8 @@ static void case_reset(void)
 	}
 	uint64_t tn = shm_root_tick(root);
 	shm_root_stats(root, &st);
-	printf("reset: wrote %" PRIu64 " log bytes over %" PRIu64 " ticks, overruns %" PRIu64 ", used %" PRIu64
-	       "\n",
+	printf("reset: wrote %" PRIu64 " log bytes over %" PRIu64 " ticks, overruns %" PRIu64
+	       ", used %" PRIu64 "\n",
 	       written, tn - t6, st.log_overruns, st.log_bytes_used);
 	T_ASSERT(st.log_overruns > 0);
 	T_ASSERT(st.log_bytes_used <= st.log_size);
@@ -626,7 +639,8 @@ int main(void)
 		T_FAIL("shm_root_create: %s (%s)", strerror(-rc), err.msg);
 	seg = shm_root_seg(root);
 	record_pos();
-	printf("initial tick %" PRIu64 ", log_end %" PRIu64 "\n", shm_root_tick(root), pos_of[shm_root_tick(root)]);
+	printf("initial tick %" PRIu64 ", log_end %" PRIu64 "\n", shm_root_tick(root),
+	       pos_of[shm_root_tick(root)]);
 
 	case_overwrite();
 	case_del();

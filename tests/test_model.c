@@ -407,8 +407,8 @@ static void make_op(struct mop *m, const struct mstate *s, uint64_t T, uint8_t *
 	int d = pick_dir(s, true);
 	set_dir(m, d);
 	int bias = m->op.kind == SHM_OP_DEL || m->op.kind == SHM_OP_PUT_IF_TICK ? 1
-		   : m->op.kind == SHM_OP_PUT_IF_ABSENT					   ? -1
-											   : 0;
+		   : m->op.kind == SHM_OP_PUT_IF_ABSENT                         ? -1
+										: 0;
 	int k = pick_key(s, d, bias);
 	set_key(m, k);
 	const struct ment *e = &s->e[d][k];
@@ -418,20 +418,36 @@ static void make_op(struct mop *m, const struct mstate *s, uint64_t T, uint8_t *
 		switch (rnd(6)) {
 		case 0:
 		case 1:
-		case 2: m->op.expected_tick = cur; break;
-		case 3: m->op.expected_tick = cur ? 0 : T; break;
-		case 4: m->op.expected_tick = cur + 1; break;
-		default: m->op.expected_tick = cur > 1 ? cur - 1 : T + 1; break;
+		case 2:
+			m->op.expected_tick = cur;
+			break;
+		case 3:
+			m->op.expected_tick = cur ? 0 : T;
+			break;
+		case 4:
+			m->op.expected_tick = cur + 1;
+			break;
+		default:
+			m->op.expected_tick = cur > 1 ? cur - 1 : T + 1;
+			break;
 		}
 	}
 		/* fall through */
 	case SHM_OP_PUT:
-	case SHM_OP_PUT_IF_ABSENT: set_value(m, buf); break;
+	case SHM_OP_PUT_IF_ABSENT:
+		set_value(m, buf);
+		break;
 	case SHM_OP_ADD:
 		switch (rnd(40)) {
-		case 0: m->op.delta = INT64_MAX; break;
-		case 1: m->op.delta = INT64_MIN; break;
-		default: m->op.delta = (int64_t)rnd(2001) - 1000; break;
+		case 0:
+			m->op.delta = INT64_MAX;
+			break;
+		case 1:
+			m->op.delta = INT64_MIN;
+			break;
+		default:
+			m->op.delta = (int64_t)rnd(2001) - 1000;
+			break;
 		}
 		break;
 	}
@@ -478,8 +494,8 @@ static int check_key(const void *k, size_t kn, const struct shm_value *v, void *
 	c->n++;
 	const struct ment *e = &c->m->e[c->d][ki];
 	if (!e->v)
-		T_FAIL("dir_iter %s at %" PRIu64 ": key %d listed but absent in the model", DIRS[c->d], c->epoch,
-		       ki);
+		T_FAIL("dir_iter %s at %" PRIu64 ": key %d listed but absent in the model", DIRS[c->d],
+		       c->epoch, ki);
 	if (v->len != e->v->len || (v->len && memcmp(v->data, e->v->data, v->len) != 0))
 		T_FAIL("dir_iter %s at %" PRIu64 ": key %d has a wrong value", DIRS[c->d], c->epoch, ki);
 	if (v->tick != e->vt)
@@ -497,7 +513,8 @@ static void compare_state(uint64_t epoch, const struct mstate *m, bool full)
 	for (int d = 0; d < ND; d++)
 		if (m->dir[d]) {
 			if (j >= l.n || l.idx[j] != d)
-				T_FAIL("dirs_iter at %" PRIu64 ": expected %s at position %zu", epoch, DIRS[d], j);
+				T_FAIL("dirs_iter at %" PRIu64 ": expected %s at position %zu", epoch,
+				       DIRS[d], j);
 			j++;
 		}
 	if (j != l.n)
@@ -511,7 +528,8 @@ static void compare_state(uint64_t epoch, const struct mstate *m, bool full)
 	for (int d = 0; d < ND; d++)
 		if (m->dir[d] && strncmp(DIRS[d], p, strlen(p)) == 0) {
 			if (j >= lp.n || lp.idx[j] != d)
-				T_FAIL("dirs_iter(%s) at %" PRIu64 ": expected %s at %zu", p, epoch, DIRS[d], j);
+				T_FAIL("dirs_iter(%s) at %" PRIu64 ": expected %s at %zu", p, epoch, DIRS[d],
+				       j);
 			j++;
 		}
 	T_EQ(lp.n, j);
@@ -524,7 +542,8 @@ static void compare_state(uint64_t epoch, const struct mstate *m, bool full)
 		int rc = shm_dir_iter(seg, epoch, DIRS[d], strlen(DIRS[d]), check_key, &c);
 		if (!m->dir[d]) {
 			if (rc != -ENOENT)
-				T_FAIL("dir_iter(%s) at %" PRIu64 ": %d for a missing dir", DIRS[d], epoch, rc);
+				T_FAIL("dir_iter(%s) at %" PRIu64 ": %d for a missing dir", DIRS[d], epoch,
+				       rc);
 		} else {
 			T_EQ(rc, 0);
 			for (int k = 0; k < NK; k++)
@@ -540,20 +559,21 @@ static void compare_state(uint64_t epoch, const struct mstate *m, bool full)
 			const struct ment *e = &m->e[d][k];
 			if (!m->dir[d] || !e->v) {
 				if (rc != -ENOENT)
-					T_FAIL("get(%s, %d) at %" PRIu64 ": %d, model: absent", DIRS[d], k, epoch,
-					       rc);
+					T_FAIL("get(%s, %d) at %" PRIu64 ": %d, model: absent", DIRS[d], k,
+					       epoch, rc);
 				continue;
 			}
 			if (rc != 0)
-				T_FAIL("get(%s, %d) at %" PRIu64 ": %d, model: present", DIRS[d], k, epoch, rc);
+				T_FAIL("get(%s, %d) at %" PRIu64 ": %d, model: present", DIRS[d], k, epoch,
+				       rc);
 			if (v.len != e->v->len || (v.len && memcmp(v.data, e->v->data, v.len) != 0))
-				T_FAIL("get(%s, %d) at %" PRIu64 ": wrong value (%zu bytes, model %zu)", DIRS[d],
-				       k, epoch, v.len, e->v->len);
+				T_FAIL("get(%s, %d) at %" PRIu64 ": wrong value (%zu bytes, model %zu)",
+				       DIRS[d], k, epoch, v.len, e->v->len);
 			if (v.len)
 				T_EQ((uintptr_t)v.data % 8, 0);
 			if (v.tick != e->vt)
-				T_FAIL("get(%s, %d) at %" PRIu64 ": tick %" PRIu64 ", model %" PRIu64, DIRS[d], k,
-				       epoch, v.tick, e->vt);
+				T_FAIL("get(%s, %d) at %" PRIu64 ": tick %" PRIu64 ", model %" PRIu64,
+				       DIRS[d], k, epoch, v.tick, e->vt);
 		}
 	}
 }
@@ -595,7 +615,8 @@ static int apply_change(const struct shm_change *c, void *arg)
 		if (k < 0)
 			T_FAIL("diff: unknown key");
 		if (x->seen_key[d][k])
-			T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): key %s %d listed twice", x->from, x->T, DIRS[d], k);
+			T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): key %s %d listed twice", x->from, x->T,
+			       DIRS[d], k);
 		x->seen_key[d][k] = true;
 		x->touched[d] = true;
 		if (!x->a.dir[d])
@@ -610,8 +631,8 @@ static int apply_change(const struct shm_change *c, void *arg)
 				T_FAIL("diff: PUT %s %d, absent at T", DIRS[d], k);
 			if (c->value_len != e->v->len ||
 			    (c->value_len && memcmp(c->value, e->v->data, c->value_len) != 0))
-				T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): PUT %s %d with a value not T's", x->from,
-				       x->T, DIRS[d], k);
+				T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): PUT %s %d with a value not T's",
+				       x->from, x->T, DIRS[d], k);
 			e->v->refs++;
 			ms_set(&x->a, d, k, e->v, c->tick);
 			x->a.e[d][k].vt = e->vt;
@@ -642,7 +663,8 @@ static int apply_change(const struct shm_change *c, void *arg)
 			T_FAIL("diff: RMDIR %s after its MKDIR", DIRS[d]);
 		x->seen_rm[d] = true;
 		if (c->tick != x->to->rmt[d])
-			T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): RMDIR %s tick %" PRIu64 ", last rmdir %" PRIu64,
+			T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): RMDIR %s tick %" PRIu64
+			       ", last rmdir %" PRIu64,
 			       x->from, x->T, DIRS[d], c->tick, x->to->rmt[d]);
 		for (int i = 0; i < ND; i++) {
 			if (!under(i, d))
@@ -650,7 +672,8 @@ static int apply_change(const struct shm_change *c, void *arg)
 			/* A change listed before under this RMDIR should have been
 			 * left out (an earlier RMDIR is only redundant). */
 			if (x->touched[i])
-				T_FAIL("diff(%" PRIu64 ", %" PRIu64 "): a change in %s is listed before RMDIR %s",
+				T_FAIL("diff(%" PRIu64 ", %" PRIu64
+				       "): a change in %s is listed before RMDIR %s",
 				       x->from, x->T, DIRS[i], DIRS[d]);
 			if (i != d && x->seen_rm[i])
 				x->redundant_rmdirs++;
@@ -658,7 +681,8 @@ static int apply_change(const struct shm_change *c, void *arg)
 			ms_clear_dir(&x->a, i);
 		}
 		break;
-	default: T_FAIL("diff: bad kind %d", c->kind);
+	default:
+		T_FAIL("diff: bad kind %d", c->kind);
 	}
 	return 0;
 }
@@ -668,15 +692,15 @@ static void expect_same_content(const struct mstate *a, const struct mstate *b, 
 {
 	for (int d = 0; d < ND; d++) {
 		if (a->dir[d] != b->dir[d])
-			T_FAIL("diff(%" PRIu64 ", %" PRIu64 ") applied: %s %s, model at T %s", from, T, DIRS[d],
-			       a->dir[d] ? "exists" : "absent", b->dir[d] ? "exists" : "absent");
+			T_FAIL("diff(%" PRIu64 ", %" PRIu64 ") applied: %s %s, model at T %s", from, T,
+			       DIRS[d], a->dir[d] ? "exists" : "absent", b->dir[d] ? "exists" : "absent");
 		if (!a->dir[d])
 			continue;
 		for (int k = 0; k < NK; k++) {
 			const struct blob *x = a->e[d][k].v, *y = b->e[d][k].v;
 			if (!x != !y || (x && (x->len != y->len || memcmp(x->data, y->data, x->len) != 0)))
-				T_FAIL("diff(%" PRIu64 ", %" PRIu64 ") applied: key %s %d differs from T", from, T,
-				       DIRS[d], k);
+				T_FAIL("diff(%" PRIu64 ", %" PRIu64 ") applied: key %s %d differs from T",
+				       from, T, DIRS[d], k);
 		}
 	}
 }
@@ -696,13 +720,18 @@ struct summary {
 static int err_slot(int e)
 {
 	switch (e) {
-	case -ENOENT: return 0;
-	case -EEXIST: return 1;
-	case -ECANCELED: return 2;
+	case -ENOENT:
+		return 0;
+	case -EEXIST:
+		return 1;
+	case -ECANCELED:
+		return 2;
 	case -EINVAL:
 	case -ENAMETOOLONG:
-	case -EMSGSIZE: return 3;
-	case -ERANGE: return 4;
+	case -EMSGSIZE:
+		return 3;
+	case -ERANGE:
+		return 4;
 	}
 	return 5;
 }
@@ -788,12 +817,14 @@ int main(int argc, char **argv)
 			if (got != want || (want && failed != want_at)) {
 				fprintf(stderr, "tick %" PRIu64 " batch %d of %d:\n", T + 1, b, nb);
 				for (int i = 0; i < n; i++)
-					fprintf(stderr, "  op %d: kind %d dir %.*s key %d vlen %zu exp %" PRIu64
+					fprintf(stderr,
+						"  op %d: kind %d dir %.*s key %d vlen %zu exp %" PRIu64
 						" delta %lld\n",
 						i, ops[i].kind, (int)ops[i].dir_len, ops[i].dir, mops[i].k,
-						ops[i].value_len, ops[i].expected_tick, (long long)ops[i].delta);
-				T_FAIL("batch: implementation %d (%s) at op %zu, model %d (%s) at op %zu", got,
-				       strerror(-got), failed, want, strerror(-want), want_at);
+						ops[i].value_len, ops[i].expected_tick,
+						(long long)ops[i].delta);
+				T_FAIL("batch: implementation %d (%s) at op %zu, model %d (%s) at op %zu",
+				       got, strerror(-got), failed, want, strerror(-want), want_at);
 			}
 			if (want == 0) {
 				ms_release(&work);
@@ -871,9 +902,10 @@ int main(int argc, char **argv)
 		free(x);
 
 		if (sum.ticks % 5000 == 0) {
-			printf("  %" PRIu64 " ticks, bytes_in_use %" PRIu64 ", retired %" PRIu64 ", tombstones %" PRIu64
-			       ", log used %" PRIu64 "\n",
-			       sum.ticks, st.bytes_in_use, st.retired_bytes, st.tombstones, st.log_bytes_used);
+			printf("  %" PRIu64 " ticks, bytes_in_use %" PRIu64 ", retired %" PRIu64
+			       ", tombstones %" PRIu64 ", log used %" PRIu64 "\n",
+			       sum.ticks, st.bytes_in_use, st.retired_bytes, st.tombstones,
+			       st.log_bytes_used);
 			fflush(stdout);
 		}
 	}
@@ -887,7 +919,8 @@ int main(int argc, char **argv)
 	for (int round = 0; round < 3; round++) {
 		shm_commit_begin(root);
 		for (int i = 0; i < 4; i++) {
-			struct shm_op o = {.kind = round == 1 ? SHM_OP_MKDIR : SHM_OP_RMDIR, .dir = tops[i],
+			struct shm_op o = {.kind = round == 1 ? SHM_OP_MKDIR : SHM_OP_RMDIR,
+					   .dir = tops[i],
 					   .dir_len = strlen(tops[i])};
 			size_t f;
 			rc = shm_apply_batch(root, &o, 1, &f);
@@ -904,14 +937,15 @@ int main(int argc, char **argv)
 	T_EQ(st.directories, 0);
 	T_EQ(st.keys, 0);
 
-	printf("model: seed %llu, %" PRIu64 " ticks, %" PRIu64 " groups (%" PRIu64 " published nothing), %" PRIu64
-	       " batches, %" PRIu64 " ops\n",
+	printf("model: seed %llu, %" PRIu64 " ticks, %" PRIu64 " groups (%" PRIu64
+	       " published nothing), %" PRIu64 " batches, %" PRIu64 " ops\n",
 	       seed, sum.ticks, sum.groups, sum.empty_groups, sum.batches, sum.ops);
 	printf("  accepted %" PRIu64 "; rejected: ENOENT %" PRIu64 ", EEXIST %" PRIu64 ", ECANCELED %" PRIu64
 	       ", invalid %" PRIu64 ", ERANGE %" PRIu64 ", other %" PRIu64 "\n",
-	       sum.accepted, sum.rejected[0], sum.rejected[1], sum.rejected[2], sum.rejected[3], sum.rejected[4],
-	       sum.rejected[5]);
-	printf("  diffs checked %" PRIu64 " (%" PRIu64 " changes, %" PRIu64 " redundant nested RMDIRs), snapshot "
+	       sum.accepted, sum.rejected[0], sum.rejected[1], sum.rejected[2], sum.rejected[3],
+	       sum.rejected[4], sum.rejected[5]);
+	printf("  diffs checked %" PRIu64 " (%" PRIu64 " changes, %" PRIu64
+	       " redundant nested RMDIRs), snapshot "
 	       "checks %" PRIu64 "\n",
 	       sum.diffs, sum.diff_changes, sum.redundant_rmdirs, sum.snapshot_checks);
 	printf("  reclaimed %" PRIu64 " objects, %" PRIu64 " log records; end: bytes_in_use %" PRIu64
@@ -923,8 +957,8 @@ int main(int argc, char **argv)
 		T_ASSERT(sum.rejected[3] > 0 && sum.rejected[4] > 0);
 		T_ASSERT(sum.empty_groups > 0);
 	}
-	printf("  after removing everything: bytes_in_use %" PRIu64 " (empty root: %" PRIu64 "), retired %" PRIu64
-	       ", tombstones %" PRIu64 ", log used %" PRIu64 "\n",
+	printf("  after removing everything: bytes_in_use %" PRIu64 " (empty root: %" PRIu64
+	       "), retired %" PRIu64 ", tombstones %" PRIu64 ", log used %" PRIu64 "\n",
 	       st.bytes_in_use, st0.bytes_in_use, st.retired_bytes, st.tombstones, st.log_bytes_used);
 	T_EQ(st.tombstones, 0);
 	T_EQ(st.retired_bytes, 0);

@@ -49,8 +49,8 @@ struct shared {
 	_Atomic int ready;
 	_Atomic int stop;
 	/* Each reader's counts, stored when it stops. */
-	uint64_t reads[NREADERS], overlapped[NREADERS], listings[NREADERS], holds[NREADERS], offline[NREADERS],
-		max_lag[NREADERS];
+	uint64_t reads[NREADERS], overlapped[NREADERS], listings[NREADERS], holds[NREADERS],
+		offline[NREADERS], max_lag[NREADERS];
 	char msg[NREADERS][512]; /* a reader's first mismatch */
 };
 
@@ -233,10 +233,10 @@ struct reader {
 	uint64_t reads, overlapped, listings, holds, offline, max_lag;
 };
 
-#define R_FAIL(r, ...)                                                                                 \
-	do {                                                                                           \
-		snprintf(sh->msg[(r)->id], sizeof(sh->msg[0]), __VA_ARGS__);                           \
-		_exit(2);                                                                              \
+#define R_FAIL(r, ...)                                                                                       \
+	do {                                                                                                 \
+		snprintf(sh->msg[(r)->id], sizeof(sh->msg[0]), __VA_ARGS__);                                 \
+		_exit(2);                                                                                    \
 	} while (0)
 
 static bool value_ok(const struct shm_value *v, size_t len, uint64_t t, unsigned j, bool churn)
@@ -283,12 +283,12 @@ static void check_d_key(struct reader *r, unsigned k)
 		return;
 	}
 	if (rc != 0)
-		R_FAIL(r, "get /d/%s at %" PRIu64 ": rc %d, expected the version of tick %" PRIu64, dkey[k], r->E, rc,
-		       want);
+		R_FAIL(r, "get /d/%s at %" PRIu64 ": rc %d, expected the version of tick %" PRIu64, dkey[k],
+		       r->E, rc, want);
 	if (v.tick != want || !value_ok(&v, d_len(want), want, 0, false)) {
 		describe(&v, got, sizeof(got));
-		R_FAIL(r, "get /d/%s at %" PRIu64 ": %s; expected tick %" PRIu64 " len %zu bytes %02x %02x", dkey[k],
-		       r->E, got, want, d_len(want), d_byte(want, 0), d_byte(want, 1));
+		R_FAIL(r, "get /d/%s at %" PRIu64 ": %s; expected tick %" PRIu64 " len %zu bytes %02x %02x",
+		       dkey[k], r->E, got, want, d_len(want), d_byte(want, 0), d_byte(want, 1));
 	}
 }
 
@@ -316,8 +316,9 @@ static int list_d(const void *key, size_t key_len, const struct shm_value *v, vo
 	}
 	uint64_t want = d_state(k, l->r->E);
 	if (!want || v->tick != want || !value_ok(v, d_len(want), want, 0, false) || (l->seen >> k & 1)) {
-		snprintf(l->why, sizeof(l->why), "key %s: tick %" PRIu64 " len %zu, expected tick %" PRIu64 "%s",
-			 name, v->tick, v->len, want, (l->seen >> k & 1) ? " (listed twice)" : "");
+		snprintf(l->why, sizeof(l->why),
+			 "key %s: tick %" PRIu64 " len %zu, expected tick %" PRIu64 "%s", name, v->tick,
+			 v->len, want, (l->seen >> k & 1) ? " (listed twice)" : "");
 		return l->bad = 1;
 	}
 	l->seen |= (uint64_t)1 << k;
@@ -328,14 +329,15 @@ static int list_churn(const void *key, size_t key_len, const struct shm_value *v
 {
 	struct listing *l = arg;
 	unsigned j;
-	if (key_len != 2 || ((const char *)key)[0] != 'c' || (j = (unsigned)(((const char *)key)[1] - '0')) >= NCHURN) {
+	if (key_len != 2 || ((const char *)key)[0] != 'c' ||
+	    (j = (unsigned)(((const char *)key)[1] - '0')) >= NCHURN) {
 		snprintf(l->why, sizeof(l->why), "unexpected churn key of %zu bytes", key_len);
 		return l->bad = 1;
 	}
 	uint64_t want = churn_state(j, l->r->E);
 	if (v->tick != want || !value_ok(v, c_len(want, j), want, j, true) || (l->seen >> j & 1)) {
-		snprintf(l->why, sizeof(l->why), "churn key c%u: tick %" PRIu64 ", expected %" PRIu64, j, v->tick,
-			 want);
+		snprintf(l->why, sizeof(l->why), "churn key c%u: tick %" PRIu64 ", expected %" PRIu64, j,
+			 v->tick, want);
 		return l->bad = 1;
 	}
 	l->seen |= (uint64_t)1 << j;
@@ -371,7 +373,8 @@ static void check_listing(struct reader *r)
 		if (d_state(k, r->E))
 			want |= (uint64_t)1 << k;
 	if (l.seen != want)
-		R_FAIL(r, "list /d/ at %" PRIu64 ": keys %016" PRIx64 ", expected %016" PRIx64, r->E, l.seen, want);
+		R_FAIL(r, "list /d/ at %" PRIu64 ": keys %016" PRIx64 ", expected %016" PRIx64, r->E, l.seen,
+		       want);
 	r->listings++;
 }
 
@@ -385,13 +388,15 @@ static void check_churn(struct reader *r)
 	int rc = shm_dirs_iter(&r->seg, r->E, "/", 1, list_dirs, &dl);
 	count_read(r, before);
 	if (ex != (c != 0) || exsub != (c != 0))
-		R_FAIL(r, "at %" PRIu64 ": /churn/ exists %d, /churn/sub/ %d, expected %d", r->E, ex, exsub, c != 0);
+		R_FAIL(r, "at %" PRIu64 ": /churn/ exists %d, /churn/sub/ %d, expected %d", r->E, ex, exsub,
+		       c != 0);
 	/* Name order: "/churn/" < "/churn/sub/" < "/d/". */
-	bool order_ok = rc == 0 && dl.n == (c ? 3u : 1u) && strcmp(dl.names[dl.n - 1], "/d/") == 0 &&
-			(!c || (strcmp(dl.names[0], "/churn/") == 0 && strcmp(dl.names[1], "/churn/sub/") == 0));
+	bool order_ok =
+		rc == 0 && dl.n == (c ? 3u : 1u) && strcmp(dl.names[dl.n - 1], "/d/") == 0 &&
+		(!c || (strcmp(dl.names[0], "/churn/") == 0 && strcmp(dl.names[1], "/churn/sub/") == 0));
 	if (!order_ok)
-		R_FAIL(r, "dirs under / at %" PRIu64 ": rc %d, %u names (first %s), expected %u", r->E, rc, dl.n,
-		       dl.n ? dl.names[0] : "-", c ? 3u : 1u);
+		R_FAIL(r, "dirs under / at %" PRIu64 ": rc %d, %u names (first %s), expected %u", r->E, rc,
+		       dl.n, dl.n ? dl.names[0] : "-", c ? 3u : 1u);
 	if (!c) {
 		struct shm_value v;
 		rc = shm_get(&r->seg, r->E, "/churn/", 7, "c0", 2, &v);
@@ -404,15 +409,15 @@ static void check_churn(struct reader *r)
 	rc = shm_dir_iter(&r->seg, r->E, "/churn/", 7, list_churn, &l);
 	count_read(r, before);
 	if (rc != 0 || l.bad || l.seen != (1u << NCHURN) - 1)
-		R_FAIL(r, "list /churn/ at %" PRIu64 " (created %" PRIu64 "): rc %d, seen %" PRIx64 " %s", r->E, c, rc,
-		       l.seen, l.why);
+		R_FAIL(r, "list /churn/ at %" PRIu64 " (created %" PRIu64 "): rc %d, seen %" PRIx64 " %s",
+		       r->E, c, rc, l.seen, l.why);
 	struct shm_value v;
 	before = shm_published_tick(&r->seg);
 	rc = shm_get(&r->seg, r->E, "/churn/sub/", 11, "s", 1, &v);
 	count_read(r, before);
 	if (rc != 0 || v.tick != c || !value_ok(&v, c_len(c, SUB_J), c, SUB_J, true))
-		R_FAIL(r, "get /churn/sub/s at %" PRIu64 ": rc %d tick %" PRIu64 ", expected tick %" PRIu64, r->E, rc,
-		       rc == 0 ? v.tick : 0, c);
+		R_FAIL(r, "get /churn/sub/s at %" PRIu64 ": rc %d tick %" PRIu64 ", expected tick %" PRIu64,
+		       r->E, rc, rc == 0 ? v.tick : 0, c);
 }
 
 /* The classic protocol: announce the tick, re-read it, and use the re-read
@@ -592,7 +597,8 @@ int main(void)
 		T_OK(shm_commit_begin(root));
 		rc = shm_apply_batch(root, ops, n, &failed);
 		if (rc < 0)
-			T_FAIL("tick %" PRIu64 ": batch refused: %d at op %zu (the workload is wrong)", t, rc, failed);
+			T_FAIL("tick %" PRIu64 ": batch refused: %d at op %zu (the workload is wrong)", t, rc,
+			       failed);
 		uint64_t pub = 0;
 		T_EQ(shm_commit_publish(root, &pub), 1);
 		T_EQ(pub, t);
@@ -618,7 +624,8 @@ int main(void)
 			if (kids[r] > 0 && waitpid(kids[r], &st, WNOHANG) == kids[r]) {
 				kids[r] = 0;
 				if (WIFSIGNALED(st))
-					T_FAIL("reader %d crashed (signal %d) at tick %" PRIu64, r, WTERMSIG(st), t);
+					T_FAIL("reader %d crashed (signal %d) at tick %" PRIu64, r,
+					       WTERMSIG(st), t);
 				T_FAIL("reader %d failed at tick %" PRIu64 ": %s", r, t, sh->msg[r]);
 			}
 		}
@@ -639,8 +646,9 @@ int main(void)
 			printf("reader %d failed: %s\n", i, sh->msg[i]);
 			ok = false;
 		}
-		printf("reader %d: %" PRIu64 " reads, %" PRIu64 " overlapped a commit, %" PRIu64 " listings, %" PRIu64
-		       " long holds, %" PRIu64 " times offline, max lag %" PRIu64 " ticks\n",
+		printf("reader %d: %" PRIu64 " reads, %" PRIu64 " overlapped a commit, %" PRIu64
+		       " listings, %" PRIu64 " long holds, %" PRIu64 " times offline, max lag %" PRIu64
+		       " ticks\n",
 		       i, sh->reads[i], sh->overlapped[i], sh->listings[i], sh->holds[i], sh->offline[i],
 		       sh->max_lag[i]);
 		reads += sh->reads[i];
@@ -669,7 +677,8 @@ int main(void)
 	T_EQ(stats.retired_objects, 0);
 	T_EQ(stats.retired_bytes, 0);
 	if (stats.bytes_in_use > base_bytes + 256 * 1024)
-		T_FAIL("%" PRIu64 " bytes in use after the run, %" PRIu64 " after setup: history was not reclaimed",
+		T_FAIL("%" PRIu64 " bytes in use after the run, %" PRIu64
+		       " after setup: history was not reclaimed",
 		       stats.bytes_in_use, base_bytes);
 	uint64_t live_keys = 0;
 	uint64_t tend = shm_root_tick(root);

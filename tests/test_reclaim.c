@@ -30,8 +30,13 @@ static struct shm_seg *seg;
 
 static struct shm_op op_put(const char *dir, const void *k, size_t kn, const void *v, size_t vn)
 {
-	struct shm_op o = {.kind = SHM_OP_PUT, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = kn,
-			   .value = v, .value_len = vn};
+	struct shm_op o = {.kind = SHM_OP_PUT,
+			   .dir = dir,
+			   .dir_len = strlen(dir),
+			   .key = k,
+			   .key_len = kn,
+			   .value = v,
+			   .value_len = vn};
 	return o;
 }
 
@@ -42,8 +47,8 @@ static struct shm_op op_puts(const char *dir, const char *k, const char *v)
 
 static struct shm_op op_kind(int kind, const char *dir, const char *k)
 {
-	struct shm_op o = {.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k,
-			   .key_len = k ? strlen(k) : 0};
+	struct shm_op o = {
+		.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = k ? strlen(k) : 0};
 	return o;
 }
 
@@ -59,8 +64,8 @@ static uint64_t commit_n(const struct shm_op *ops, size_t n)
 	return t;
 }
 
-#define COMMIT(...)                                                                                    \
-	commit_n((const struct shm_op[]){__VA_ARGS__},                                                 \
+#define COMMIT(...)                                                                                          \
+	commit_n((const struct shm_op[]){__VA_ARGS__},                                                       \
 		 sizeof((const struct shm_op[]){__VA_ARGS__}) / sizeof(struct shm_op))
 
 static uint64_t in_use(void)
@@ -361,8 +366,8 @@ static void test_budget(size_t budget, int ndirs, int nkeys)
 			T_ASSERT(rep.objects_freed > 0); /* each call makes progress */
 		T_ASSERT(calls < 1000000);
 	} while (rep.more);
-	printf("(e) budget %zu, %d dirs of %d keys: %" PRIu64 " objects in %" PRIu64 " calls, at most %" PRIu64
-	       " per call (%" PRIu64 " calls over budget)\n",
+	printf("(e) budget %zu, %d dirs of %d keys: %" PRIu64 " objects in %" PRIu64
+	       " calls, at most %" PRIu64 " per call (%" PRIu64 " calls over budget)\n",
 	       budget, ndirs, nkeys, objects, calls, max_objects, over);
 	/* shm.h: "At most `budget` objects" per call. */
 	T_ASSERT(max_objects <= budget);

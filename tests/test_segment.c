@@ -76,7 +76,8 @@ static void test_parse_size(void)
 	}
 
 	static const char *const invalid[] = {
-		"", "abc", "12Q", "-5", "+5", "1.5G", "16E", "K", " 64K", "64K ", "0x10", "1K1", "64KK", "1e3",
+		"",  "abc",  "12Q",  "-5",   "+5",  "1.5G", "16E",
+		"K", " 64K", "64K ", "0x10", "1K1", "64KK", "1e3",
 	};
 	for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
 		size_t v = 12345;
@@ -125,13 +126,14 @@ static void test_capacity_env(void)
 		memset(&err, 0, sizeof(err));
 		int rc = shm_capacity_default(&cap, &err);
 		if (rc != 0 || cap != good[i].want)
-			T_FAIL("SHMSYNC_CAPACITY=%s: rc %d cap %zu (%s), expected %zu", good[i].text, rc, cap, err.msg,
-			       good[i].want);
+			T_FAIL("SHMSYNC_CAPACITY=%s: rc %d cap %zu (%s), expected %zu", good[i].text, rc, cap,
+			       err.msg, good[i].want);
 	}
 
 	/* Junk and values below the minimum: an error that tells the user which
 	 * variable to fix. */
-	static const char *const bad[] = {"abc", "12Q", "-5", "1.5G", "99999999999999999999", "1M", "4095K", "0"};
+	static const char *const bad[] = {"abc", "12Q",   "-5", "1.5G", "99999999999999999999",
+					  "1M",  "4095K", "0"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		T_OK(setenv("SHMSYNC_CAPACITY", bad[i], 1));
 		cap = 777;
@@ -140,7 +142,8 @@ static void test_capacity_env(void)
 		if (rc >= 0)
 			T_FAIL("SHMSYNC_CAPACITY=%s accepted (cap %zu)", bad[i], cap);
 		if (!strstr(err.msg, "SHMSYNC_CAPACITY"))
-			T_FAIL("SHMSYNC_CAPACITY=%s: message does not name the variable: \"%s\"", bad[i], err.msg);
+			T_FAIL("SHMSYNC_CAPACITY=%s: message does not name the variable: \"%s\"", bad[i],
+			       err.msg);
 		printf("SHMSYNC_CAPACITY=%s -> %d: %s\n", bad[i], rc, err.msg);
 	}
 
@@ -173,8 +176,9 @@ static void test_capacity_env_unaligned(void)
 		struct shm_err err2 = {{0}};
 		int crc = shm_seg_create(&seg, cap, 0, &err2);
 		if (crc < 0)
-			T_FAIL("SHMSYNC_CAPACITY=5000000 gave capacity %zu, which shm_seg_create refuses: %d (%s)", cap,
-			       crc, err2.msg);
+			T_FAIL("SHMSYNC_CAPACITY=5000000 gave capacity %zu, which shm_seg_create refuses: %d "
+			       "(%s)",
+			       cap, crc, err2.msg);
 		shm_seg_close(&seg);
 	} else {
 		T_ASSERT(strstr(err.msg, "SHMSYNC_CAPACITY") != NULL);
@@ -267,8 +271,8 @@ static void test_capacity_rlimit(void)
 
 	/* A small container: 2 GiB of address space. */
 	capacity_under_rlimit(2 * (uint64_t)GiB, res);
-	printf("RLIMIT_AS=2G -> rc %d cap %" PRIu64 " (%s) create %d (%s)\n", res->rc_default, res->cap, res->msg,
-	       res->rc_create, res->create_msg);
+	printf("RLIMIT_AS=2G -> rc %d cap %" PRIu64 " (%s) create %d (%s)\n", res->rc_default, res->cap,
+	       res->msg, res->rc_create, res->create_msg);
 	if (res->rc_default != 0)
 		T_FAIL("no default capacity under RLIMIT_AS=2G: %d (%s)", res->rc_default, res->msg);
 	T_ASSERT(res->cap >= SHM_MIN_CAPACITY);
@@ -303,15 +307,17 @@ static void test_capacity_rlimit(void)
 		uint64_t limit = vm * 1024 + margins[i];
 		memset(res, 0, sizeof(*res));
 		capacity_under_rlimit(limit, res);
-		printf("RLIMIT_AS=%" PRIu64 " -> rc %d cap %" PRIu64 " create %d (%s%s)\n", limit, res->rc_default,
-		       res->cap, res->rc_create, res->msg, res->create_msg);
+		printf("RLIMIT_AS=%" PRIu64 " -> rc %d cap %" PRIu64 " create %d (%s%s)\n", limit,
+		       res->rc_default, res->cap, res->rc_create, res->msg, res->create_msg);
 		if (res->rc_default == 0) {
 			T_ASSERT(res->cap <= limit);
 			if (res->rc_create != 0)
-				T_FAIL("RLIMIT_AS=%" PRIu64 ": default capacity %" PRIu64 " does not work: %d (%s)",
+				T_FAIL("RLIMIT_AS=%" PRIu64 ": default capacity %" PRIu64
+				       " does not work: %d (%s)",
 				       limit, res->cap, res->rc_create, res->create_msg);
 		} else if (!strstr(res->msg, "RLIMIT_AS")) {
-			T_FAIL("RLIMIT_AS=%" PRIu64 ": refused without naming RLIMIT_AS: \"%s\"", limit, res->msg);
+			T_FAIL("RLIMIT_AS=%" PRIu64 ": refused without naming RLIMIT_AS: \"%s\"", limit,
+			       res->msg);
 		}
 	}
 	munmap(res, sizeof(*res));

@@ -107,7 +107,8 @@ static int reader(void)
 		if (info[i].pid == getpid()) {
 			me = true;
 			/* As last published: it may have been asleep (offline) then. */
-			T_ASSERT(info[i].state >= SHMSYNC_WORKER_LIVE && info[i].state <= SHMSYNC_WORKER_LAGGING);
+			T_ASSERT(info[i].state >= SHMSYNC_WORKER_LIVE &&
+				 info[i].state <= SHMSYNC_WORKER_LAGGING);
 			T_ASSERT(info[i].cursor <= shmsync_cursor(w));
 		}
 	T_ASSERT(me);

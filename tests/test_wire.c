@@ -155,7 +155,8 @@ static bool has_value(int kind)
 /* Bytes an operation takes on the wire, as the format defines it. */
 static size_t op_wire_bytes(const struct shm_op *op)
 {
-	size_t body = op->dir_len + (has_key(op->kind) ? op->key_len : 0) + (has_value(op->kind) ? op->value_len : 0);
+	size_t body = op->dir_len + (has_key(op->kind) ? op->key_len : 0) +
+		      (has_value(op->kind) ? op->value_len : 0);
 	return OPHDR + (size_t)round8(body);
 }
 
@@ -367,8 +368,8 @@ static void build_batch(struct wire_buf *b, uint64_t seq, size_t limit)
 {
 	static uint8_t bytes[4096];
 	static const char *const dirs[] = {"/", "/a/", "/users/", "/sessions/1234567/"};
-	static const int kinds[] = {SHM_OP_PUT,   SHM_OP_PUT_IF_ABSENT, SHM_OP_PUT_IF_TICK, SHM_OP_ADD,
-				    SHM_OP_DEL,   SHM_OP_MKDIR,         SHM_OP_RMDIR};
+	static const int kinds[] = {SHM_OP_PUT, SHM_OP_PUT_IF_ABSENT, SHM_OP_PUT_IF_TICK, SHM_OP_ADD,
+				    SHM_OP_DEL, SHM_OP_MKDIR,         SHM_OP_RMDIR};
 	unsigned long long r = seq * 0x9E3779B97F4A7C15ull + 1;
 	for (size_t i = 0; i < sizeof(bytes); i++)
 		bytes[i] = (uint8_t)(seq + i * 7);
@@ -379,7 +380,7 @@ static void build_batch(struct wire_buf *b, uint64_t seq, size_t limit)
 		size_t key_len = 1 + (size_t)(t_rand(&r) % 40);
 		/* Mostly small values, sometimes one that fills most of the limit. */
 		size_t value_len = (size_t)(t_rand(&r) % 4 == 0 ? t_rand(&r) % (limit < 4096 ? limit : 4096)
-								 : t_rand(&r) % 64);
+								: t_rand(&r) % 64);
 		struct shm_op op = mkop(kind, dirs[t_rand(&r) % 4], bytes, key_len, bytes + 64, value_len,
 					(int64_t)t_rand(&r), t_rand(&r));
 		if (value_len + 64 > sizeof(bytes))
@@ -461,9 +462,10 @@ static void test_wrap(uint64_t ring_size, uint64_t start, size_t records, unsign
 	T_ASSERT(pads > 0);
 	T_ASSERT(eagain > 0);
 	T_ASSERT(fx_head(&f) - start > 20 * ring_size);
-	printf("wrap: ring %llu from %llu: %zu records, %llu bytes of records, %llu of pads, %llu EAGAIN: ok\n",
-	       (unsigned long long)ring_size, (unsigned long long)start, records, (unsigned long long)record_bytes,
-	       (unsigned long long)pads, (unsigned long long)eagain);
+	printf("wrap: ring %llu from %llu: %zu records, %llu bytes of records, %llu of pads, %llu EAGAIN: "
+	       "ok\n",
+	       (unsigned long long)ring_size, (unsigned long long)start, records,
+	       (unsigned long long)record_bytes, (unsigned long long)pads, (unsigned long long)eagain);
 	free(buf);
 	fx_free(&f);
 }
@@ -616,21 +618,21 @@ static void test_hostile_ring(void)
 		size_t cap;
 		const char *what;
 	} bad[] = {
-	    {0, WIRE_VERSION, 64, cap, "len 0"},
-	    {0, WIRE_PAD, 64, cap, "pad len 0"},
-	    {4, WIRE_VERSION, 64, cap, "len 4"},
-	    {12, WIRE_VERSION, 64, cap, "len 12"},
-	    {20, WIRE_VERSION, 64, cap, "len 20"},
-	    {63, WIRE_VERSION, 64, cap, "len 63"},
-	    {8, WIRE_VERSION, 64, cap, "len 8, shorter than a batch header"},
-	    {72, WIRE_VERSION, 64, cap, "len past head"},
-	    {64, WIRE_VERSION, 56, cap, "len past head by 8"},
-	    {UINT32_MAX & ~7u, WIRE_VERSION, RSZ, cap, "len 4 GiB - 8"},
-	    {64, WIRE_VERSION, 64, 56, "len above cap"},
-	    {RSZ, WIRE_VERSION, RSZ, cap, "len of the whole ring"},
-	    {8, WIRE_PAD, 64, cap, "pad not reaching the end"},
-	    {RSZ - 8, WIRE_PAD, RSZ, cap, "pad 8 short of the end"},
-	    {RSZ + 8, WIRE_PAD, RSZ, cap, "pad past the end"},
+		{0, WIRE_VERSION, 64, cap, "len 0"},
+		{0, WIRE_PAD, 64, cap, "pad len 0"},
+		{4, WIRE_VERSION, 64, cap, "len 4"},
+		{12, WIRE_VERSION, 64, cap, "len 12"},
+		{20, WIRE_VERSION, 64, cap, "len 20"},
+		{63, WIRE_VERSION, 64, cap, "len 63"},
+		{8, WIRE_VERSION, 64, cap, "len 8, shorter than a batch header"},
+		{72, WIRE_VERSION, 64, cap, "len past head"},
+		{64, WIRE_VERSION, 56, cap, "len past head by 8"},
+		{UINT32_MAX & ~7u, WIRE_VERSION, RSZ, cap, "len 4 GiB - 8"},
+		{64, WIRE_VERSION, 64, 56, "len above cap"},
+		{RSZ, WIRE_VERSION, RSZ, cap, "len of the whole ring"},
+		{8, WIRE_PAD, 64, cap, "pad not reaching the end"},
+		{RSZ - 8, WIRE_PAD, RSZ, cap, "pad 8 short of the end"},
+		{RSZ + 8, WIRE_PAD, RSZ, cap, "pad past the end"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		fx_init(&f, RSZ, HS);
@@ -751,7 +753,8 @@ static void test_random_rings(unsigned long long *rng)
 			if (word % 3 == 0)
 				word = (word >> 32 << 32) | ((word >> 8) % (size + 16) & ~7ull);
 			if (word % 5 == 0)
-				word = (word & ~(0xffffull << 32)) | ((uint64_t)(word % 2 ? WIRE_PAD : WIRE_VERSION) << 32);
+				word = (word & ~(0xffffull << 32)) |
+				       ((uint64_t)(word % 2 ? WIRE_PAD : WIRE_VERSION) << 32);
 			memcpy(f.ring + i, &word, 8);
 		}
 		f.tail = start;
@@ -831,7 +834,7 @@ static void test_hostile_records(void)
 
 	/* Copies the base record into rec (zero beyond it), applies stmt, decodes
 	 * rlen bytes of rec and checks the exact result. */
-#define MUTATE(base, stmt, rlen, want, what)                                                                \
+#define MUTATE(base, stmt, rlen, want, what)                                                                 \
 	do {                                                                                                 \
 		memset(rec, 0, sizeof(rec));                                                                 \
 		memcpy(rec, (base).data, (base).len);                                                        \
@@ -886,9 +889,11 @@ static void test_hostile_records(void)
 	MUTATE(one, set_op(rec, op0, 0xffff, 3, 5), 56, -EPROTO, "dir_len 65535");
 	MUTATE(one, set_op(rec, op0, 3, UINT32_MAX, 5), 56, -EPROTO, "key_len 4 GiB");
 	MUTATE(one, set_op(rec, op0, 3, 3, UINT32_MAX), 56, -EPROTO, "value_len 4 GiB");
-	MUTATE(one, set_op(rec, op0, 0xffff, UINT32_MAX, UINT32_MAX), 56, -EPROTO, "every length at its maximum");
+	MUTATE(one, set_op(rec, op0, 0xffff, UINT32_MAX, UINT32_MAX), 56, -EPROTO,
+	       "every length at its maximum");
 	MUTATE(one, set_op(rec, op0, 3, 3, UINT32_MAX - 5), 56, -EPROTO, "lengths summing to 2^32");
-	MUTATE(one, set_op(rec, op0, 3, UINT32_MAX - 2, UINT32_MAX - 2), 56, -EPROTO, "lengths summing to 2^33 - 2");
+	MUTATE(one, set_op(rec, op0, 3, UINT32_MAX - 2, UINT32_MAX - 2), 56, -EPROTO,
+	       "lengths summing to 2^33 - 2");
 	MUTATE(two, set_op(rec, op1, 5, 0, 4), 88, -EPROTO, "mkdir body past the end");
 	MUTATE(two, set_op(rec, op1, 0, 0, 0), 88, -EPROTO, "mkdir body gone");
 	/* The same body split differently, or grown within its padding, still
@@ -913,7 +918,8 @@ static void test_hostile_records(void)
 			int rc = decode_guarded(&g, rec, two.len, WIRE_MAX_OPS, &nops, &seq);
 			for (size_t i = 0; rc == 0 && i < nops; i++) {
 				int crc = shm_op_check(&g_ops[i]);
-				T_ASSERT(crc == 0 || crc == -EINVAL || crc == -ENAMETOOLONG || crc == -EMSGSIZE);
+				T_ASSERT(crc == 0 || crc == -EINVAL || crc == -ENAMETOOLONG ||
+					 crc == -EMSGSIZE);
 			}
 			guarded_free(&g);
 		}
@@ -942,7 +948,8 @@ static void test_misaligned_tail(void)
 			size_t len = 0;
 			int rc = fx_get(&f, buf, RSZ / 2, &len);
 			if (rc != -EPROTO) {
-				fprintf(stderr, "misaligned tail (ring end - %llu): ring_get gave %d, expected %d\n",
+				fprintf(stderr,
+					"misaligned tail (ring end - %llu): ring_get gave %d, expected %d\n",
 					(unsigned long long)k, rc, -EPROTO);
 				_exit(1);
 			}
@@ -953,12 +960,14 @@ static void test_misaligned_tail(void)
 	int status = 0;
 	T_EQ(waitpid(pid, &status, 0), pid);
 	if (WIFSIGNALED(status))
-		T_FAIL("ring_get with a tail 1..7 bytes before the ring's end read past the ring (signal %d); "
+		T_FAIL("ring_get with a tail 1..7 bytes before the ring's end read past the ring (signal "
+		       "%d); "
 		       "see notes/bugs.md",
 		       WTERMSIG(status));
 	/* Under ASan the child's SEGV handler exits with 1 instead. */
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		T_FAIL("ring_get with a tail 1..7 bytes before the ring's end failed (exit %d); see notes/bugs.md",
+		T_FAIL("ring_get with a tail 1..7 bytes before the ring's end failed (exit %d); see "
+		       "notes/bugs.md",
 		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	printf("misaligned tail: ok\n");
 }

@@ -69,6 +69,7 @@ typedef struct shmsync_root_opts { /* zero means default */
 	size_t log_bytes;          /* change log ring; default capacity/16, at most 64 MiB */
 	size_t port_ring_bytes;    /* each worker's export ring; default 256 KiB, a power of two */
 	unsigned max_group;        /* batches per group commit; default 256 */
+	int debug_poison;          /* fill freed memory with 0xa5 (tests: a read of freed memory shows) */
 	const uid_t *allow_uids;   /* peers allowed to attach; default: the root's own uid */
 	unsigned n_allow_uids;
 	char *errbuf; /* if set, a message for a failed shmsync_root_open */

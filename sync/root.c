@@ -1090,7 +1090,8 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	int rc = sig_choose(&r->signal, msg, sizeof(msg));
 	if (rc < 0)
 		goto fail;
-	struct shm_root_opts so = {.capacity = o->capacity, .log_bytes = o->log_bytes};
+	struct shm_root_opts so = {
+		.capacity = o->capacity, .log_bytes = o->log_bytes, .poison = o->debug_poison != 0};
 	struct shm_err err = {{0}};
 	rc = shm_root_create(&r->shm, &so, &err);
 	if (rc < 0) {

@@ -37,6 +37,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -72,6 +73,15 @@ struct ctl {
 	_Atomic uint64_t puts[MAX_WORKERS];
 	_Atomic uint64_t t_end[MAX_WORKERS];
 	_Atomic uint64_t cpu_ns[MAX_WORKERS];
+	_Atomic uint64_t sleeps[MAX_WORKERS]; /* voluntary context switches */
+	pid_t root_pid;
+	_Atomic uint32_t finished; /* throughput workers past their last commit */
+	_Atomic uint64_t t_clear;  /* when the root's bytes in use were back to the level before the run */
+	_Atomic uint64_t bytes_before;
+	struct proc_cpu_end {
+		uint64_t ns, wait_ns, vcsw; /* the root's, read by each worker when it finished */
+		uint64_t bytes_in_use;      /* the segment's, as the root last published it then */
+	} root_end[MAX_WORKERS];
 	char signal[16], root_signal[16];
 	double a[MAX_SAMPLES]; /* samples, ns */
 	double b[MAX_SAMPLES];
@@ -151,7 +161,10 @@ static int root_main(void *arg)
 	char err[256] = "";
 	shmsync_root_opts o = {
 		.socket_path = sock_path,
-		.capacity = (size_t)512 << 20,
+		/* Address space, grown as used. Sustained batches of 64 leave a
+		 * backlog of superseded versions behind (notes/bugs.md), so
+		 * more than the live data needs. */
+		.capacity = (size_t)4 << 30,
 		.errbuf = err,
 		.errbuf_len = sizeof err,
 	};
@@ -236,19 +249,22 @@ static shmsync_worker *attach(void)
  * schedstat counts nanoseconds (stat's utime/stime count 10 ms ticks, too
  * coarse for an idle process). */
 struct proc_cpu {
-	uint64_t ns, vcsw, ivcsw;
+	uint64_t ns, wait_ns, vcsw,
+		ivcsw; /* wait_ns: runnable but not running (another process had the CPU) */
 };
 
 static struct proc_cpu proc_cpu(pid_t pid)
 {
-	struct proc_cpu pc = {0, 0, 0};
+	struct proc_cpu pc = {0, 0, 0, 0};
 	char path[64], line[256];
 	snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
 	FILE *f = fopen(path, "r");
 	if (f) {
-		unsigned long long ns = 0;
-		if (fscanf(f, "%llu", &ns) == 1)
+		unsigned long long ns = 0, wait = 0;
+		if (fscanf(f, "%llu %llu", &ns, &wait) == 2) {
 			pc.ns = ns;
+			pc.wait_ns = wait;
+		}
 		fclose(f);
 	} else {
 		/* Without schedstat: utime + stime, in clock ticks. */
@@ -595,6 +611,7 @@ static int xp_a(void *arg)
 
 struct tp_arg {
 	int idx;
+	uint32_t nw;
 	size_t batch;
 	uint64_t dur_ns;
 };
@@ -618,13 +635,23 @@ static int tp_worker(void *arg)
 	for (uint64_t i = 0; i < NKEYS; i++)
 		make_key(keys[i], i);
 	uint64_t seed = 0x9E3779B97F4A7C15u, puts = 0, seq = 0, tick, rejected0 = 0;
-	shmsync_stats st;
+	shmsync_stats st = {0};
 	if (shmsync_stat(w, &st) == 0)
 		rejected0 = st.batches_rejected; /* attach's mkdir, if the directory existed */
+	uint64_t bytes0 = st.bytes_in_use;
+	if (ta->idx == 0)
+		ctl->bytes_before = bytes0;
 	seed *= (uint64_t)ta->idx + 1;
 	atomic_fetch_add(&ctl->ready, 1);
 	futex_wait_change(&ctl->go, 0);
 	uint64_t end = atomic_load(&ctl->t_go) + ta->dur_ns;
+	/* CPU time and sleeps of the measured part only. */
+	struct rusage ru0;
+	getrusage(RUSAGE_SELF, &ru0);
+	uint64_t sleeps0 = (uint64_t)ru0.ru_nvcsw;
+	struct timespec ts0;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts0);
+	uint64_t cpu0 = (uint64_t)ts0.tv_sec * 1000000000u + (uint64_t)ts0.tv_nsec;
 	int rc;
 	do {
 		shmsync_batch *b;
@@ -645,22 +672,49 @@ static int tp_worker(void *arg)
 	if ((rc = shmsync_wait_committed(w, seq, &tick, -1)) < 0)
 		worker_die("wait_committed", rc);
 	uint64_t t_end = bench_now_ns();
-	if (shmsync_stat(w, &st) == 0 && st.batches_rejected != rejected0) {
+	/* The root's CPU time up to here: after the last commit it goes on
+	 * freeing superseded versions, which is not part of the run. */
+	struct proc_cpu rc_end = proc_cpu(ctl->root_pid);
+	ctl->root_end[ta->idx] = (struct proc_cpu_end){rc_end.ns, rc_end.wait_ns, rc_end.vcsw, 0};
+	if (shmsync_stat(w, &st) == 0)
+		ctl->root_end[ta->idx].bytes_in_use = st.bytes_in_use;
+	if (st.batches_rejected != rejected0) {
 		fprintf(stderr, "bench_sync: %" PRIu64 " batches rejected\n",
 			st.batches_rejected - rejected0);
 		_exit(1);
 	}
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	ctl->sleeps[ta->idx] = (uint64_t)ru.ru_nvcsw - sleeps0;
 	struct timespec ts;
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	ctl->cpu_ns[ta->idx] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	ctl->cpu_ns[ta->idx] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - cpu0;
 	ctl->puts[ta->idx] = puts;
 	ctl->t_end[ta->idx] = t_end;
+	atomic_fetch_add(&ctl->finished, 1);
+	if (ta->idx == 0) {
+		/* The root frees superseded versions a budget at a time, after
+		 * the commits that retired them: the run is over for memory
+		 * only when bytes in use are back where they started (1 MiB of
+		 * slack for the arena's own bookkeeping). */
+		while (atomic_load(&ctl->finished) < ta->nw)
+			usleep(200);
+		uint64_t limit = bench_now_ns() + 20000000000u;
+		while (shmsync_stat(w, &st) == 0 && st.bytes_in_use > bytes0 + (1u << 20) &&
+		       bench_now_ns() < limit)
+			usleep(500);
+		ctl->t_clear = bench_now_ns();
+	}
 	shmsync_detach(w);
 	return 0;
 }
 
 struct tp_result {
 	double rate, root_busy, workers_cpu;
+	double root_sleeps, worker_sleeps; /* voluntary context switches per second */
+	double root_preempted;             /* share of the time the root was runnable but not running */
+	double bytes_in_use;               /* at the end of the run */
+	double sustained;                  /* updates/s counting until what they retired was freed */
 };
 
 /* nw workers, all on the worker CPU, for dur_ns each. */
@@ -670,8 +724,10 @@ static struct tp_result tp_run(pid_t root, int nw, size_t batch, uint64_t dur_ns
 	pid_t pid[MAX_WORKERS];
 	atomic_store(&ctl->ready, 0);
 	atomic_store(&ctl->go, 0);
+	atomic_store(&ctl->finished, 0);
+	ctl->root_pid = root;
 	for (int i = 0; i < nw; i++) {
-		ta[i] = (struct tp_arg){i, batch, dur_ns};
+		ta[i] = (struct tp_arg){i, (uint32_t)nw, batch, dur_ns};
 		ctl->puts[i] = 0;
 		pid[i] = spawn(worker_cpu, tp_worker, &ta[i]);
 	}
@@ -685,17 +741,28 @@ static struct tp_result tp_run(pid_t root, int nw, size_t batch, uint64_t dur_ns
 	futex_wake_all(&ctl->go);
 	for (int i = 0; i < nw; i++)
 		reap_child(pid[i], "throughput worker");
-	struct proc_cpu r1 = proc_cpu(root);
-	uint64_t total = 0, t_end = t_go, wcpu = 0;
+	uint64_t total = 0, t_end = t_go, wcpu = 0, wsleeps = 0;
+	struct proc_cpu_end r1 = {0, 0, 0, 0};
 	for (int i = 0; i < nw; i++) {
 		total += ctl->puts[i];
 		wcpu += ctl->cpu_ns[i];
-		if (ctl->t_end[i] > t_end)
+		wsleeps += ctl->sleeps[i];
+		if (ctl->t_end[i] > t_end) {
 			t_end = ctl->t_end[i];
+			r1 = ctl->root_end[i];
+		}
 	}
 	double secs = (double)(t_end - t_go) / 1e9;
-	struct tp_result res = {(double)total / secs, (double)(r1.ns - r0.ns) / 1e9 / secs,
-				(double)wcpu / 1e9 / secs};
+	struct tp_result res = {
+		.rate = (double)total / secs,
+		.root_busy = (double)(r1.ns - r0.ns) / 1e9 / secs,
+		.workers_cpu = (double)wcpu / 1e9 / secs,
+		.root_sleeps = (double)(r1.vcsw - r0.vcsw) / secs,
+		.worker_sleeps = (double)wsleeps / secs,
+		.root_preempted = (double)(r1.wait_ns - r0.wait_ns) / 1e9 / secs,
+		.bytes_in_use = (double)r1.bytes_in_use,
+		.sustained = (double)total / ((double)(ctl->t_clear - t_go) / 1e9),
+	};
 	return res;
 }
 
@@ -943,7 +1010,8 @@ static void section_tput(const struct bench_opts *o, json_t *doc)
 	const int nws[4] = {1, 1, 2, 2};
 	const size_t batches[4] = {1, 64, 1, 64};
 	double rate[4][MAX_REPEATS], busy[4][MAX_REPEATS], wcpu[4][MAX_REPEATS], base[MAX_REPEATS],
-		ratio[4][MAX_REPEATS];
+		ratio[4][MAX_REPEATS], rsl[4][MAX_REPEATS], wsl[4][MAX_REPEATS], pre[4][MAX_REPEATS],
+		per_cpu[4][MAX_REPEATS], biu[4][MAX_REPEATS], sus[4][MAX_REPEATS];
 	pid_t root = start_root();
 	/* Warm-up: the keys exist and the root's structures are grown. */
 	tp_run(root, 1, 64, dur / 10);
@@ -954,6 +1022,12 @@ static void section_tput(const struct bench_opts *o, json_t *doc)
 			rate[c][r] = tr.rate;
 			busy[c][r] = tr.root_busy;
 			wcpu[c][r] = tr.workers_cpu;
+			rsl[c][r] = tr.root_sleeps;
+			wsl[c][r] = tr.worker_sleeps;
+			pre[c][r] = tr.root_preempted;
+			biu[c][r] = tr.bytes_in_use;
+			sus[c][r] = tr.sustained;
+			per_cpu[c][r] = tr.root_busy > 0 ? tr.rate / tr.root_busy : 0;
 			ratio[c][r] = tr.rate / base[r];
 		}
 	}
@@ -970,10 +1044,10 @@ static void section_tput(const struct bench_opts *o, json_t *doc)
 	if (!o->json) {
 		printf("\nAggregate updates/s (workers on CPU %d, root on CPU %d; %.2f s each, %d repeats)\n",
 		       worker_cpu, root_cpu, (double)dur / 1e9, reps);
-		printf("  %-34s %12s %10s %10s %12s %s\n", "", "updates/s", "vs inproc", "root busy",
-		       "workers CPU", "");
-		printf("  %-34s %12.0f %10s\n", "baseline: in-process apply, batch 64",
-		       bench_median_copy(base, (size_t)reps), "1.00x");
+		printf("  %-26s %10s %10s %9s %8s %9s %9s %8s %9s %8s\n", "", "updates/s", "sustained",
+		       "vs inproc", "backlog", "root busy", "root prmt", "wrk CPU", "root sl/s", "wrk sl/s");
+		printf("  %-26s %10.0f %10s %9s\n", "in-process apply, batch 64",
+		       bench_median_copy(base, (size_t)reps), "", "1.00x");
 	}
 	for (int c = 0; c < 4; c++) {
 		double rm = bench_median_copy(rate[c], (size_t)reps);
@@ -988,9 +1062,26 @@ static void section_tput(const struct bench_opts *o, json_t *doc)
 				    json_real(bench_median_copy(busy[c], (size_t)reps)));
 		json_object_set_new(row, "workers_cpu_median",
 				    json_real(bench_median_copy(wcpu[c], (size_t)reps)));
+		json_object_set_new(row, "updates_per_root_cpu_s_median",
+				    json_real(bench_median_copy(per_cpu[c], (size_t)reps)));
+		json_object_set_new(row, "root_preempted_median",
+				    json_real(bench_median_copy(pre[c], (size_t)reps)));
+		json_object_set_new(row, "root_sleeps_per_s_median",
+				    json_real(bench_median_copy(rsl[c], (size_t)reps)));
+		json_object_set_new(row, "worker_sleeps_per_s_median",
+				    json_real(bench_median_copy(wsl[c], (size_t)reps)));
+		json_object_set_new(row, "bytes_in_use_at_end_repeats",
+				    bench_json_array(biu[c], (size_t)reps));
+		double sm = bench_median_copy(sus[c], (size_t)reps);
+		json_object_set_new(row, "sustained_updates_per_s_median", json_real(sm));
+		json_object_set_new(row, "sustained_updates_per_s_repeats",
+				    bench_json_array(sus[c], (size_t)reps));
 		const char *verdict = "";
 		if (nws[c] == 2 && batches[c] == 64) {
-			verdict = o->quick ? "not evaluated" : bench_met(rm >= 3e6);
+			/* Judged on both: what the root committed during the run,
+			 * and the rate counting until it had freed what the run
+			 * retired. */
+			verdict = o->quick ? "not evaluated" : bench_met(rm >= 3e6 && sm >= 3e6);
 			json_object_set_new(row, "target", json_string(">= 3 M updates/s"));
 			json_object_set_new(row, "verdict", json_string(verdict));
 		}
@@ -999,19 +1090,30 @@ static void section_tput(const struct bench_opts *o, json_t *doc)
 			char label[64];
 			snprintf(label, sizeof label, "%d worker%s, batch %zu", nws[c], nws[c] > 1 ? "s" : "",
 				 batches[c]);
-			printf("  %-34s %12.0f %9.2fx %9.0f%% %11.0f%% %s\n", label, rm,
-			       bench_median_copy(ratio[c], (size_t)reps),
+			printf("  %-26s %10.0f %10.0f %8.2fx %4.0f MiB %8.0f%% %8.0f%% %7.0f%% %9.0f %8.0f "
+			       "%s\n",
+			       label, rm, sm, bench_median_copy(ratio[c], (size_t)reps),
+			       bench_median_copy(biu[c], (size_t)reps) / 1048576.0,
 			       100 * bench_median_copy(busy[c], (size_t)reps),
+			       100 * bench_median_copy(pre[c], (size_t)reps),
 			       100 * bench_median_copy(wcpu[c], (size_t)reps),
+			       bench_median_copy(rsl[c], (size_t)reps),
+			       bench_median_copy(wsl[c], (size_t)reps),
 			       *verdict ? (strcmp(verdict, "not evaluated") ? verdict
 									    : "(target not evaluated)")
 					: "");
 		}
 	}
 	json_object_set_new(sec, "rows", rows);
+	json_object_set_new(sec, "bytes_in_use_before_last_run", json_integer((json_int_t)ctl->bytes_before));
 	json_object_set_new(doc, "tput", sec);
 	if (!o->json)
-		printf("  target: >= 3 M updates/s, 2 workers, batches of 64\n");
+		printf("  updates/s: committed during the run; sustained: counting until the root had freed\n"
+		       "  the versions the run superseded; backlog: segment bytes in use when the run ended\n"
+		       "  (%.0f MiB before it); root prmt: time the root was runnable but another process\n"
+		       "  had its CPU; sl/s: voluntary context switches (sleeps) per second\n"
+		       "  target: >= 3 M updates/s, 2 workers, batches of 64 (both columns)\n",
+		       (double)ctl->bytes_before / 1048576.0);
 }
 
 static void section_idle(const struct bench_opts *o, json_t *doc)

@@ -62,15 +62,30 @@ const char *shmsync_version(void);
  */
 typedef struct shmsync_root shmsync_root;
 
-typedef struct shmsync_root_opts { /* zero means default */
-	const char *socket_path;   /* required, < 92 bytes; created mode 0600, removed on close */
-	size_t capacity;           /* bytes of address space; default from limits, SHMSYNC_CAPACITY */
-	unsigned max_workers;      /* default 256 */
-	size_t log_bytes;          /* change log ring; default capacity/16, at most 64 MiB */
-	size_t port_ring_bytes;    /* each worker's export ring; default 256 KiB, a power of two */
-	unsigned max_group;        /* batches per group commit; default 256 */
-	int debug_poison;          /* fill freed memory with 0xa5 (tests: a read of freed memory shows) */
-	const uid_t *allow_uids;   /* peers allowed to attach; default: the root's own uid */
+/* What the root does with a worker whose snapshot stays pinned longer than
+ * max_read_pin_ns (it keeps everything newer from being freed):
+ * WAIT: nothing but a warning naming it (memory grows; stat shows what it
+ * pins). KILL: SIGKILL through its pidfd; it is released like any dead
+ * worker. REVOKE: its snapshot stops counting, so memory stays bounded; its
+ * reads, iterations and views from before report -ESTALE
+ * (shmsync_view_valid says 0) until it imports again, which rejoins it. */
+enum { SHMSYNC_STALL_WAIT = 0, SHMSYNC_STALL_KILL = 1, SHMSYNC_STALL_REVOKE = 2 };
+
+typedef struct shmsync_root_opts {     /* zero means default */
+	const char *socket_path;       /* required, < 92 bytes; created mode 0600, removed on close */
+	size_t capacity;               /* bytes of address space; default from limits, SHMSYNC_CAPACITY */
+	unsigned max_workers;          /* default 256 */
+	size_t log_bytes;              /* change log ring; default capacity/16, at most 64 MiB */
+	size_t port_ring_bytes;        /* each worker's export ring; default 256 KiB, a power of two */
+	unsigned max_group;            /* batches per group commit; default 256 */
+	size_t max_retained_log_bytes; /* a cursor keeping more log than this is dropped (reset); 0: the log's
+					  size */
+	int64_t max_read_pin_ns;       /* a snapshot held online longer gets stall_policy; 0: never */
+	int stall_policy;              /* SHMSYNC_STALL_WAIT (default), _KILL or _REVOKE */
+	void (*warn)(const char *msg, void *arg); /* warnings; default: a line on stderr */
+	void *warn_arg;
+	int debug_poison;        /* fill freed memory with 0xa5 (tests: a read of freed memory shows) */
+	const uid_t *allow_uids; /* peers allowed to attach; default: the root's own uid */
 	unsigned n_allow_uids;
 	char *errbuf; /* if set, a message for a failed shmsync_root_open */
 	size_t errbuf_len;
@@ -184,7 +199,10 @@ typedef int (*shmsync_change_fn)(const shmsync_change *c, void *arg);
  * with its state at T, in the order of its last change. A worker whose
  * cursor fell off the change log gets RESET, then the full state. fn may be
  * NULL. Returns the number of changes delivered, fn's non-zero value (the
- * import is then complete anyway), -ETIMEDOUT (nothing new), -ESHUTDOWN. */
+ * cursor then stays: the next import delivers those changes again,
+ * coalesced), -ETIMEDOUT (nothing new), -ESHUTDOWN, -ESTALE (the root revoked
+ * this snapshot while fn ran: discard what this call delivered; the cursor
+ * stays and the next import delivers again). */
 int shmsync_import_next(shmsync_worker *w, int64_t timeout_ns, shmsync_change_fn fn, void *arg);
 /* The same, but waits until the published tick is >= tick (read your
  * writes: pass the tick from shmsync_wait_committed). */
@@ -199,8 +217,9 @@ typedef struct shmsync_view {
 } shmsync_view;
 
 /* Zero-copy reads at this worker's snapshot (its cursor). A view stays
- * valid until the next import or shmsync_offline() on this handle. -ENOENT
- * (directory or key absent), -EIO (corrupt segment), -ESTALE (offline: import
+ * valid until the next import or shmsync_offline() on this handle, or until
+ * the root revokes the snapshot (stall policy REVOKE). -ENOENT (directory or
+ * key absent), -EIO (corrupt segment), -ESTALE (offline, or revoked: import
  * first). */
 int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, shmsync_view *v);
 /* 1 if v is still safe to read, 0 if not. */
@@ -255,6 +274,7 @@ enum {
 	SHMSYNC_WORKER_LIVE = 1,    /* online, reading its snapshot */
 	SHMSYNC_WORKER_OFFLINE = 2, /* pins no versions (e.g. asleep in import_next) */
 	SHMSYNC_WORKER_LAGGING = 3, /* its cursor keeps more than a quarter of the change log */
+	SHMSYNC_WORKER_REVOKED = 4, /* its snapshot was revoked (stall policy): it must import */
 };
 
 typedef struct shmsync_worker_info {

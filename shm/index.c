@@ -1152,6 +1152,11 @@ int shm_root_create(struct shm_root **out, const struct shm_root_opts *opts, str
 		if (rc < 0)
 			return rc;
 	}
+	if (o.capacity < SHM_MIN_CAPACITY || o.capacity > SHM_MAX_CAPACITY) {
+		snprintf(err->msg, sizeof(err->msg), "capacity %zu bytes is outside [%zu, %zu]", o.capacity,
+			 (size_t)SHM_MIN_CAPACITY, (size_t)SHM_MAX_CAPACITY);
+		return -EINVAL;
+	}
 	o.capacity &= ~(size_t)(SHM_ARENA_PAGE - 1);
 	if (!o.log_bytes) {
 		o.log_bytes = o.capacity / 16;

@@ -78,8 +78,8 @@ struct wire_op {
 #define WTAB_MAGIC 0x4241545753534853ull /* "SHSSWTAB" */
 
 struct wtab_entry {
-	_Atomic uint32_t state; /* 0: free, else SHMSYNC_WORKER_* */
-	uint32_t slot;
+	_Atomic uint32_t state;   /* 0: free, else SHMSYNC_WORKER_* */
+	_Atomic uint32_t revoked; /* bumped at each revocation: reads check it */
 	_Atomic int64_t pid;
 	_Atomic uint64_t cursor, epoch, lag, pinned_bytes;
 };

@@ -16,6 +16,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +298,10 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	s->doorbell_fd = db;
 	s->fdwake_fd = -1;
 	s->inflight = 0;
+	s->epoch_last = UINT64_MAX - 1;
+	s->revoked_tick = 0;
+	s->pin_warned = s->log_warned = s->kill_sent = false;
+	atomic_store_explicit(&r->wtab->e[idx].revoked, 0, memory_order_relaxed);
 	r->nlive++;
 	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
 	r->wtab_dirty = true;
@@ -557,6 +563,8 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 
 #define WTAB_EVERY_NS 50000000
 
+static uint64_t log_pinned(shmsync_root *r, uint64_t cursor, uint64_t tick, uint64_t log_end);
+
 /* Publishes the worker table (positions, lag, what each pins). */
 static void publish_wtab(shmsync_root *r)
 {
@@ -568,7 +576,6 @@ static void publish_wtab(shmsync_root *r)
 	for (unsigned i = 0; i < n; i++)
 		r->epochs[i] = r->slots[i].live ? r->slots[i].epoch : UINT64_MAX;
 	shm_retired_bytes_after(r->shm, r->epochs, r->pinned, n);
-	uint64_t tail = atomic_load_explicit(&r->seg->hdr->log_tail, memory_order_relaxed);
 	uint64_t quarter = r->seg->hdr->log_size / 4;
 	struct wtab *t = r->wtab;
 	uint64_t seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
@@ -581,29 +588,121 @@ static void publish_wtab(shmsync_root *r)
 			atomic_store_explicit(&e->state, 0, memory_order_relaxed);
 			continue;
 		}
-		/* Change-log bytes its cursor keeps: from the end of its tick. */
-		uint64_t from = tail;
-		if (s->cursor >= r->tle_base && s->cursor < r->tle_base + TLE_CAP && s->cursor <= tick)
-			from = r->tle[s->cursor % TLE_CAP];
-		uint64_t log_pinned = log_end > from && from >= tail ? log_end - from : 0;
+		uint64_t log_kept = log_pinned(r, s->cursor, tick, log_end);
 		uint32_t state = s->epoch == PORT_OFFLINE ? SHMSYNC_WORKER_OFFLINE : SHMSYNC_WORKER_LIVE;
-		if (log_pinned > quarter)
+		if (log_kept > quarter || s->log_warned)
 			state = SHMSYNC_WORKER_LAGGING;
+		if (s->revoked_tick)
+			state = SHMSYNC_WORKER_REVOKED;
 		atomic_store_explicit(&e->state, state, memory_order_relaxed);
 		atomic_store_explicit(&e->pid, s->pid, memory_order_relaxed);
 		atomic_store_explicit(&e->cursor, s->cursor, memory_order_relaxed);
 		atomic_store_explicit(&e->epoch, s->epoch, memory_order_relaxed);
 		atomic_store_explicit(&e->lag, tick > s->cursor ? tick - s->cursor : 0, memory_order_relaxed);
-		atomic_store_explicit(&e->pinned_bytes, r->pinned[i] + log_pinned, memory_order_relaxed);
+		atomic_store_explicit(&e->pinned_bytes, (s->revoked_tick ? 0 : r->pinned[i]) + log_kept,
+				      memory_order_relaxed);
 	}
 	atomic_store_explicit(&t->seq, seq + 2, memory_order_release);
 	r->last_wtab = sig_now_ns();
 }
 
+static void warn(shmsync_root *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(shmsync_root *r, const char *fmt, ...)
+{
+	char m[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	if (r->warn)
+		r->warn(m, r->warn_arg);
+	else
+		fprintf(stderr, "shmsync root: %s\n", m);
+}
+
+/* Change-log bytes a cursor keeps: from the end of its tick to the end. */
+static uint64_t log_pinned(shmsync_root *r, uint64_t cursor, uint64_t tick, uint64_t log_end)
+{
+	uint64_t tail = atomic_load_explicit(&r->seg->hdr->log_tail, memory_order_relaxed);
+	uint64_t from = tail;
+	if (cursor >= r->tle_base && cursor < r->tle_base + TLE_CAP && cursor <= tick)
+		from = r->tle[cursor % TLE_CAP];
+	return log_end > from && from >= tail ? log_end - from : 0;
+}
+
+/* The stall policies. A read epoch held online past max_read_pin_ns: wait
+ * (warn once, naming the worker), kill (SIGKILL through its pidfd), or
+ * revoke (its epoch stops counting; its reads report ESTALE until it
+ * imports again). A cursor that keeps more than max_retained_log_bytes of
+ * the log stops counting too: the log moves on and the worker gets a reset.
+ * Returns the epoch and cursor the minimum may count. */
+static void apply_policies(shmsync_root *r, unsigned idx, uint64_t tick, uint64_t log_end, int64_t now,
+			   uint64_t *e, uint64_t *c)
+{
+	struct slot *s = &r->slots[idx];
+	if (*e != s->epoch_last) {
+		s->epoch_last = *e;
+		s->epoch_since = now;
+		s->pin_warned = false;
+	}
+	if (s->revoked_tick) {
+		/* Back once it announced a snapshot at or after the revocation:
+		 * it read the revocation first (sync/worker.c, import_to). */
+		if (*e != PORT_OFFLINE && *e >= s->revoked_tick) {
+			s->revoked_tick = 0;
+			r->wtab_dirty = true;
+		} else {
+			*e = PORT_OFFLINE;
+		}
+	} else if (r->max_pin_ns > 0 && *e != PORT_OFFLINE && *e < tick &&
+		   now - s->epoch_since > r->max_pin_ns) {
+		static const char *names[] = {"wait", "kill", "revoke"};
+		if (!s->pin_warned)
+			warn(r,
+			     "worker slot %u pid %d has held snapshot %llu for %lld ms (tick %llu); policy "
+			     "%s",
+			     idx, (int)s->pid, (unsigned long long)*e,
+			     (long long)((now - s->epoch_since) / 1000000), (unsigned long long)tick,
+			     names[r->policy]);
+		s->pin_warned = true;
+		if (r->policy == SHMSYNC_STALL_KILL && !s->kill_sent) {
+			if (syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) == 0)
+				s->kill_sent = true;
+		} else if (r->policy == SHMSYNC_STALL_REVOKE) {
+			/* The flag first, then (after the fence in reclaim's caller
+			 * order) anything its exclusion lets us free: a reader that
+			 * saw freed memory then sees the flag. */
+			s->revoked_tick = tick;
+			atomic_fetch_add_explicit(&r->wtab->e[idx].revoked, 1, memory_order_seq_cst);
+			r->wtab_dirty = true;
+			*e = PORT_OFFLINE;
+		}
+	}
+	if (r->max_retained_log > 0 && *c != PORT_OFFLINE) {
+		uint64_t kept = log_pinned(r, *c, tick, log_end);
+		if (kept > r->max_retained_log) {
+			if (!s->log_warned)
+				warn(r,
+				     "worker slot %u pid %d keeps %llu bytes of change log (cursor %llu, "
+				     "tick %llu): "
+				     "its cursor no longer holds the log; it will get a reset",
+				     idx, (int)s->pid, (unsigned long long)kept, (unsigned long long)*c,
+				     (unsigned long long)tick);
+			s->log_warned = true;
+			*c = PORT_OFFLINE;
+		} else {
+			s->log_warned = false;
+		}
+	}
+}
+
 static void reclaim(shmsync_root *r, size_t budget)
 {
-	uint64_t tick = shm_root_tick(r->shm);
+	uint64_t tick, log_end;
+	shm_published_state(r->seg, &tick, &log_end);
+	tick = shm_root_tick(r->shm);
 	uint64_t min_e = UINT64_MAX, min_c = UINT64_MAX;
+	int64_t now = sig_now_ns();
 	/* Pairs with the worker's fence between announcing its epoch and
 	 * re-reading the tick (sync/worker.c, go_online). */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -621,11 +720,14 @@ static void reclaim(shmsync_root *r, size_t budget)
 			c = tick;
 		s->epoch = e;
 		s->cursor = c;
+		apply_policies(r, i, tick, log_end, now, &e, &c);
 		if (e < min_e)
 			min_e = e;
 		if (c < min_c)
 			min_c = c;
 	}
+	/* A revocation's flag is visible before anything it lets us free. */
+	atomic_thread_fence(memory_order_seq_cst);
 	r->min_epoch = min_e;
 	r->min_cursor = min_c;
 	struct shm_hdr *h = r->seg->hdr;
@@ -635,7 +737,7 @@ static void reclaim(shmsync_root *r, size_t budget)
 	struct shm_reclaim_report rep;
 	if (shm_reclaim(r->shm, min_e, min_c, budget, &rep) == 0)
 		r->reclaim_more = rep.more;
-	r->last_idle_reclaim = sig_now_ns();
+	r->last_idle_reclaim = now;
 	if (r->wtab_dirty || r->last_idle_reclaim - r->last_wtab > WTAB_EVERY_NS) {
 		r->wtab_dirty = false;
 		publish_wtab(r);
@@ -1117,6 +1219,18 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	r->max_workers = maxw;
 	r->port_ring_bytes = ring;
 	r->max_group = o->max_group ? o->max_group : 256;
+	if (o->stall_policy < SHMSYNC_STALL_WAIT || o->stall_policy > SHMSYNC_STALL_REVOKE ||
+	    o->max_read_pin_ns < 0) {
+		rc = -EINVAL;
+		snprintf(msg, sizeof(msg),
+			 "stall_policy must be SHMSYNC_STALL_WAIT, _KILL or _REVOKE, max_read_pin_ns >= 0");
+		goto fail;
+	}
+	r->policy = o->stall_policy;
+	r->max_pin_ns = o->max_read_pin_ns;
+	r->max_retained_log = o->max_retained_log_bytes;
+	r->warn = o->warn;
+	r->warn_arg = o->warn_arg;
 	size_t log_half = shm_root_max_batch_log_bytes(r->shm);
 	/* A batch is at most half the smaller of the export ring and the log. */
 	r->max_batch = ring / 2 < log_half ? ring / 2 : log_half;

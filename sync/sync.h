@@ -96,6 +96,11 @@ struct slot {
 	unsigned inflight; /* io_uring operations armed for this slot */
 	bool futex_armed, pid_armed, conn_armed;
 	uint64_t cursor, epoch; /* last validated positions */
+	/* Stall policies. */
+	uint64_t epoch_last;   /* the epoch as last scanned */
+	int64_t epoch_since;   /* when it took that value */
+	uint64_t revoked_tick; /* revoked at this tick; 0: not revoked */
+	bool pin_warned, log_warned, kill_sent;
 };
 
 #define MAX_PENDING 16
@@ -160,6 +165,11 @@ struct shmsync_root {
 	uint64_t *epochs, *pinned; /* scratch, one per slot */
 	uint64_t *tle;             /* log end of recent ticks: tle[t % TLE_CAP] for t >= tle_base */
 	uint64_t tle_base;
+	int policy;
+	int64_t max_pin_ns;
+	size_t max_retained_log;
+	void (*warn)(const char *msg, void *arg);
+	void *warn_arg;
 };
 
 #define TLE_CAP 4096u
@@ -192,7 +202,9 @@ struct shmsync_worker {
 	struct shmsync_batch *batch_cache;
 	uint64_t *fork_guard; /* MADV_WIPEONFORK: reads 0 in a forked child */
 	bool futex_armed;
-	bool fd_mode; /* shmsync_fd was called: keep its wait armed */
+	bool fd_mode;            /* shmsync_fd was called: keep its wait armed */
+	const struct wtab *wtab; /* in the root segment: revocations */
+	uint32_t revoke_seen;
 	size_t log_half;
 };
 

@@ -304,6 +304,11 @@ static int attach_fd(shmsync_worker **out, int fd, char *err, size_t errlen)
 	w->gen = wl.gen;
 	w->max_batch = wl.max_batch;
 	w->log_half = w->seg.hdr->log_size / 2;
+	uint64_t wsize;
+	const struct wtab *wt = shm_seg_ext(&w->seg, &wsize);
+	if (wt && wsize >= sizeof(*wt) && wt->magic == WTAB_MAGIC && wt->n > wl.slot &&
+	    (wsize - sizeof(*wt)) / sizeof(struct wtab_entry) >= wt->n)
+		w->wtab = wt;
 	w->next_seq = 1;
 	/* The worker's own choice: io_uring for its waits where it works,
 	 * unless SHMSYNC_SIGNAL=futex. The root's doorbell needs what the root
@@ -610,6 +615,23 @@ int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int6
 	return 0;
 }
 
+/* The root's revocation counter for this slot (stall policy REVOKE). */
+static uint32_t revocations(shmsync_worker *w)
+{
+	const struct wtab *t = w->wtab;
+	return t ? atomic_load_explicit(&t->e[w->slot].revoked, memory_order_acquire) : 0;
+}
+
+/* After a read: was this snapshot revoked meanwhile? Then what was read may
+ * have been freed and reused: the read reports ESTALE. */
+static bool revoked_since(shmsync_worker *w)
+{
+	/* Orders the reads before the counter's load: a read that saw memory
+	 * the root freed after revoking sees the revocation. */
+	atomic_thread_fence(memory_order_seq_cst);
+	return revocations(w) != w->revoke_seen;
+}
+
 /* ---- import ------------------------------------------------------------ */
 
 struct import_ctx {
@@ -671,10 +693,16 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 		if (rc < 0)
 			return rc;
 	}
+	/* Rejoin after a revocation: take the counter first, then announce a
+	 * snapshot (necessarily at or after the revocation), which the root
+	 * counts again. */
+	w->revoke_seen = revocations(w);
 	uint64_t tick, log_end;
 	go_online(w, &tick, &log_end);
 	struct import_ctx ic = {fn, arg, 0, false};
 	int rc = shm_diff(&w->seg, w->log_pos, tick, log_end, deliver, &ic);
+	if (revoked_since(w))
+		return -ESTALE; /* what this call delivered may be garbage; the cursor stays */
 	w->imports++;
 	if (ic.reset)
 		w->resets++;
@@ -720,6 +748,8 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 		return -EINVAL;
 	struct shm_value val;
 	int rc = shm_get(&w->seg, w->cursor, dir, strlen(dir), k, kn, &val);
+	if (revoked_since(w))
+		return -ESTALE;
 	if (rc < 0)
 		return rc;
 	*v = (shmsync_view){val.data, val.len, val.tick, w->cursor};
@@ -728,7 +758,7 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 
 int shmsync_view_valid(shmsync_worker *w, const shmsync_view *v)
 {
-	return !forked(w) && w->online && v && v->epoch == w->cursor;
+	return !forked(w) && w->online && v && v->epoch == w->cursor && !revoked_since(w);
 }
 
 struct iter_ctx {
@@ -760,7 +790,8 @@ int shmsync_dir_iter(shmsync_worker *w, const char *dir,
 	if (!dir || !fn)
 		return -EINVAL;
 	struct iter_ctx c = {w, fn, NULL, arg};
-	return shm_dir_iter(&w->seg, w->cursor, dir, strlen(dir), iter_key, &c);
+	int rc = shm_dir_iter(&w->seg, w->cursor, dir, strlen(dir), iter_key, &c);
+	return revoked_since(w) ? -ESTALE : rc;
 }
 
 int shmsync_dirs_iter(shmsync_worker *w, const char *prefix, int (*fn)(const char *dir, void *arg), void *arg)
@@ -773,7 +804,8 @@ int shmsync_dirs_iter(shmsync_worker *w, const char *prefix, int (*fn)(const cha
 	if (!prefix)
 		prefix = "/";
 	struct iter_ctx c = {w, NULL, fn, arg};
-	return shm_dirs_iter(&w->seg, w->cursor, prefix, strlen(prefix), iter_dir, &c);
+	int rc = shm_dirs_iter(&w->seg, w->cursor, prefix, strlen(prefix), iter_dir, &c);
+	return revoked_since(w) ? -ESTALE : rc;
 }
 
 /* ---- embedding --------------------------------------------------------- */

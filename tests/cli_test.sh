@@ -141,6 +141,11 @@ serve_pid=$!
 wait_for 10 test -S "$sock" || fail "serve did not create $sock"
 run 1 serve --socket "$sock" --capacity 64M
 err_has "already serves"
+# Environment variables are checked too (usage errors).
+SHMSYNC_SIGNAL=bogus run 2 get /a/ k
+err_has 'SHMSYNC_SIGNAL="bogus"'
+SHMSYNC_CAPACITY=12Q run 2 serve --socket "$tmp/other.sock"
+err_has 'SHMSYNC_CAPACITY="12Q"'
 
 # ---- put, get, del, add, mkdir, rmdir, ls -------------------------------------------
 

@@ -13,8 +13,10 @@
  * every other worker's, must hash the same.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,7 +24,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -624,8 +625,7 @@ static int worker_main(unsigned id, const char *socket)
 	char err[256] = "";
 	int rc = shmsync_attach_msg(&k.w, socket, err, sizeof(err));
 	if (rc < 0)
-		worker_fail(&k, "worker %u: attach: %s%s%s", id, shmsync_strerror(rc), err[0] ? ": " : "",
-			    err);
+		worker_fail(&k, "worker %u: attach: %s", id, err[0] ? err : shmsync_strerror(rc));
 	mkdir_now(&k, SHARED, true);
 	mkdir_now(&k, COUNTERS_DIR, true);
 	mkdir_now(&k, k.own_dir, false);
@@ -728,7 +728,8 @@ static void on_root_term(int sig)
 		shmsync_root_stop(root);
 }
 
-static int root_main(const struct opts *o)
+/* ready: the write end of a pipe; one byte on it says the root listens. */
+static int root_main(const struct opts *o, int ready)
 {
 	char err[512] = "";
 	shmsync_root_opts ro = {0};
@@ -742,14 +743,19 @@ static int root_main(const struct opts *o)
 		if (rc == -EADDRINUSE)
 			tool_err("a root already serves %s", o->socket);
 		else
-			tool_err("cannot start the root: %s%s%s", shmsync_strerror(rc), err[0] ? ": " : "",
-				 err);
+			tool_err("cannot start the root: %s", err[0] ? err : shmsync_strerror(rc));
 		return rc == -EINVAL ? TOOL_USAGE : TOOL_FAIL;
 	}
 	struct sigaction sa = {0};
 	sa.sa_handler = on_root_term;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
+	if (write(ready, "r", 1) != 1) {
+		tool_err("telling the demo the root is ready: %s", strerror(errno));
+		shmsync_root_close(root);
+		return TOOL_FAIL;
+	}
+	close(ready);
 	rc = shmsync_root_run(root);
 	shmsync_root_close(root);
 	if (rc < 0) {
@@ -1146,30 +1152,41 @@ int demo_main(int argc, char **argv)
 	struct run r = {.o = &o};
 	/* The root first, before anything holds it: the workers forked after
 	 * it inherit none of its mappings or descriptors. */
+	/* Readiness comes from the root itself, not from the socket's path:
+	 * with --socket the path may belong to another root, whose workers
+	 * the demo must not join. */
+	int ready[2];
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		tool_err("pipe: %s", strerror(errno));
+		return TOOL_FAIL;
+	}
 	r.root_pid = spawn(SIGTERM);
-	if (r.root_pid == 0)
-		_exit(root_main(&o));
+	if (r.root_pid == 0) {
+		close(ready[0]);
+		_exit(root_main(&o, ready[1]));
+	}
+	close(ready[1]);
 	if (r.root_pid < 0) {
+		close(ready[0]);
 		tool_err("fork: %s", strerror(errno));
 		return TOOL_FAIL;
 	}
-	/* The socket appears only once the root accepts. */
-	int64_t deadline = tool_now_ns() + 10000000000LL;
-	struct stat st;
-	while (stat(o.socket, &st) != 0) {
-		int status;
-		if (waitpid(r.root_pid, &status, WNOHANG) == r.root_pid) {
-			/* It said why on stderr. */
-			return WIFEXITED(status) && WEXITSTATUS(status) == TOOL_USAGE ? TOOL_USAGE
-										      : TOOL_FAIL;
-		}
-		if (tool_now_ns() > deadline) {
-			tool_err("the root did not create %s in 10 s", o.socket);
+	struct pollfd pfd = {ready[0], POLLIN, 0};
+	char byte;
+	int polled;
+	while ((polled = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)
+		;
+	ssize_t got = polled > 0 ? read(ready[0], &byte, 1) : -1;
+	close(ready[0]);
+	if (got != 1) {
+		int status = 0;
+		if (polled == 0) {
+			tool_err("the root did not start in 10 s");
 			kill(r.root_pid, SIGKILL);
-			waitpid(r.root_pid, NULL, 0);
-			return TOOL_FAIL;
 		}
-		sleep_ns(1000000);
+		waitpid(r.root_pid, &status, 0);
+		/* Otherwise it said why on stderr. */
+		return WIFEXITED(status) && WEXITSTATUS(status) == TOOL_USAGE ? TOOL_USAGE : TOOL_FAIL;
 	}
 
 	struct sigaction sa = {0};

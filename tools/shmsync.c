@@ -373,8 +373,8 @@ static int attach(struct ctx *c)
 			tool_err("no root serves %s (start one with: shmsync serve --socket %s)", c->socket,
 				 c->socket);
 		else
-			tool_err("cannot attach to %s: %s%s%s", c->socket, shmsync_strerror(rc),
-				 err[0] ? ": " : "", err);
+			/* The library's own words say more than the code's name. */
+			tool_err("cannot attach to %s: %s", c->socket, err[0] ? err : shmsync_strerror(rc));
 		/* -EINVAL: a bad environment variable (SHMSYNC_SIGNAL). */
 		return rc == -EINVAL ? TOOL_USAGE : TOOL_FAIL;
 	}
@@ -1146,8 +1146,8 @@ static int cmd_serve(struct ctx *c)
 		if (rc == -EADDRINUSE)
 			tool_err("a root already serves %s", c->socket);
 		else
-			tool_err("cannot start the root on %s: %s%s%s", c->socket, shmsync_strerror(rc),
-				 err[0] ? ": " : "", err);
+			tool_err("cannot start the root on %s: %s", c->socket,
+				 err[0] ? err : shmsync_strerror(rc));
 		return rc == -EINVAL ? TOOL_USAGE : TOOL_FAIL;
 	}
 	served = r;

@@ -216,7 +216,8 @@ typedef struct shmsync_view {
 	uint64_t epoch; /* the snapshot it was read at */
 } shmsync_view;
 
-/* Zero-copy reads at this worker's snapshot (its cursor). A view stays
+/* Zero-copy reads at this worker's snapshot (the tick of its last import,
+ * normally its cursor). A view stays
  * valid until the next import or shmsync_offline() on this handle, or until
  * the root revokes the snapshot (stall policy REVOKE). -ENOENT (directory or
  * key absent), -EIO (corrupt segment), -ESTALE (offline, or revoked: import

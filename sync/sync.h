@@ -191,6 +191,7 @@ struct shmsync_worker {
 	size_t max_batch;
 	uint64_t next_seq;
 	uint64_t cursor, log_pos;
+	uint64_t epoch; /* the snapshot reads use: announced by go_online */
 	bool online;
 	bool dead; /* the root went away */
 	struct io_uring uring;

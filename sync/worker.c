@@ -195,6 +195,9 @@ static void go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
 		if (t2 == *tick)
 			break;
 	}
+	/* Reads use this snapshot from now on, whether or not the import that
+	 * announced it completes (the cursor then stays behind). */
+	w->epoch = *tick;
 	w->online = true;
 }
 
@@ -747,18 +750,18 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 	if (!dir)
 		return -EINVAL;
 	struct shm_value val;
-	int rc = shm_get(&w->seg, w->cursor, dir, strlen(dir), k, kn, &val);
+	int rc = shm_get(&w->seg, w->epoch, dir, strlen(dir), k, kn, &val);
 	if (revoked_since(w))
 		return -ESTALE;
 	if (rc < 0)
 		return rc;
-	*v = (shmsync_view){val.data, val.len, val.tick, w->cursor};
+	*v = (shmsync_view){val.data, val.len, val.tick, w->epoch};
 	return 0;
 }
 
 int shmsync_view_valid(shmsync_worker *w, const shmsync_view *v)
 {
-	return !forked(w) && w->online && v && v->epoch == w->cursor && !revoked_since(w);
+	return !forked(w) && w->online && v && v->epoch == w->epoch && !revoked_since(w);
 }
 
 struct iter_ctx {
@@ -771,7 +774,7 @@ struct iter_ctx {
 static int iter_key(const void *key, size_t key_len, const struct shm_value *v, void *arg)
 {
 	struct iter_ctx *c = arg;
-	return c->kfn(key, key_len, (shmsync_view){v->data, v->len, v->tick, c->w->cursor}, c->arg);
+	return c->kfn(key, key_len, (shmsync_view){v->data, v->len, v->tick, c->w->epoch}, c->arg);
 }
 
 static int iter_dir(const char *dir, size_t dir_len, void *arg)
@@ -790,7 +793,7 @@ int shmsync_dir_iter(shmsync_worker *w, const char *dir,
 	if (!dir || !fn)
 		return -EINVAL;
 	struct iter_ctx c = {w, fn, NULL, arg};
-	int rc = shm_dir_iter(&w->seg, w->cursor, dir, strlen(dir), iter_key, &c);
+	int rc = shm_dir_iter(&w->seg, w->epoch, dir, strlen(dir), iter_key, &c);
 	return revoked_since(w) ? -ESTALE : rc;
 }
 
@@ -804,7 +807,7 @@ int shmsync_dirs_iter(shmsync_worker *w, const char *prefix, int (*fn)(const cha
 	if (!prefix)
 		prefix = "/";
 	struct iter_ctx c = {w, NULL, fn, arg};
-	int rc = shm_dirs_iter(&w->seg, w->cursor, prefix, strlen(prefix), iter_dir, &c);
+	int rc = shm_dirs_iter(&w->seg, w->epoch, prefix, strlen(prefix), iter_dir, &c);
 	return revoked_since(w) ? -ESTALE : rc;
 }
 

@@ -13,8 +13,9 @@ fail=0
 
 # run MODEL EXPECT [-DMUTATION=1]: EXPECT is pass or fail.
 run() {
-	local model=$1 expect=$2 mutation=${3:-} dir
-	dir="$work/$(basename "$model" .pml)${mutation:+-${mutation#-D}}"
+	local model=$1 expect=$2 mutation=${3:-} dir tag
+	tag=$(echo "$mutation" | tr -c 'A-Za-z0-9_\n' '_')
+	dir="$work/$(basename "$model" .pml)${tag:+-$tag}"
 	rm -rf "$dir" && mkdir -p "$dir" && cp "$here/$model" "$dir/" || return 1
 	(
 		cd "$dir" &&
@@ -30,7 +31,7 @@ run() {
 		echo "FAIL $model ${mutation:-(as written)}: spin did not run (see $dir)"
 		fail=1
 	elif [ "$expect" = pass ] && [ "$errors" = 0 ]; then
-		echo "ok   $model verified: no errors, $states states"
+		echo "ok   $model ${mutation:+($mutation) }verified: no errors, $states states"
 	elif [ "$expect" = fail ] && [ "$errors" != 0 ]; then
 		echo "ok   $model with $mutation: caught ($(grep -m1 -oE 'assertion violated.*|invalid end state.*' "$dir/pan.log"))"
 	else
@@ -46,7 +47,9 @@ run wake.pml fail -DLATE_VALUE=1
 run reclaim.pml fail -DEARLY=1
 run reclaim.pml fail -DNO_REREAD=1
 run reclaim.pml fail -DNO_TAIL_CHECK=1
+run reclaim.pml fail "-DREVOKE=1 -DREVOKE_LATE=1"
 run reclaim.pml pass
+run reclaim.pml pass -DREVOKE=1
 
 [ $fail -eq 0 ] && echo "spin: all models verified, all mutations caught"
 exit $fail

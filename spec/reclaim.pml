@@ -21,11 +21,18 @@
  *      took a reset;
  *  (d) once every worker is offline or dead, a final reclamation frees
  *      everything retired.
+ * With -DREVOKE=1 (a second run, at MAXT 3 to stay small): the root may
+ * revoke a worker whose epoch lags (once, at any scan): it bumps the
+ * worker's revocation counter, then leaves it out of the minimum until it
+ * announces an epoch at or after the revocation's tick. A worker reads the
+ * counter when it imports and after each read; (a) becomes "no worker uses
+ * a freed version without seeing its counter move (ESTALE)".
  * Mutations (each must make spin fail; spec/README.md):
  *  -DEARLY=1       free versions one tick early (tag <= min + 1)
  *  -DNO_REREAD=1   go online without re-reading the tick
  *  -DNO_TAIL_CHECK=1  an importer that does not notice records it needed were
  *                  dropped (the log overran): it misses the delete
+ *  -DREVOKE=1 -DREVOKE_LATE=1  the root bumps the counter after freeing
  */
 #ifndef EARLY
 #define EARLY 0
@@ -33,12 +40,22 @@
 #ifndef NO_REREAD
 #define NO_REREAD 0
 #endif
+#ifndef REVOKE
+#define REVOKE 0
+#endif
+#ifndef REVOKE_LATE
+#define REVOKE_LATE 0
+#endif
 #ifndef NO_TAIL_CHECK
 #define NO_TAIL_CHECK 0
 #endif
 
 #define NW 2
+#if REVOKE
+#define MAXT 3
+#else
 #define MAXT 4
+#endif
 #define DEL_TICK 3
 #define OFFLINE 99
 #define IMPORTS 2
@@ -53,6 +70,9 @@ byte vtag[MAXT + 1];    /* retire tag, 0 = live */
 bool rfreed[MAXT + 1];  /* log record of tick t */
 byte done_workers = 0;
 bool overran = 0;       /* the log was full once: its oldest record went early */
+byte revcount[NW];      /* revocation counters (the worker table) */
+byte revtick[NW];       /* revoked at this tick, 0: not revoked */
+bool revoked_once = 0;
 
 inline scan_and_free() {
 	m = OFFLINE; c = OFFLINE; i = 0;
@@ -60,6 +80,17 @@ inline scan_and_free() {
 	:: i < NW ->
 		/* one load of each position, as the root does */
 		e = epoch[i];
+		if
+		:: REVOKE && revtick[i] != 0 && e != OFFLINE && e >= revtick[i] -> revtick[i] = 0 /* rejoined */
+		:: REVOKE && revtick[i] != 0 && !(e != OFFLINE && e >= revtick[i]) -> e = OFFLINE /* left out */
+		:: REVOKE && revtick[i] == 0 && alive[i] && e < tick && !revoked_once -> /* stalled: revoke */
+			revoked_once = 1; revtick[i] = tick; e = OFFLINE;
+			if
+			:: !REVOKE_LATE -> revcount[i]++
+			:: else -> late = i + 1
+			fi
+		:: else -> skip
+		fi;
 		if
 		:: alive[i] && e < m -> m = e
 		:: else -> skip
@@ -90,11 +121,15 @@ inline scan_and_free() {
 		k++
 	:: else -> break
 	od
-	}
+	};
+	if
+	:: late != 0 -> revcount[late - 1]++; late = 0
+	:: else -> skip
+	fi
 }
 
 active proctype Root() {
-	byte t, m, c, e, i, k;
+	byte t, m, c, e, i, k, late = 0;
 	do
 	:: tick < MAXT ->
 		t = tick + 1;
@@ -117,10 +152,12 @@ active proctype Root() {
 
 proctype Worker(byte me) {
 	byte T, T2, v, n, k;
-	bool knows_del, reset;
+	bool knows_del, reset, stale;
+	byte seen;
 	do
 	:: n < IMPORTS ->
-		/* go online: the classic protocol */
+		/* the revocation counter first, then online: the classic protocol */
+		seen = revcount[me];
 		T = tick;
 		epoch[me] = T;
 		if
@@ -151,11 +188,14 @@ proctype Worker(byte me) {
 		assert(T < DEL_TICK || cursor[me] >= DEL_TICK || knows_del || reset);
 		/* read the key at T: walk from the head down to version T */
 		v = head;
+		stale = 0;
 		do
-		:: v > T -> assert(!vfreed[v]); v--
+		:: v > T -> stale = stale || vfreed[v]; v--
 		:: else -> break
 		od;
-		assert(!vfreed[v]);   /* (a) */
+		stale = stale || vfreed[v];
+		/* (a): a read is used only if the revocation counter did not move */
+		assert(!stale || revcount[me] != seen);
 		cursor[me] = T;
 		n++;
 		/* sleep (offline) or stay online */

@@ -642,6 +642,7 @@ struct import_ctx {
 	void *arg;
 	int count;
 	bool reset;
+	int stopped; /* the callback's non-zero value */
 };
 
 static int deliver(const struct shm_change *c, void *arg)
@@ -661,7 +662,11 @@ static int deliver(const struct shm_change *c, void *arg)
 		.value = c->value,
 		.value_len = c->value_len,
 	};
-	return ic->fn(&ch, ic->arg);
+	int rc = ic->fn(&ch, ic->arg);
+	/* Kept aside: shm_diff's own 1 means "a reset was delivered". */
+	if (rc)
+		ic->stopped = rc;
+	return rc ? -ECANCELED : 0;
 }
 
 static bool tick_reached(shmsync_worker *w, uint64_t target)
@@ -702,15 +707,17 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	w->revoke_seen = revocations(w);
 	uint64_t tick, log_end;
 	go_online(w, &tick, &log_end);
-	struct import_ctx ic = {fn, arg, 0, false};
+	struct import_ctx ic = {fn, arg, 0, false, 0};
 	int rc = shm_diff(&w->seg, w->log_pos, tick, log_end, deliver, &ic);
 	if (revoked_since(w))
 		return -ESTALE; /* what this call delivered may be garbage; the cursor stays */
 	w->imports++;
 	if (ic.reset)
 		w->resets++;
-	if (rc < 0 || (rc != 0 && rc != 1))
-		return rc; /* the cursor stays: the next import delivers again */
+	if (ic.stopped)
+		return ic.stopped; /* the cursor stays: the next import delivers again */
+	if (rc < 0)
+		return rc;
 	w->cursor = tick;
 	w->log_pos = log_end;
 	atomic_store_explicit(&w->port->cursor, tick, memory_order_release);

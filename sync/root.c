@@ -51,6 +51,7 @@ static uint64_t ud(unsigned type, unsigned idx, uint32_t gen)
 }
 
 static void ep_add(shmsync_root *r, int fd, uint64_t data);
+static void publish_wtab(shmsync_root *r);
 static void ep_del(shmsync_root *r, int fd);
 
 static void setmsg(const shmsync_root_opts *o, const char *msg)
@@ -304,7 +305,6 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	atomic_store_explicit(&r->wtab->e[idx].revoked, 0, memory_order_relaxed);
 	r->nlive++;
 	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
-	r->wtab_dirty = true;
 	pd->pidfd = -1;
 	if (r->epfd >= 0) {
 		ep_del(r, fd);
@@ -312,6 +312,8 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 		ep_add(r, s->pidfd, ud(UD_PIDFD, idx, s->gen));
 		ep_add(r, db, ud(UD_DOORBELL, idx, s->gen));
 	}
+	/* At once: a worker that attached finds itself in the table. */
+	publish_wtab(r);
 	return;
 drop:
 	close(fd);

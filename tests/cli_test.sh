@@ -136,7 +136,7 @@ err_has "no root serves"
 
 # ---- a root -----------------------------------------------------------------------
 
-timeout 60 "$SHMSYNC" serve --socket "$sock" --capacity 256M 2>"$tmp/serve.err" &
+timeout 280 "$SHMSYNC" serve --socket "$sock" --capacity 256M 2>"$tmp/serve.err" &
 serve_pid=$!
 wait_for 10 test -S "$sock" || fail "serve did not create $sock"
 run 1 serve --socket "$sock" --capacity 64M

@@ -41,6 +41,7 @@ enum { UD_ACCEPT = 1, UD_WAKE, UD_TIMER, UD_DOORBELL, UD_PIDFD, UD_CONN, UD_PEND
 
 #define PER_SLOT_ROUND 8
 #define RECLAIM_BUDGET 1024
+#define RECLAIM_SLICE_NS 500000
 #define IDLE_RECLAIM_NS 50000000
 #define HELLO_TIMEOUT_NS 2000000000
 #define SPIN_NS 20000
@@ -698,7 +699,7 @@ static void apply_policies(shmsync_root *r, unsigned idx, uint64_t tick, uint64_
 	}
 }
 
-static void reclaim(shmsync_root *r, size_t budget)
+static void reclaim_step(shmsync_root *r, size_t budget)
 {
 	uint64_t tick, log_end;
 	shm_published_state(r->seg, &tick, &log_end);
@@ -744,6 +745,18 @@ static void reclaim(shmsync_root *r, size_t budget)
 		r->wtab_dirty = false;
 		publish_wtab(r);
 	}
+}
+
+/* Steps of `budget` objects, each after a fresh scan of the positions (the
+ * contract of shm_reclaim), until done or RECLAIM_SLICE_NS has passed: a
+ * step stays well under a millisecond, and a busy root still frees as fast
+ * as group commits retire. */
+static void reclaim(shmsync_root *r, size_t budget)
+{
+	int64_t until = sig_now_ns() + RECLAIM_SLICE_NS;
+	do
+		reclaim_step(r, budget);
+	while (r->reclaim_more && budget && sig_now_ns() < until);
 }
 
 static bool rings_pending(shmsync_root *r)

@@ -16,6 +16,7 @@ packages=(
 	clang-format   # formatting
 	libjansson-dev # JSON output of the benchmarks
 	spin           # model checking of the protocols (spec/)
+	gnuplot-nox    # plots of the benchmarks (bench/plot_stall.sh -> docs/stall.png)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

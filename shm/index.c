@@ -27,7 +27,7 @@
 
 #include "internal.h"
 
-enum { U_SHARED = 1, U_PLAIN, U_PUSH };
+enum { U_SHARED = 1, U_PLAIN, U_PUSH, U_PEND_NEW, U_NAME_INSERT };
 
 #define TABLE_MIN_SLOTS 8u
 
@@ -197,9 +197,57 @@ static void free_version(struct shm_root *r, uint64_t off, struct shm_reclaim_re
 
 /* ---- lookups on the state being built ---------------------------------- */
 
+/* The name array the root works on: while a tick is built, names it adds
+ * go into a private copy (pend) published with the tick, so a tick copies
+ * the array once, however many directories it creates. */
 static struct shm_dir_array *dir_array(struct shm_root *r)
 {
+	if (r->pend)
+		return shm_at(r, r->pend);
 	return shm_at(r, atomic_load_explicit(&r->hdr->dirs, memory_order_relaxed));
+}
+
+static uint64_t names_bytes(uint64_t cap)
+{
+	return sizeof(struct shm_dir_array) + cap * sizeof(uint64_t);
+}
+
+/* Inserts a name at index `at` of the tick's private array (made, or grown,
+ * here: nobody else has seen it, so it is changed in place and freed at
+ * once when no longer needed). */
+static int names_insert(struct shm_root *r, uint64_t dn, uint64_t at)
+{
+	struct shm_dir_array *cur = dir_array(r);
+	if (!r->pend || cur->count == r->pend_cap) {
+		uint64_t cap = cur->count * 2 + 16, off;
+		int rc = shm_arena_alloc(r->arena, names_bytes(cap), true, &off);
+		if (rc < 0)
+			return rc;
+		struct shm_dir_array *a = shm_at(r, off);
+		a->o = (struct shm_obj){0, SHM_OBJ_DIRS, 0};
+		a->count = cur->count;
+		memcpy(a->names, cur->names, cur->count * sizeof(uint64_t));
+		if (r->pend) {
+			shm_arena_free(r->arena, r->pend);
+		} else {
+			r->undo[r->nundo++] = (struct shm_undo){U_PEND_NEW, NULL, 0};
+		}
+		r->pend = off;
+		r->pend_cap = cap;
+		cur = a;
+	}
+	memmove(&cur->names[at + 1], &cur->names[at], (cur->count - at) * sizeof(uint64_t));
+	cur->names[at] = dn;
+	cur->count++;
+	r->undo[r->nundo++] = (struct shm_undo){U_NAME_INSERT, NULL, at};
+	return 0;
+}
+
+static void names_uninsert(struct shm_root *r, uint64_t at)
+{
+	struct shm_dir_array *a = shm_at(r, r->pend);
+	memmove(&a->names[at], &a->names[at + 1], (a->count - at - 1) * sizeof(uint64_t));
+	a->count--;
 }
 
 static struct shm_dname *dname_at(struct shm_root *r, uint64_t off)
@@ -573,7 +621,7 @@ static int op_mkdir(struct shm_root *r, const struct shm_op *op)
 		memcpy(d->name, op->dir, op->dir_len);
 		d->name[op->dir_len] = 0;
 		uint64_t at = lower_bound(r, dir_array(r), op->dir, op->dir_len);
-		rc = names_replace(r, dn, at, t, true, NULL);
+		rc = names_insert(r, dn, at);
 		if (rc < 0)
 			return rc;
 	}
@@ -752,6 +800,15 @@ static void undo_to(struct shm_root *r, size_t mark, size_t allocs_mark)
 		case U_PUSH:
 			unpush(r, (uint64_t)(uintptr_t)u->addr, u->old);
 			break;
+		case U_NAME_INSERT:
+			names_uninsert(r, u->old);
+			break;
+		case U_PEND_NEW:
+			/* Never published: nobody else saw it. */
+			shm_arena_free(r->arena, r->pend);
+			r->pend = 0;
+			r->pend_cap = 0;
+			break;
 		}
 	}
 	/* Pushed after the pops above, so the pops took their own entries. */
@@ -854,10 +911,24 @@ int shm_commit_publish(struct shm_root *r, uint64_t *tick)
 		return -EINVAL;
 	r->building = false;
 	r->nundo = 0;
-	if (!r->applied)
+	if (!r->applied) {
+		/* Every batch was undone, and with them the names they added. */
+		if (r->pend)
+			shm_arena_free(r->arena, r->pend);
+		r->pend = r->pend_cap = 0;
 		return 0;
+	}
 	struct shm_hdr *h = r->hdr;
 	uint64_t t = r->tick + 1;
+	if (r->pend) {
+		/* The names this tick added, before the tick that makes them
+		 * visible; readers at older ticks may hold the old array. */
+		uint64_t old = atomic_load_explicit(&h->dirs, memory_order_relaxed);
+		atomic_store_explicit(&h->dirs, r->pend, memory_order_release);
+		retire(r, old, R_FREE, t, obj_bytes(r, old), false);
+		r->pend = 0;
+		r->pend_cap = 0;
+	}
 	/* Seqlock: readers retry while pub_seq is odd or changed. */
 	uint64_t seq = atomic_load_explicit(&h->pub_seq, memory_order_relaxed);
 	atomic_store_explicit(&h->pub_seq, seq + 1, memory_order_relaxed);

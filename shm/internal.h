@@ -59,7 +59,8 @@ struct shm_root {
 	uint64_t min_cursor_hint;
 	uint64_t log_overruns;
 
-	uint64_t empty_names; /* names whose incarnations are all gone */
+	uint64_t empty_names;    /* names whose incarnations are all gone */
+	uint64_t pend, pend_cap; /* the tick's private name array, unpublished */
 	struct shm_counters c;
 	uint64_t reclaimed_objects, reclaimed_bytes;
 	bool poison;

@@ -284,7 +284,10 @@ static void test_rmdir(void)
 	printf("(c) rmdir: %d keys, %" PRIu64 " bytes retired at t and freed exactly at t; at t+1 %" PRIu64
 	       " bytes freed, in use %" PRIu64 " vs %" PRIu64 " before the directory existed\n",
 	       N, rt, rep.bytes_freed, in_use(), base);
-	T_EQ(in_use(), base);
+	/* Back to the baseline, but for the name array's size: a tick that
+	 * adds names works on a copy with room to grow, and compaction makes an
+	 * exact one, so the array may have shrunk (never grown). */
+	T_ASSERT(in_use() <= base && base - in_use() < SHM_ARENA_PAGE);
 }
 
 /* (d) */

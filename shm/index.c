@@ -551,39 +551,27 @@ static int op_del(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	return shm_log_append(r, SHM_CHANGE_DEL, op->dir, op->dir_len, op->key, op->key_len);
 }
 
-/* Publishes a copy of the name array with `add` inserted at index `at`
- * (add != 0), or without the names whose incarnations are all gone. */
-static int names_replace(struct shm_root *r, uint64_t add, uint64_t at, uint64_t tag, bool undoable,
-			 uint64_t *dropped_list)
+/* Publishes a copy of the name array without the names whose incarnations
+ * are all gone (compaction, between ticks); the dropped names are chained
+ * through retire_next for the caller. */
+static int names_compact(struct shm_root *r, uint64_t tag, uint64_t *dropped_list)
 {
 	uint64_t aoff = atomic_load_explicit(&r->hdr->dirs, memory_order_relaxed);
 	struct shm_dir_array *a = shm_at(r, aoff);
-	uint64_t n = a->count + 1;
-	if (!add) {
-		n = 0;
-		for (uint64_t i = 0; i < a->count; i++)
-			if (atomic_load_explicit(&dname_at(r, a->names[i])->head, memory_order_relaxed))
-				n++;
-	}
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < a->count; i++)
+		if (atomic_load_explicit(&dname_at(r, a->names[i])->head, memory_order_relaxed))
+			n++;
 	uint64_t noff;
-	int rc =
-		undoable
-			? alloc_obj(r, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, SHM_OBJ_DIRS, &noff)
-			: shm_arena_alloc(r->arena, sizeof(*a) + (n ? n : 1) * sizeof(uint64_t), true, &noff);
+	int rc = shm_arena_alloc(r->arena, names_bytes(n ? n : 1), true, &noff);
 	if (rc < 0)
 		return rc;
 	struct shm_dir_array *na = shm_at(r, noff);
-	na->o.kind = SHM_OBJ_DIRS;
-	na->o.retire_next = 0;
+	na->o = (struct shm_obj){0, SHM_OBJ_DIRS, 0};
 	uint64_t j = 0;
-	for (uint64_t i = 0; i <= a->count; i++) {
-		if (add && i == at)
-			na->names[j++] = add;
-		if (i == a->count)
-			break;
+	for (uint64_t i = 0; i < a->count; i++) {
 		uint64_t dn = a->names[i];
-		if (!add && atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed) == 0) {
-			/* Chain the dropped names through retire_next for the caller. */
+		if (atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed) == 0) {
 			dname_at(r, dn)->o.retire_next = *dropped_list;
 			*dropped_list = dn;
 			continue;
@@ -591,14 +579,8 @@ static int names_replace(struct shm_root *r, uint64_t add, uint64_t at, uint64_t
 		na->names[j++] = dn;
 	}
 	na->count = j;
-	uint64_t old_bytes = obj_bytes(r, aoff);
-	if (undoable) {
-		set_shared(r, &r->hdr->dirs, noff);
-		retire(r, aoff, R_FREE, tag, old_bytes, true);
-	} else {
-		atomic_store_explicit(&r->hdr->dirs, noff, memory_order_release);
-		retire(r, aoff, R_FREE, tag, old_bytes, false);
-	}
+	atomic_store_explicit(&r->hdr->dirs, noff, memory_order_release);
+	retire(r, aoff, R_FREE, tag, obj_bytes(r, aoff), false);
 	return 0;
 }
 
@@ -1079,7 +1061,7 @@ static void compact_names(struct shm_root *r)
 	if (!r->empty_names || r->empty_names * 16 < a->count)
 		return;
 	uint64_t dropped = 0;
-	if (names_replace(r, 0, 0, r->tick + 1, false, &dropped) < 0)
+	if (names_compact(r, r->tick + 1, &dropped) < 0)
 		return;
 	while (dropped) {
 		uint64_t next = ((struct shm_obj *)shm_at(r, dropped))->retire_next;

@@ -116,24 +116,76 @@ struct event {
 struct set {
 	uint64_t *hashes;
 	const struct event **items;
-	size_t cap, n;
+	size_t cap, n, alloc;
 };
+
+/* shm_diff's private buffers, kept between calls by a caller that imports
+ * often (a worker): an import of a few changes then allocates nothing. */
+struct shm_diff_scratch {
+	uint8_t *buf;
+	size_t buf_cap;
+	struct event *ev;
+	size_t ev_cap;
+	struct set sets[3];
+};
+
+/* What a scratch may keep after a call: a reset-sized diff is not worth
+ * holding on to between the small ones. */
+#define SCRATCH_KEEP_BYTES (1u << 20)
 
 static int set_init(struct set *s, size_t expect)
 {
-	s->cap = 16;
-	while (s->cap < expect * 2)
-		s->cap *= 2;
+	size_t cap = 16;
+	while (cap < expect * 2)
+		cap *= 2;
+	if (cap > s->alloc) {
+		free(s->hashes);
+		free(s->items);
+		s->hashes = malloc(cap * sizeof(*s->hashes));
+		s->items = malloc(cap * sizeof(*s->items));
+		s->alloc = s->hashes && s->items ? cap : 0;
+		if (!s->alloc)
+			return -ENOMEM;
+	}
+	s->cap = cap;
 	s->n = 0;
-	s->hashes = calloc(s->cap, sizeof(*s->hashes));
-	s->items = calloc(s->cap, sizeof(*s->items));
-	return s->hashes && s->items ? 0 : -ENOMEM;
+	memset(s->hashes, 0, cap * sizeof(*s->hashes));
+	return 0;
 }
 
 static void set_free(struct set *s)
 {
 	free(s->hashes);
 	free(s->items);
+	*s = (struct set){0};
+}
+
+void shm_diff_scratch_free(struct shm_diff_scratch *sc)
+{
+	if (!sc)
+		return;
+	free(sc->buf);
+	free(sc->ev);
+	for (int i = 0; i < 3; i++)
+		set_free(&sc->sets[i]);
+	free(sc);
+}
+
+static void scratch_trim(struct shm_diff_scratch *sc)
+{
+	if (sc->buf_cap > SCRATCH_KEEP_BYTES) {
+		free(sc->buf);
+		sc->buf = NULL;
+		sc->buf_cap = 0;
+	}
+	if (sc->ev_cap * sizeof(*sc->ev) > SCRATCH_KEEP_BYTES) {
+		free(sc->ev);
+		sc->ev = NULL;
+		sc->ev_cap = 0;
+	}
+	for (int i = 0; i < 3; i++)
+		if (sc->sets[i].alloc * (sizeof(uint64_t) + sizeof(void *)) > SCRATCH_KEEP_BYTES)
+			set_free(&sc->sets[i]);
 }
 
 static uint64_t item_hash(const char *dir, size_t dlen, const void *key, size_t klen)
@@ -229,8 +281,83 @@ static int deliver_reset(const struct shm_seg *seg, uint64_t to_tick, shm_change
 	return rc ? rc : 1;
 }
 
+/* The backward pass with hash sets, for diffs of many records. */
+static int mark_kept(struct shm_diff_scratch *sc, struct event *ev, size_t nev)
+{
+	struct set *keys = &sc->sets[0], *mkdirs = &sc->sets[1], *rmdirs = &sc->sets[2];
+	if (set_init(keys, nev) < 0 || set_init(mkdirs, nev) < 0 || set_init(rmdirs, nev) < 0)
+		return -ENOMEM;
+	for (size_t i = nev; i-- > 0;) {
+		struct event *e = &ev[i];
+		size_t dl = e->rec->dir_len;
+		switch (e->rec->kind) {
+		case SHM_CHANGE_PUT:
+		case SHM_CHANGE_DEL:
+			e->keep = !covered(rmdirs, e->dir, dl) &&
+				  !set_test_and_add(keys, e->dir, dl, e->key, e->rec->key_len, e);
+			break;
+		case SHM_CHANGE_MKDIR:
+			e->keep = !covered(rmdirs, e->dir, dl) &&
+				  !set_test_and_add(mkdirs, e->dir, dl, NULL, 0, e);
+			break;
+		case SHM_CHANGE_RMDIR:
+			e->keep = !covered(rmdirs, e->dir, dl);
+			set_test_and_add(rmdirs, e->dir, dl, NULL, 0, e);
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Up to this many records, the backward pass compares records pairwise:
+ * cheaper than hashing and clearing three sets, and an import that follows
+ * a worker's own small batch is the latency everyone sees. */
+#define SMALL_DIFF 16
+
+static bool same_item(const struct event *a, const struct event *b)
+{
+	const struct shm_logrec *x = a->rec, *y = b->rec;
+	return x->dir_len == y->dir_len && memcmp(a->dir, b->dir, x->dir_len) == 0 &&
+	       x->key_len == y->key_len && memcmp(a->key, b->key, x->key_len) == 0;
+}
+
+/* The same rule as mark_kept: the last PUT/DEL of a key, the last MKDIR of
+ * a directory, and nothing that a later RMDIR of it or of a directory above
+ * it covers (a directory name ends with '/', so "above" is a prefix). */
+static void mark_kept_small(struct event *ev, size_t nev)
+{
+	for (size_t i = 0; i < nev; i++) {
+		struct event *e = &ev[i];
+		int kind = e->rec->kind;
+		bool keep = true;
+		for (size_t j = i + 1; keep && j < nev; j++) {
+			const struct event *l = &ev[j];
+			int lk = l->rec->kind;
+			if (lk == SHM_CHANGE_RMDIR)
+				keep = !(l->rec->dir_len <= e->rec->dir_len &&
+					 memcmp(l->dir, e->dir, l->rec->dir_len) == 0);
+			else if (lk == SHM_CHANGE_MKDIR && kind == SHM_CHANGE_MKDIR)
+				keep = !(l->rec->dir_len == e->rec->dir_len &&
+					 memcmp(l->dir, e->dir, l->rec->dir_len) == 0);
+			else if ((kind == SHM_CHANGE_PUT || kind == SHM_CHANGE_DEL) &&
+				 (lk == SHM_CHANGE_PUT || lk == SHM_CHANGE_DEL))
+				keep = !same_item(e, l);
+		}
+		e->keep = keep;
+	}
+}
+
 int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uint64_t to_pos,
 	     shm_change_fn fn, void *arg)
+{
+	struct shm_diff_scratch *sc = NULL;
+	int rc = shm_diff_reuse(seg, &sc, from_pos, to_tick, to_pos, fn, arg);
+	shm_diff_scratch_free(sc);
+	return rc;
+}
+
+int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch, uint64_t from_pos,
+		   uint64_t to_tick, uint64_t to_pos, shm_change_fn fn, void *arg)
 {
 	const struct shm_hdr *h = seg->hdr;
 	uint64_t L = h->log_size;
@@ -245,27 +372,42 @@ int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uin
 		return deliver_reset(seg, to_tick, fn, arg);
 	if (to_pos - from_pos > L)
 		return -EIO;
+	if (!*scratch && !(*scratch = calloc(1, sizeof(**scratch))))
+		return -ENOMEM;
+	struct shm_diff_scratch *sc = *scratch;
 
 	/* Copy first, validate after: the root may overwrite the ring under us
 	 * only after moving the tail past what it overwrites. */
 	uint64_t n = to_pos - from_pos, at = from_pos % L;
-	uint8_t *buf = malloc(n + 8);
-	if (!buf)
-		return -ENOMEM;
+	if (sc->buf_cap < n + 8) {
+		free(sc->buf);
+		sc->buf_cap = 0;
+		if (!(sc->buf = malloc(n + 8)))
+			return -ENOMEM;
+		sc->buf_cap = n + 8;
+	}
+	uint8_t *buf = sc->buf;
 	uint64_t first = n < L - at ? n : L - at;
 	memcpy(buf, ringp + at, first);
 	if (first < n)
 		memcpy(buf + first, ringp, n - first);
 	atomic_thread_fence(memory_order_acquire);
 	if (from_pos < atomic_load_explicit(&h->log_tail, memory_order_relaxed)) {
-		free(buf);
+		scratch_trim(sc);
 		return deliver_reset(seg, to_tick, fn, arg);
 	}
 
 	/* Parse: every record is checked before use. */
-	size_t cap = 64, nev = 0;
-	struct event *ev = malloc(cap * sizeof(*ev));
-	int rc = ev ? 0 : -ENOMEM;
+	size_t nev = 0;
+	int rc = 0;
+	if (!sc->ev) {
+		sc->ev_cap = 64;
+		if (!(sc->ev = malloc(sc->ev_cap * sizeof(*sc->ev)))) {
+			sc->ev_cap = 0;
+			rc = -ENOMEM;
+		}
+	}
+	struct event *ev = sc->ev;
 	for (uint64_t p = 0; rc == 0 && p < n;) {
 		const struct shm_logrec *rec = (const void *)(buf + p);
 		uint64_t pos_ring = (from_pos + p) % L;
@@ -291,14 +433,14 @@ int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uin
 			rc = -EIO;
 			break;
 		}
-		if (nev == cap) {
-			cap *= 2;
-			struct event *ne = realloc(ev, cap * sizeof(*ev));
+		if (nev == sc->ev_cap) {
+			struct event *ne = realloc(ev, 2 * sc->ev_cap * sizeof(*ev));
 			if (!ne) {
 				rc = -ENOMEM;
 				break;
 			}
-			ev = ne;
+			sc->ev = ev = ne;
+			sc->ev_cap *= 2;
 		}
 		const char *dir = (const char *)(rec + 1);
 		ev[nev++] = (struct event){rec, dir, (const uint8_t *)dir + rec->dir_len + 1, false};
@@ -307,28 +449,10 @@ int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uin
 
 	/* Backwards: keep the last change of every item that no later RMDIR
 	 * covers. */
-	struct set keys = {0}, mkdirs = {0}, rmdirs = {0};
-	if (rc == 0 && (set_init(&keys, nev) < 0 || set_init(&mkdirs, nev) < 0 || set_init(&rmdirs, nev) < 0))
-		rc = -ENOMEM;
-	for (size_t i = nev; rc == 0 && i-- > 0;) {
-		struct event *e = &ev[i];
-		size_t dl = e->rec->dir_len;
-		switch (e->rec->kind) {
-		case SHM_CHANGE_PUT:
-		case SHM_CHANGE_DEL:
-			e->keep = !covered(&rmdirs, e->dir, dl) &&
-				  !set_test_and_add(&keys, e->dir, dl, e->key, e->rec->key_len, e);
-			break;
-		case SHM_CHANGE_MKDIR:
-			e->keep = !covered(&rmdirs, e->dir, dl) &&
-				  !set_test_and_add(&mkdirs, e->dir, dl, NULL, 0, e);
-			break;
-		case SHM_CHANGE_RMDIR:
-			e->keep = !covered(&rmdirs, e->dir, dl);
-			set_test_and_add(&rmdirs, e->dir, dl, NULL, 0, e);
-			break;
-		}
-	}
+	if (rc == 0 && nev <= SMALL_DIFF)
+		mark_kept_small(ev, nev);
+	else if (rc == 0)
+		rc = mark_kept(sc, ev, nev);
 
 	/* Forwards: deliver each kept item with its state at to_tick. */
 	for (size_t i = 0; rc == 0 && i < nev; i++) {
@@ -359,10 +483,6 @@ int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uin
 		}
 		rc = fn(&ch, arg);
 	}
-	set_free(&keys);
-	set_free(&mkdirs);
-	set_free(&rmdirs);
-	free(ev);
-	free(buf);
+	scratch_trim(sc);
 	return rc;
 }

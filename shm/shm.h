@@ -310,6 +310,13 @@ typedef int (*shm_change_fn)(const struct shm_change *c, void *arg);
  * negative errno (-ENOMEM, -EIO). */
 int shm_diff(const struct shm_seg *seg, uint64_t from_pos, uint64_t to_tick, uint64_t to_pos,
 	     shm_change_fn fn, void *arg);
+/* shm_diff with buffers kept in *scratch (allocated on first use, NULL to
+ * start; free with shm_diff_scratch_free) between calls, so that frequent
+ * small diffs allocate nothing. fn must not use the same scratch. */
+struct shm_diff_scratch;
+int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch, uint64_t from_pos,
+		   uint64_t to_tick, uint64_t to_pos, shm_change_fn fn, void *arg);
+void shm_diff_scratch_free(struct shm_diff_scratch *scratch);
 /* Delivers RESET then the full state at epoch (directories in name order,
  * each followed by its keys). */
 int shm_full_state(const struct shm_seg *seg, uint64_t epoch, shm_change_fn fn, void *arg);

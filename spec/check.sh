@@ -44,10 +44,12 @@ run wake.pml pass
 run wake.pml fail -DLATE_FLAG=1
 run wake.pml fail -DNO_RESCAN=1
 run wake.pml fail -DLATE_VALUE=1
+run wake.pml fail -DEARLY_WANTS=1
 run reclaim.pml fail -DEARLY=1
 run reclaim.pml fail -DNO_REREAD=1
 run reclaim.pml fail -DNO_TAIL_CHECK=1
 run reclaim.pml fail "-DREVOKE=1 -DREVOKE_LATE=1"
+run reclaim.pml fail "-DREVOKE=1 -DFAST_BLIND=1"
 run reclaim.pml pass
 run reclaim.pml pass -DREVOKE=1
 

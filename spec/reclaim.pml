@@ -8,7 +8,9 @@
  * versions with tag <= min epoch and log records with tick <= min cursor.
  *
  * A worker imports: it goes online with the classic protocol (announce the
- * published tick as its epoch, re-read the tick, again if it moved), reads
+ * published tick as its epoch, re-read the tick, again if it moved) or,
+ * when it is still online and no revocation came since it announced, moves
+ * its epoch up to the published tick without a re-read (FAST), reads
  * the records (cursor, T] (a record already freed means it fell off the
  * log: it takes a reset, the full state), then reads the key at T: it walks
  * the chain from the head down to the newest version <= T. It may go
@@ -33,6 +35,8 @@
  *  -DNO_TAIL_CHECK=1  an importer that does not notice records it needed were
  *                  dropped (the log overran): it misses the delete
  *  -DREVOKE=1 -DREVOKE_LATE=1  the root bumps the counter after freeing
+ *  -DREVOKE=1 -DFAST_BLIND=1   the fast path ignores the revocation counter
+ *                  (a revoked worker moves up without a re-read)
  */
 #ifndef EARLY
 #define EARLY 0
@@ -48,6 +52,9 @@
 #endif
 #ifndef NO_TAIL_CHECK
 #define NO_TAIL_CHECK 0
+#endif
+#ifndef FAST_BLIND
+#define FAST_BLIND 0
 #endif
 
 #define NW 2
@@ -153,23 +160,30 @@ active proctype Root() {
 proctype Worker(byte me) {
 	byte T, T2, v, n, k;
 	bool knows_del, reset, stale;
-	byte seen;
+	byte seen, before;
 	do
 	:: n < IMPORTS ->
-		/* the revocation counter first, then online: the classic protocol */
+		/* the revocation counter first, then online */
+		before = seen;
 		seen = revcount[me];
 		T = tick;
-		epoch[me] = T;
 		if
-		:: NO_REREAD -> skip
+		:: epoch[me] != OFFLINE && (seen == before || FAST_BLIND) ->
+			epoch[me] = T      /* FAST: counted already, move up */
 		:: else ->
-			do
-			:: T2 = tick;
-				if
-				:: T2 == T -> break
-				:: else -> T = T2; epoch[me] = T
-				fi
-			od
+			/* the classic protocol */
+			epoch[me] = T;
+			if
+			:: NO_REREAD -> skip
+			:: else ->
+				do
+				:: T2 = tick;
+					if
+					:: T2 == T -> break
+					:: else -> T = T2; epoch[me] = T
+					fi
+				od
+			fi
 		fi;
 		/* the change log (cursor, T] */
 		reset = 0;

@@ -13,6 +13,14 @@
  *  -DNO_RESCAN=1   the root sleeps without rescanning after raising it
  *  -DLATE_VALUE=1  a worker reads the futex word after checking the tick
  *                  (a publish in between is slept through)
+ *  -DEARLY_WANTS=1 the root reads the workers' wants_tick_wake before it
+ *                  publishes the tick (it skips a wake that was needed)
+ *
+ * The root makes its FUTEX_WAKE only if a worker said it may sleep
+ * (wants_tick_wake): the worker raises it, full fence, then reads the word
+ * and the tick; the root publishes the tick, bumps the word, full fence,
+ * then reads the flag. (Reading it between the publish and the bump would
+ * still be safe, as the worker checks the tick after raising the flag.)
  */
 #ifndef LATE_FLAG
 #define LATE_FLAG 0
@@ -22,6 +30,9 @@
 #endif
 #ifndef LATE_VALUE
 #define LATE_VALUE 0
+#endif
+#ifndef EARLY_WANTS
+#define EARLY_WANTS 0
 #endif
 
 #define N 3   /* batches the worker exports */
@@ -38,19 +49,33 @@ bool completed = 0;
 byte tick = 0;
 byte tick_futex = 0;
 bool w_queued = 0;     /* the worker is queued on tick_futex */
+bool w_wants = 0;      /* the port's wants_tick_wake */
 
 inline root_wake_workers() {
-	atomic { tick_futex++; w_queued = 0 }   /* FUTEX_WAKE all */
+	tick_futex++;
+	if
+	:: !EARLY_WANTS -> wants_seen = w_wants
+	:: else -> skip     /* read before the publish */
+	fi;
+	if
+	:: wants_seen -> w_queued = 0       /* FUTEX_WAKE all */
+	:: else -> skip                     /* no system call */
+	fi
 }
 
 active proctype Root() {
 	byte seen;
+	bool wants_seen;
 	do
 	:: tail == N -> break
 	:: tail < N ->
 		if
 		:: head != tail ->
 			tail = head;             /* drain, group commit */
+			if
+			:: EARLY_WANTS -> wants_seen = w_wants
+			:: else -> skip
+			fi;
 			tick = tail;             /* publish */
 			root_wake_workers()
 		:: else ->
@@ -101,6 +126,7 @@ active proctype Worker() {
 		fi;
 		i++;
 		/* wait for the commit: the tick futex word */
+		w_wants = 1;             /* then a full fence */
 		do
 		:: if
 			:: !LATE_VALUE -> v = tick_futex
@@ -121,7 +147,8 @@ active proctype Worker() {
 				};
 				!w_queued              /* asleep until woken */
 			fi
-		od
+		od;
+		w_wants = 0
 	:: i == N -> break
 	od
 }

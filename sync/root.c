@@ -117,8 +117,12 @@ static void slot_release(shmsync_root *r, struct slot *s)
 		;
 	s->live = false;
 	s->releasing = true;
-	r->nlive--;
 	unsigned idx = (unsigned)(s - r->slots);
+	for (unsigned j = 0; j < r->nlive; j++)
+		if (r->live[j] == idx) {
+			r->live[j] = r->live[--r->nlive];
+			break;
+		}
 	if (r->signal == SIG_URING) {
 		if (s->futex_armed)
 			cancel(r, ud(UD_DOORBELL, idx, s->gen));
@@ -304,7 +308,7 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	s->revoked_tick = 0;
 	s->pin_warned = s->log_warned = s->kill_sent = false;
 	atomic_store_explicit(&r->wtab->e[idx].revoked, 0, memory_order_relaxed);
-	r->nlive++;
+	r->live[r->nlive++] = idx;
 	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
 	pd->pidfd = -1;
 	if (r->epfd >= 0) {
@@ -438,13 +442,25 @@ static int ack_add(shmsync_root *r, struct slot *s, uint64_t seq, int64_t result
 	return 0;
 }
 
+/* Bumps the tick futex word, then wakes whoever may sleep on it. The
+ * FUTEX_WAKE call is made only when a worker said it may sleep (its
+ * wants_tick_wake, read after the bump and a full fence: see want_tick_wake
+ * in sync/worker.c); a busy round trip is not worth a system call. */
 static void wake_workers(shmsync_root *r)
 {
-	atomic_fetch_add_explicit(&r->seg->hdr->tick_futex, 1, memory_order_release);
-	sig_futex_wake(&r->seg->hdr->tick_futex, INT_MAX);
-	for (unsigned i = 0; i < r->max_workers; i++) {
-		struct slot *s = &r->slots[i];
-		if (s->live && s->fdwake_fd >= 0 &&
+	atomic_fetch_add_explicit(&r->seg->hdr->tick_futex, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	bool futex_wake = false;
+	for (unsigned j = 0; j < r->nlive; j++)
+		if (atomic_load_explicit(&r->slots[r->live[j]].port->wants_tick_wake, memory_order_relaxed)) {
+			futex_wake = true;
+			break;
+		}
+	if (futex_wake)
+		sig_futex_wake(&r->seg->hdr->tick_futex, INT_MAX);
+	for (unsigned j = 0; j < r->nlive; j++) {
+		struct slot *s = &r->slots[r->live[j]];
+		if (s->fdwake_fd >= 0 &&
 		    atomic_load_explicit(&s->port->wants_fd_wake, memory_order_relaxed)) {
 			uint64_t one = 1;
 			if (write(s->fdwake_fd, &one, sizeof(one)) < 0) {
@@ -464,6 +480,18 @@ static void finish_group(shmsync_root *r)
 		r->ticks++;
 		uint64_t t, end;
 		shm_published_state(r->seg, &t, &end);
+		/* What every importer reads next: the published words and this
+		 * tick's change-log records (share_lines, sync/wire.h). */
+		struct shm_hdr *h = r->seg->hdr;
+		share_lines((const void *)&h->tick, sizeof(h->tick));
+		share_lines((const void *)&h->pub_seq, 3 * sizeof(uint64_t));
+		uint64_t L = h->log_size, from = end - r->shared_log_end > SHARE_LINES_MAX
+							 ? end - SHARE_LINES_MAX
+							 : r->shared_log_end;
+		const uint8_t *log = (const uint8_t *)r->seg->base + h->log_off;
+		if (from % L <= end % L)
+			share_lines(log + from % L, end - from);
+		r->shared_log_end = end;
 		r->tle[t % TLE_CAP] = end;
 		if (t >= r->tle_base + TLE_CAP)
 			r->tle_base = t - TLE_CAP + 1;
@@ -517,8 +545,8 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 	unsigned taken = 0;
 	for (bool progress = true; progress && taken < r->max_group;) {
 		progress = false;
-		for (unsigned i = 0; i < r->max_workers && taken < r->max_group; i++) {
-			struct slot *s = only ? only : &r->slots[(r->rr + i) % r->max_workers];
+		for (unsigned i = 0; i < (only ? 1 : r->nlive) && taken < r->max_group; i++) {
+			struct slot *s = only ? only : &r->slots[r->live[(r->rr + i) % r->nlive]];
 			if (!s->live || s->hostile)
 				continue;
 			for (unsigned k = 0; k < PER_SLOT_ROUND && taken < r->max_group; k++) {
@@ -556,9 +584,10 @@ static int drain_and_commit(shmsync_root *r, struct slot *only)
 	r->rr++;
 	finish_group(r);
 	if (!only)
-		for (unsigned i = 0; i < r->max_workers; i++)
-			if (r->slots[i].live && r->slots[i].hostile)
-				slot_release(r, &r->slots[i]);
+		/* Backwards: a release moves the last entry into its place. */
+		for (unsigned j = r->nlive; j-- > 0;)
+			if (j < r->nlive && r->slots[r->live[j]].hostile)
+				slot_release(r, &r->slots[r->live[j]]);
 	return (int)taken;
 }
 
@@ -709,10 +738,9 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 	/* Pairs with the worker's fence between announcing its epoch and
 	 * re-reading the tick (sync/worker.c, go_online). */
 	atomic_thread_fence(memory_order_seq_cst);
-	for (unsigned i = 0; i < r->max_workers; i++) {
+	for (unsigned j = 0; j < r->nlive; j++) {
+		unsigned i = r->live[j];
 		struct slot *s = &r->slots[i];
-		if (!s->live)
-			continue;
 		uint64_t e = atomic_load_explicit(&s->port->read_epoch, memory_order_acquire);
 		uint64_t c = atomic_load_explicit(&s->port->cursor, memory_order_acquire);
 		/* A position from the future is a lie that only hurts its
@@ -761,9 +789,9 @@ static void reclaim(shmsync_root *r, size_t budget)
 
 static bool rings_pending(shmsync_root *r)
 {
-	for (unsigned i = 0; i < r->max_workers; i++) {
-		struct slot *s = &r->slots[i];
-		if (s->live && atomic_load_explicit(&s->port->ring_head, memory_order_acquire) != s->tail)
+	for (unsigned j = 0; j < r->nlive; j++) {
+		struct slot *s = &r->slots[r->live[j]];
+		if (atomic_load_explicit(&s->port->ring_head, memory_order_acquire) != s->tail)
 			return true;
 	}
 	return false;
@@ -908,10 +936,9 @@ static void arm_all(shmsync_root *r, bool want_timer)
 			pd->armed = true;
 		}
 	}
-	for (unsigned i = 0; i < r->max_workers; i++) {
+	for (unsigned j = 0; j < r->nlive; j++) {
+		unsigned i = r->live[j];
 		struct slot *s = &r->slots[i];
-		if (!s->live)
-			continue;
 		if (!s->futex_armed) {
 			struct io_uring_sqe *sqe = get_sqe(r);
 			if (sqe) {
@@ -937,11 +964,15 @@ static void arm_all(shmsync_root *r, bool want_timer)
 	io_uring_submit(&r->uring);
 }
 
+/* Lowering flags that are already down is skipped: a busy root would
+ * otherwise write every port's header on every turn. */
 static void set_sleeping(shmsync_root *r, uint32_t v)
 {
-	for (unsigned i = 0; i < r->max_workers; i++)
-		if (r->slots[i].live)
-			atomic_store_explicit(&r->slots[i].port->root_sleeping, v, memory_order_relaxed);
+	if (!v && !r->sleeping_flags)
+		return;
+	for (unsigned j = 0; j < r->nlive; j++)
+		atomic_store_explicit(&r->slots[r->live[j]].port->root_sleeping, v, memory_order_relaxed);
+	r->sleeping_flags = v != 0;
 }
 
 /* The futex path waits in epoll: the listening socket, the stop eventfd,
@@ -1167,6 +1198,7 @@ void shmsync_root_close(shmsync_root *r)
 		close(r->ro_fd);
 	shm_root_destroy(r->shm);
 	free(r->slots);
+	free(r->live);
 	free(r->epochs);
 	free(r->pinned);
 	free(r->tle);
@@ -1250,6 +1282,7 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	/* A batch is at most half the smaller of the export ring and the log. */
 	r->max_batch = ring / 2 < log_half ? ring / 2 : log_half;
 	r->slots = calloc(maxw, sizeof(*r->slots));
+	r->live = calloc(maxw, sizeof(*r->live));
 	r->epochs = calloc(maxw, sizeof(*r->epochs));
 	r->pinned = calloc(maxw, sizeof(*r->pinned));
 	r->tle = calloc(TLE_CAP, sizeof(*r->tle));
@@ -1259,7 +1292,8 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	unsigned nallow = o->n_allow_uids ? o->n_allow_uids : 1;
 	r->allow = malloc(nallow * sizeof(uid_t));
 	r->path = strdup(o->socket_path);
-	if (!r->slots || !r->rec || !r->ops || !r->allow || !r->path || !r->epochs || !r->pinned || !r->tle) {
+	if (!r->slots || !r->live || !r->rec || !r->ops || !r->allow || !r->path || !r->epochs ||
+	    !r->pinned || !r->tle) {
 		rc = -ENOMEM;
 		goto fail;
 	}

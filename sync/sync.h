@@ -145,7 +145,10 @@ struct shmsync_root {
 	unsigned n_allow;
 	struct slot *slots;
 	unsigned max_workers, nlive;
-	unsigned rr; /* round-robin start */
+	unsigned *live;          /* the indices of the nlive live slots, in no order */
+	bool sleeping_flags;     /* root_sleeping is raised in the live ports */
+	uint64_t shared_log_end; /* the log up to here went to the shared cache */
+	unsigned rr;             /* round-robin start */
 	size_t port_ring_bytes, max_batch;
 	unsigned max_group;
 	uint8_t *rec;
@@ -193,7 +196,10 @@ struct shmsync_worker {
 	uint64_t cursor, log_pos;
 	uint64_t epoch; /* the snapshot reads use: announced by go_online */
 	bool online;
-	bool dead; /* the root went away */
+	bool dead;            /* the root went away */
+	int64_t gone_checked; /* when root_gone last asked the kernel */
+	struct shm_diff_scratch *diff_scratch;
+	uint32_t tick_wake; /* what this handle last stored in port->wants_tick_wake */
 	struct io_uring uring;
 	bool uring_ok;
 	bool conn_poll_armed, fd_wait_armed;

@@ -159,6 +159,8 @@ int ring_put(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len)
 	memcpy(ring + at, rec, len);
 	/* The record's bytes before the head that publishes them. */
 	atomic_store_explicit(&p->ring_head, head + pad + len, memory_order_release);
+	share_lines(ring + at, len);
+	share_lines(&p->ring_head, sizeof(p->ring_head));
 	return 0;
 }
 

@@ -6,8 +6,10 @@
  * protocol: store the epoch (seq_cst), re-read the published tick, and start
  * over if it moved. The root scans epochs only after a publish and a full
  * fence, so either its scan sees the announcement, or the re-read sees every
- * tick the root published before scanning. The cursor is stored (release)
- * after the import that reached it.
+ * tick the root published before scanning. A worker that is online and
+ * still counted (not revoked since it announced) moves its epoch up with a
+ * plain release store (advance_epoch): the old epoch already holds all it
+ * can see. The cursor is stored (release) after the import that reached it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +31,8 @@
 
 #define GUARD_MAGIC 0x5348535947554152ull
 #define SPIN_NS 20000
-#define SLICE_NS 20000000 /* the futex path checks for the root's death this often */
+#define SLICE_NS 20000000     /* the futex path checks for the root's death this often */
+#define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
 
 enum { WUD_FUTEX = 1, WUD_CONN = 2, WUD_IGNORE = 3 };
 
@@ -108,6 +111,39 @@ static bool root_gone(shmsync_worker *w)
 	return w->dead;
 }
 
+/* The same question for calls that do not block. A poll(2) costs more than
+ * the whole spinning export or import around it, so these ask the kernel at
+ * most every GONE_CHECK_NS; a call that is about to sleep always asks (and
+ * the io_uring path also arms a poll on the connection). So an export may
+ * succeed up to a millisecond after the root died: its wait_committed then
+ * reports -ESHUTDOWN, and nothing that was acked is affected. */
+static bool root_gone_lazy(shmsync_worker *w)
+{
+	if (w->dead)
+		return true;
+	int64_t now = sig_now_ns();
+	if (now - w->gone_checked < GONE_CHECK_NS)
+		return false;
+	w->gone_checked = now;
+	return root_gone(w);
+}
+
+/* Tells the root that this worker may sleep on the tick futex word, so its
+ * commits must make the FUTEX_WAKE call (it skips it otherwise). The store,
+ * then a full fence, then (the caller) the futex word and the condition;
+ * the root bumps the word, fences, then reads this: one of the two sees the
+ * other (spec/wake.pml, "wants"), and the kernel's compare in FUTEX_WAIT
+ * covers a bump between the worker's read of the word and its sleep. */
+static void want_tick_wake(shmsync_worker *w, uint32_t bits)
+{
+	w->tick_wake = bits;
+	atomic_store_explicit(&w->port->wants_tick_wake, bits, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
+		       int64_t timeout_ns, int64_t deadline);
+
 /* Waits until cond(w, arg) holds: spins briefly, then sleeps on the tick
  * futex word (which changes with every publish and every ack round).
  * 0, -ETIMEDOUT, -ESHUTDOWN. */
@@ -117,12 +153,22 @@ static int wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 	if (cond(w, arg))
 		return 0;
 	if (timeout_ns == 0)
-		return root_gone(w) ? -ESHUTDOWN : -ETIMEDOUT;
+		return root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
 	int64_t start = sig_now_ns();
 	int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
 	while (sig_now_ns() - start < SPIN_NS)
 		if (cond(w, arg))
 			return 0;
+	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;
+	want_tick_wake(w, keep | PORT_TICK_WAKE_CALL);
+	int rc = sleep_until(w, cond, arg, timeout_ns, deadline);
+	want_tick_wake(w, keep);
+	return rc;
+}
+
+static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
+		       int64_t timeout_ns, int64_t deadline)
+{
 	for (;;) {
 		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
 		if (cond(w, arg))
@@ -201,6 +247,23 @@ static void go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
 	w->online = true;
 }
 
+/* Moves the read epoch up to the published tick while this worker is
+ * online and still counted by the root (no revocation since it announced).
+ * The root's minimum already holds everything visible at the old epoch,
+ * and a newer snapshot sees no more of what is retired (only less), so
+ * neither the re-read nor the full fence of go_online is needed: a release
+ * store orders the reads at the old snapshot before it, which is all the
+ * root relies on when it sees the new value (spec/reclaim.pml, "FAST"). */
+static void advance_epoch(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
+{
+	shm_published_state(&w->seg, tick, log_end);
+	if (*tick > w->epoch)
+		atomic_store_explicit(&w->port->read_epoch, *tick, memory_order_release);
+	else
+		*tick = w->epoch; /* never down */
+	w->epoch = *tick;
+}
+
 static void worker_free(shmsync_worker *w)
 {
 	if (w->uring_ok)
@@ -219,6 +282,7 @@ static void worker_free(shmsync_worker *w)
 		wire_free(&w->batch_cache->buf);
 		free(w->batch_cache);
 	}
+	shm_diff_scratch_free(w->diff_scratch);
 	free(w);
 }
 
@@ -560,7 +624,7 @@ int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq)
 	CHECK_HANDLE(w);
 	if (flags & ~SHMSYNC_NONBLOCK)
 		return -EINVAL;
-	if (w->dead || root_gone(w))
+	if (root_gone_lazy(w))
 		return -ESHUTDOWN;
 	size_t len = wire_seal(&b->buf, w->next_seq);
 	for (;;) {
@@ -630,8 +694,9 @@ static uint32_t revocations(shmsync_worker *w)
 static bool revoked_since(shmsync_worker *w)
 {
 	/* Orders the reads before the counter's load: a read that saw memory
-	 * the root freed after revoking sees the revocation. */
-	atomic_thread_fence(memory_order_seq_cst);
+	 * the root freed after revoking sees the revocation (the root's fence
+	 * between its bump and its frees pairs with this one). */
+	atomic_thread_fence(memory_order_acquire);
 	return revocations(w) != w->revoke_seen;
 }
 
@@ -690,7 +755,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	if (w->uring_ok)
 		reap(w);
 	/* Cut off by the root (or it died): its epoch no longer counts. */
-	if (root_gone(w))
+	if (root_gone_lazy(w))
 		return -ESHUTDOWN;
 	drain_fdwake(w);
 	if (!tick_reached(w, target)) {
@@ -704,11 +769,16 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	/* Rejoin after a revocation: take the counter first, then announce a
 	 * snapshot (necessarily at or after the revocation), which the root
 	 * counts again. */
-	w->revoke_seen = revocations(w);
+	uint32_t revoked = revocations(w);
+	bool counted = w->online && revoked == w->revoke_seen;
+	w->revoke_seen = revoked;
 	uint64_t tick, log_end;
-	go_online(w, &tick, &log_end);
+	if (counted)
+		advance_epoch(w, &tick, &log_end);
+	else
+		go_online(w, &tick, &log_end);
 	struct import_ctx ic = {fn, arg, 0, false, 0};
-	int rc = shm_diff(&w->seg, w->log_pos, tick, log_end, deliver, &ic);
+	int rc = shm_diff_reuse(&w->seg, &w->diff_scratch, w->log_pos, tick, log_end, deliver, &ic);
 	if (revoked_since(w))
 		return -ESTALE; /* what this call delivered may be garbage; the cursor stays */
 	w->imports++;
@@ -825,6 +895,9 @@ int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe)
 	CHECK_HANDLE(w);
 	if (!sig_uring_futex_supported())
 		return -EOPNOTSUPP;
+	/* The caller's ring may wait on the word at any time from now on. */
+	if (!(w->tick_wake & PORT_TICK_WAKE_URING))
+		want_tick_wake(w, w->tick_wake | PORT_TICK_WAKE_URING);
 	uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
 	if (shm_published_tick(&w->seg) > w->cursor) {
 		/* Already there: complete at once. */
@@ -840,6 +913,8 @@ int shmsync_fd(shmsync_worker *w)
 	CHECK_HANDLE(w);
 	w->fd_mode = true;
 	if (w->uring_ok) {
+		if (!(w->tick_wake & PORT_TICK_WAKE_URING))
+			want_tick_wake(w, w->tick_wake | PORT_TICK_WAKE_URING);
 		reap(w);
 		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
 		if (shm_published_tick(&w->seg) > w->cursor) {

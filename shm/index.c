@@ -219,7 +219,10 @@ static int names_insert(struct shm_root *r, uint64_t dn, uint64_t at)
 {
 	struct shm_dir_array *cur = dir_array(r);
 	if (!r->pend || cur->count == r->pend_cap) {
-		uint64_t cap = cur->count * 2 + 16, off;
+		/* A tick's first copy is a snug fit: every tick that creates a
+		 * directory retires one, and readers' snapshots may hold many
+		 * of them. Growing again within the tick doubles. */
+		uint64_t cap = r->pend ? cur->count * 2 : cur->count + cur->count / 8 + 16, off;
 		int rc = shm_arena_alloc(r->arena, names_bytes(cap), true, &off);
 		if (rc < 0)
 			return rc;

@@ -63,7 +63,8 @@ const char *shmsync_version(void);
 typedef struct shmsync_root shmsync_root;
 
 /* What the root does with a worker whose snapshot stays pinned longer than
- * max_read_pin_ns (it keeps everything newer from being freed):
+ * max_read_pin_ns, or keeps more than max_read_pin_bytes of retired memory
+ * from being freed (everything superseded or deleted after it):
  * WAIT: nothing but a warning naming it (memory grows; stat shows what it
  * pins). KILL: SIGKILL through its pidfd; it is released like any dead
  * worker. REVOKE: its snapshot stops counting, so memory stays bounded; its
@@ -81,6 +82,10 @@ typedef struct shmsync_root_opts {     /* zero means default */
 	size_t max_retained_log_bytes; /* a cursor keeping more log than this is dropped (reset); 0: the log's
 					  size */
 	int64_t max_read_pin_ns;       /* a snapshot held online longer gets stall_policy; 0: never */
+	size_t max_read_pin_bytes;     /* a snapshot keeping more retired bytes gets stall_policy; 0: never.
+					  The bound on memory that does not depend on timing: checked
+					  after every commit, so a snapshot exceeds it by one tick's
+					  garbage at most before the policy acts */
 	int stall_policy;              /* SHMSYNC_STALL_WAIT (default), _KILL or _REVOKE */
 	void (*warn)(const char *msg, void *arg); /* warnings; default: a line on stderr */
 	void *warn_arg;

@@ -12,50 +12,99 @@
 
 #include "internal.h"
 
-static const struct shm_dir_array *rd_dirs(const struct shm_seg *seg)
+/* Each length or count in the segment is loaded once, checked, and only the
+ * checked copy is used: a revoked reader (stall policy REVOKE) may be
+ * reading memory that the root has freed and is rewriting, so a second load
+ * of the same field may give anything. What it reads then is garbage that
+ * the revocation check after the read reports as -ESTALE; what it must
+ * never do is fault. */
+#define RD_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+
+struct rd_dirs {
+	const uint64_t *names;
+	uint64_t count;
+};
+
+static int rd_dirs(const struct shm_seg *seg, struct rd_dirs *out)
 {
 	uint64_t off = atomic_load_explicit(&seg->hdr->dirs, memory_order_acquire);
 	const struct shm_dir_array *a = shm_seg_ptr(seg, off, sizeof(*a), 8);
-	if (!a || a->count > (uint64_t)1 << 40)
-		return NULL;
-	return shm_seg_ptr(seg, off, sizeof(*a) + a->count * sizeof(uint64_t), 8);
+	if (!a)
+		return -EIO;
+	uint64_t count = RD_ONCE(a->count);
+	if (count > (uint64_t)1 << 40 || !shm_seg_ptr(seg, off, sizeof(*a) + count * sizeof(uint64_t), 8))
+		return -EIO;
+	*out = (struct rd_dirs){a->names, count};
+	return 0;
 }
 
-static const struct shm_dname *rd_dname(const struct shm_seg *seg, uint64_t off)
+struct rd_name {
+	const struct shm_dname *d;
+	const char *name;
+	size_t len;
+};
+
+static bool rd_dname(const struct shm_seg *seg, uint64_t off, struct rd_name *out)
 {
 	const struct shm_dname *d = shm_seg_ptr(seg, off, sizeof(*d), 8);
-	if (!d || d->name_len > SHMSYNC_MAX_DIR)
-		return NULL;
-	return shm_seg_ptr(seg, off, sizeof(*d) + d->name_len + 1, 8);
+	if (!d)
+		return false;
+	uint32_t len = RD_ONCE(d->name_len);
+	if (len > SHMSYNC_MAX_DIR || !shm_seg_ptr(seg, off, sizeof(*d) + len + 1, 8))
+		return false;
+	*out = (struct rd_name){d, d->name, len};
+	return true;
 }
 
-static const struct shm_ver *rd_ver(const struct shm_seg *seg, uint64_t off)
+struct rd_ver {
+	const struct shm_ver *v;
+	const uint8_t *key, *value;
+	uint32_t key_len;
+	uint64_t value_len;
+};
+
+static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
 {
 	const struct shm_ver *v = shm_seg_ptr(seg, off, sizeof(*v), 8);
-	if (!v || v->key_len > SHMSYNC_MAX_KEY || v->value_len > SHMSYNC_MAX_VALUE)
-		return NULL;
-	return shm_seg_ptr(seg, off, shm_ver_size(v->key_len, v->value_len), 8);
+	if (!v)
+		return false;
+	uint32_t kl = RD_ONCE(v->key_len);
+	uint64_t vl = RD_ONCE(v->value_len);
+	if (kl > SHMSYNC_MAX_KEY || vl > SHMSYNC_MAX_VALUE || !shm_seg_ptr(seg, off, shm_ver_size(kl, vl), 8))
+		return false;
+	const uint8_t *key = (const uint8_t *)v + sizeof(*v);
+	*out = (struct rd_ver){v, key, key + shm_round8(kl), kl, vl};
+	return true;
 }
 
-static const struct shm_table *rd_table(const struct shm_seg *seg, uint64_t off)
+struct rd_table {
+	const struct shm_slot *slots;
+	uint64_t nslots;
+};
+
+static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *out)
 {
 	const struct shm_table *t = shm_seg_ptr(seg, off, sizeof(*t), 8);
-	if (!t || t->nslots == 0 || (t->nslots & (t->nslots - 1)) || t->nslots > (uint64_t)1 << 36)
-		return NULL;
-	return shm_seg_ptr(seg, off, sizeof(*t) + t->nslots * sizeof(struct shm_slot), 8);
+	if (!t)
+		return false;
+	uint64_t n = RD_ONCE(t->nslots);
+	if (n == 0 || (n & (n - 1)) || n > (uint64_t)1 << 36 ||
+	    !shm_seg_ptr(seg, off, sizeof(*t) + n * sizeof(struct shm_slot), 8))
+		return false;
+	*out = (struct rd_table){t->slots, n};
+	return true;
 }
 
 /* Index of the first name >= (name, len); -1 on corruption. */
-static int64_t rd_lower_bound(const struct shm_seg *seg, const struct shm_dir_array *a, const char *name,
-			      size_t len)
+static int64_t rd_lower_bound(const struct shm_seg *seg, const struct rd_dirs *a, const char *name, size_t len)
 {
 	uint64_t lo = 0, hi = a->count;
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo) / 2;
-		const struct shm_dname *d = rd_dname(seg, a->names[mid]);
-		if (!d)
+		struct rd_name d;
+		if (!rd_dname(seg, RD_ONCE(a->names[mid]), &d))
 			return -1;
-		if (shm_name_cmp(d->name, d->name_len, name, len) < 0)
+		if (shm_name_cmp(d.name, d.len, name, len) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -87,48 +136,40 @@ static int rd_visible(const struct shm_seg *seg, const struct shm_dname *d, uint
 static int rd_find_inc(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
 		       const struct shm_inc **inc)
 {
-	const struct shm_dir_array *a = rd_dirs(seg);
-	if (!a)
+	struct rd_dirs a;
+	if (rd_dirs(seg, &a) < 0)
 		return -EIO;
-	int64_t i = rd_lower_bound(seg, a, dir, dir_len);
+	int64_t i = rd_lower_bound(seg, &a, dir, dir_len);
 	if (i < 0)
 		return -EIO;
-	if ((uint64_t)i >= a->count)
+	if ((uint64_t)i >= a.count)
 		return -ENOENT;
-	const struct shm_dname *d = rd_dname(seg, a->names[i]);
-	if (!d)
+	struct rd_name d;
+	if (!rd_dname(seg, RD_ONCE(a.names[i]), &d))
 		return -EIO;
-	if (d->name_len != dir_len || memcmp(d->name, dir, dir_len) != 0)
+	if (d.len != dir_len || memcmp(d.name, dir, dir_len) != 0)
 		return -ENOENT;
-	int rc = rd_visible(seg, d, epoch, inc);
+	int rc = rd_visible(seg, d.d, epoch, inc);
 	return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
 }
 
 /* The version of a key chain visible at epoch: 1, 0 if absent, -EIO. */
-static int rd_version_at(const struct shm_seg *seg, const struct shm_ver *v, uint64_t epoch,
-			 const struct shm_ver **out)
+static int rd_version_at(const struct shm_seg *seg, struct rd_ver v, uint64_t epoch, struct shm_value *out)
 {
 	for (unsigned steps = 0;; steps++) {
-		if (v->tick <= epoch) {
-			if (v->flags & SHM_VER_TOMB)
+		uint64_t tick = RD_ONCE(v.v->tick);
+		if (tick <= epoch) {
+			if (RD_ONCE(v.v->flags) & SHM_VER_TOMB)
 				return 0;
-			*out = v;
+			*out = (struct shm_value){.data = v.value, .len = v.value_len, .tick = tick};
 			return 1;
 		}
-		uint64_t older = atomic_load_explicit(&v->older, memory_order_acquire);
+		uint64_t older = atomic_load_explicit(&v.v->older, memory_order_acquire);
 		if (!older)
 			return 0;
-		v = rd_ver(seg, older);
-		if (!v || steps > SHM_MAX_STEPS)
+		if (!rd_ver(seg, older, &v) || steps > SHM_MAX_STEPS)
 			return -EIO;
 	}
-}
-
-static void fill_value(const struct shm_ver *v, struct shm_value *out)
-{
-	out->data = (const uint8_t *)v + sizeof(*v) + shm_round8(v->key_len);
-	out->len = v->value_len;
-	out->tick = v->tick;
 }
 
 uint64_t shm_published_tick(const struct shm_seg *seg)
@@ -160,28 +201,24 @@ int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t d
 	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
 	if (rc < 0)
 		return rc;
-	const struct shm_table *t = rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire));
-	if (!t)
+	struct rd_table t;
+	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
-	uint64_t h = shm_hash(seg->hdr->hash_seed, key, key_len), mask = t->nslots - 1;
-	for (uint64_t i = h & mask, n = 0; n < t->nslots; i = (i + 1) & mask, n++) {
-		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_acquire);
+	uint64_t h = shm_hash(seg->hdr->hash_seed, key, key_len), mask = t.nslots - 1;
+	for (uint64_t i = h & mask, n = 0; n < t.nslots; i = (i + 1) & mask, n++) {
+		uint64_t node = atomic_load_explicit(&t.slots[i].node, memory_order_acquire);
 		if (node == SHM_SLOT_EMPTY)
 			return -ENOENT;
 		if (node == SHM_SLOT_DELETED ||
-		    atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed) != h)
+		    atomic_load_explicit(&t.slots[i].hash, memory_order_relaxed) != h)
 			continue;
-		const struct shm_ver *v = rd_ver(seg, node);
-		if (!v)
+		struct rd_ver v;
+		if (!rd_ver(seg, node, &v))
 			return -EIO;
-		if (v->key_len != key_len || memcmp((const uint8_t *)v + sizeof(*v), key, key_len) != 0)
+		if (v.key_len != key_len || memcmp(v.key, key, key_len) != 0)
 			continue;
-		const struct shm_ver *vis;
-		rc = rd_version_at(seg, v, epoch, &vis);
-		if (rc <= 0)
-			return rc < 0 ? rc : -ENOENT;
-		fill_value(vis, out);
-		return 0;
+		rc = rd_version_at(seg, v, epoch, out);
+		return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
 	}
 	return -ENOENT;
 }
@@ -200,24 +237,23 @@ int shm_dir_iter(const struct shm_seg *seg, uint64_t epoch, const char *dir, siz
 	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
 	if (rc < 0)
 		return rc;
-	const struct shm_table *t = rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire));
-	if (!t)
+	struct rd_table t;
+	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
-	for (uint64_t i = 0; i < t->nslots; i++) {
-		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_acquire);
+	for (uint64_t i = 0; i < t.nslots; i++) {
+		uint64_t node = atomic_load_explicit(&t.slots[i].node, memory_order_acquire);
 		if (node <= SHM_SLOT_DELETED)
 			continue;
-		const struct shm_ver *v = rd_ver(seg, node), *vis;
-		if (!v)
+		struct rd_ver v;
+		if (!rd_ver(seg, node, &v))
 			return -EIO;
-		rc = rd_version_at(seg, v, epoch, &vis);
+		struct shm_value val;
+		rc = rd_version_at(seg, v, epoch, &val);
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
 			continue;
-		struct shm_value val;
-		fill_value(vis, &val);
-		rc = fn((const uint8_t *)v + sizeof(*v), v->key_len, &val, arg);
+		rc = fn(v.key, v.key_len, &val, arg);
 		if (rc)
 			return rc;
 	}
@@ -227,25 +263,25 @@ int shm_dir_iter(const struct shm_seg *seg, uint64_t epoch, const char *dir, siz
 int shm_dirs_iter(const struct shm_seg *seg, uint64_t epoch, const char *prefix, size_t prefix_len,
 		  shm_dir_fn fn, void *arg)
 {
-	const struct shm_dir_array *a = rd_dirs(seg);
-	if (!a)
+	struct rd_dirs a;
+	if (rd_dirs(seg, &a) < 0)
 		return -EIO;
-	int64_t i = rd_lower_bound(seg, a, prefix, prefix_len);
+	int64_t i = rd_lower_bound(seg, &a, prefix, prefix_len);
 	if (i < 0)
 		return -EIO;
-	for (uint64_t j = (uint64_t)i; j < a->count; j++) {
-		const struct shm_dname *d = rd_dname(seg, a->names[j]);
-		if (!d)
+	for (uint64_t j = (uint64_t)i; j < a.count; j++) {
+		struct rd_name d;
+		if (!rd_dname(seg, RD_ONCE(a.names[j]), &d))
 			return -EIO;
-		if (d->name_len < prefix_len || memcmp(d->name, prefix, prefix_len) != 0)
+		if (d.len < prefix_len || memcmp(d.name, prefix, prefix_len) != 0)
 			break;
 		const struct shm_inc *inc;
-		int rc = rd_visible(seg, d, epoch, &inc);
+		int rc = rd_visible(seg, d.d, epoch, &inc);
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
 			continue;
-		rc = fn(d->name, d->name_len, arg);
+		rc = fn(d.name, d.len, arg);
 		if (rc)
 			return rc;
 	}

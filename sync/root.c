@@ -669,7 +669,7 @@ static uint64_t log_pinned(shmsync_root *r, uint64_t cursor, uint64_t tick, uint
  * the log stops counting too: the log moves on and the worker gets a reset.
  * Returns the epoch and cursor the minimum may count. */
 static void apply_policies(shmsync_root *r, unsigned idx, uint64_t tick, uint64_t log_end, int64_t now,
-			   uint64_t *e, uint64_t *c)
+			   uint64_t pinned, uint64_t *e, uint64_t *c)
 {
 	struct slot *s = &r->slots[idx];
 	if (*e != s->epoch_last) {
@@ -686,16 +686,17 @@ static void apply_policies(shmsync_root *r, unsigned idx, uint64_t tick, uint64_
 		} else {
 			*e = PORT_OFFLINE;
 		}
-	} else if (r->max_pin_ns > 0 && *e != PORT_OFFLINE && *e < tick &&
-		   now - s->epoch_since > r->max_pin_ns) {
+	} else if (*e != PORT_OFFLINE && *e < tick &&
+		   ((r->max_pin_ns > 0 && now - s->epoch_since > r->max_pin_ns) ||
+		    (r->max_pin_bytes > 0 && pinned > r->max_pin_bytes))) {
 		static const char *names[] = {"wait", "kill", "revoke"};
 		if (!s->pin_warned)
 			warn(r,
-			     "worker slot %u pid %d has held snapshot %llu for %lld ms (tick %llu); policy "
-			     "%s",
+			     "worker slot %u pid %d has held snapshot %llu for %lld ms (tick %llu), keeping "
+			     "%llu retired bytes; policy %s",
 			     idx, (int)s->pid, (unsigned long long)*e,
 			     (long long)((now - s->epoch_since) / 1000000), (unsigned long long)tick,
-			     names[r->policy]);
+			     (unsigned long long)pinned, names[r->policy]);
 		s->pin_warned = true;
 		if (r->policy == SHMSYNC_STALL_KILL && !s->kill_sent) {
 			if (syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0) == 0)
@@ -739,8 +740,7 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 	 * re-reading the tick (sync/worker.c, go_online). */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (unsigned j = 0; j < r->nlive; j++) {
-		unsigned i = r->live[j];
-		struct slot *s = &r->slots[i];
+		struct slot *s = &r->slots[r->live[j]];
 		uint64_t e = atomic_load_explicit(&s->port->read_epoch, memory_order_acquire);
 		uint64_t c = atomic_load_explicit(&s->port->cursor, memory_order_acquire);
 		/* A position from the future is a lie that only hurts its
@@ -751,7 +751,15 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 			c = tick;
 		s->epoch = e;
 		s->cursor = c;
-		apply_policies(r, i, tick, log_end, now, &e, &c);
+		r->live_epochs[j] = e == PORT_OFFLINE ? UINT64_MAX : e;
+	}
+	if (r->max_pin_bytes > 0)
+		shm_retired_bytes_after(r->shm, r->live_epochs, r->live_pinned, r->nlive);
+	for (unsigned j = 0; j < r->nlive; j++) {
+		unsigned i = r->live[j];
+		struct slot *s = &r->slots[i];
+		uint64_t e = s->epoch, c = s->cursor;
+		apply_policies(r, i, tick, log_end, now, r->max_pin_bytes > 0 ? r->live_pinned[j] : 0, &e, &c);
 		if (e < min_e)
 			min_e = e;
 		if (c < min_c)
@@ -1199,6 +1207,8 @@ void shmsync_root_close(shmsync_root *r)
 	shm_root_destroy(r->shm);
 	free(r->slots);
 	free(r->live);
+	free(r->live_epochs);
+	free(r->live_pinned);
 	free(r->epochs);
 	free(r->pinned);
 	free(r->tle);
@@ -1275,6 +1285,7 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	}
 	r->policy = o->stall_policy;
 	r->max_pin_ns = o->max_read_pin_ns;
+	r->max_pin_bytes = o->max_read_pin_bytes;
 	r->max_retained_log = o->max_retained_log_bytes;
 	r->warn = o->warn;
 	r->warn_arg = o->warn_arg;
@@ -1283,6 +1294,8 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	r->max_batch = ring / 2 < log_half ? ring / 2 : log_half;
 	r->slots = calloc(maxw, sizeof(*r->slots));
 	r->live = calloc(maxw, sizeof(*r->live));
+	r->live_epochs = calloc(maxw, sizeof(*r->live_epochs));
+	r->live_pinned = calloc(maxw, sizeof(*r->live_pinned));
 	r->epochs = calloc(maxw, sizeof(*r->epochs));
 	r->pinned = calloc(maxw, sizeof(*r->pinned));
 	r->tle = calloc(TLE_CAP, sizeof(*r->tle));
@@ -1292,7 +1305,7 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	unsigned nallow = o->n_allow_uids ? o->n_allow_uids : 1;
 	r->allow = malloc(nallow * sizeof(uid_t));
 	r->path = strdup(o->socket_path);
-	if (!r->slots || !r->live || !r->rec || !r->ops || !r->allow || !r->path || !r->epochs ||
+	if (!r->slots || !r->live || !r->live_epochs || !r->live_pinned || !r->rec || !r->ops || !r->allow || !r->path || !r->epochs ||
 	    !r->pinned || !r->tle) {
 		rc = -ENOMEM;
 		goto fail;

@@ -170,6 +170,8 @@ struct shmsync_root {
 	uint64_t tle_base;
 	int policy;
 	int64_t max_pin_ns;
+	uint64_t max_pin_bytes;
+	uint64_t *live_epochs, *live_pinned; /* scratch of reclaim_step, one per live slot */
 	size_t max_retained_log;
 	void (*warn)(const char *msg, void *arg);
 	void *warn_arg;

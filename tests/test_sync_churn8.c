@@ -19,13 +19,33 @@
  *
  * The test parent (never the root) attaches too and samples the root's
  * published bytes_in_use every SAMPLE_MS with the number of cycles committed
- * so far (importing each time so its own cursor keeps up, then offline).
+ * so far. It never imports, so it never holds a snapshot: an instrument
+ * preempted while online would pin everything retired meanwhile and measure
+ * itself (it did: a sampler held the oldest snapshot at every peak). Its
+ * cursor falls behind and the change log overruns it, which costs nothing
+ * that bytes_in_use counts (the log is one fixed allocation).
  * Warm-up: the first 10% of the cycles. Plateau: the maximum over the next
  * 10%. Asserted: no later sample exceeds the plateau by more than 5%; once
  * the workers are gone (their last LAG * K directories each still live, as
- * during the run) and the root has reclaimed, bytes in use are within 5% of
- * the plateau; and after everything is removed they fall back to the empty
- * state's figure plus 5% of the plateau's excess over it.
+ * during the run) and the root has reclaimed, bytes in use are no more than
+ * 5% over the plateau (less is expected: the garbage of the run is gone);
+ * and after everything is removed they fall back to the empty state's
+ * figure plus 5% of the plateau's excess over it.
+ *
+ * The stall policy is revoke with max_read_pin_bytes 256 KiB by default
+ * (and no time limit). Memory is bounded by what the oldest snapshot keeps,
+ * and with 10 processes on a 2-core machine a worker preempted between its
+ * import and its shmsync_offline holds one for 50-150 ticks: under `wait`
+ * (the library's default) the peak was 8% to 21% over the plateau in runs
+ * here, with the oldest snapshot 112 to 157 ticks behind. A time limit
+ * (revoke after 2 ms) was not enough either (+5% to +7% in 1 run of 6):
+ * the root starts a worker's clock when it first sees the snapshot, and
+ * after the root itself was preempted it commits a burst of ticks within
+ * those 2 ms. A byte limit bounds memory whatever the timing: that is what
+ * a deployment that wants flat memory sets, and what this test sets. The
+ * revoked workers' reads report ESTALE (counted below) and they rejoin at
+ * their next import. `wait` can be given on the command line to see its
+ * figure.
  *
  * bytes_in_use includes the change-log ring (one fixed allocation, 1/16 of
  * the capacity: 16 MiB here), so most of the plateau is the log. The bound
@@ -35,8 +55,8 @@
  *
  * Usage: test_sync_churn8 [cycles in total, default 1,000,000]
  *                         [workers, default 8] [cycles per batch K, default 4]
- *                         [stall policy: wait (default) or revoke]
- *                         [max_read_pin in ms for revoke, default 10]
+ *                         [stall policy: revoke (default) or wait]
+ *                         [max_read_pin_bytes in KiB for revoke, default 256]
  * Under AddressSanitizer the default is 100,000 cycles (the run is several
  * times slower there), with a note. SHMSYNC_CHURN_TRACE=1 prints every
  * sample (cycles, bytes in use, tick, oldest snapshot, deleted directories
@@ -235,15 +255,6 @@ static uint64_t total_done(int nw)
 	return s;
 }
 
-/* Imports (so this handle's cursor pins nothing old), then goes offline. */
-static void catch_up(shmsync_worker *m)
-{
-	int rc = shmsync_import_next(m, 0, NULL, NULL);
-	if (rc < 0 && rc != -ETIMEDOUT && rc != -ESTALE)
-		T_FAIL("sampler: import: %s", shmsync_strerror(rc));
-	shmsync_offline(m);
-}
-
 /* bytes_in_use once the root has reclaimed what it can: the figure is the
  * same over three reads 100 ms apart (the root's idle timer reclaims every
  * 50 ms while anything is retired). */
@@ -253,7 +264,6 @@ static uint64_t settled_bytes(shmsync_worker *m)
 	uint64_t last = 0;
 	int same = 0;
 	for (int i = 0; i < 100 && same < 3; i++) {
-		catch_up(m);
 		usleep(100000);
 		T_OK(shmsync_stat(m, &st));
 		same = st.bytes_in_use == last ? same + 1 : 0;
@@ -274,16 +284,16 @@ int main(int argc, char **argv)
 	uint64_t cycles = argc > 1 ? strtoull(argv[1], NULL, 0) : DEFAULT_CYCLES;
 	int nw = argc > 2 ? atoi(argv[2]) : 8;
 	uint64_t k = argc > 3 ? strtoull(argv[3], NULL, 0) : 4;
-	int policy = SHMSYNC_STALL_WAIT;
-	if (argc > 4 && strcmp(argv[4], "revoke") == 0)
-		policy = SHMSYNC_STALL_REVOKE;
-	else if (argc > 4 && strcmp(argv[4], "wait") != 0)
-		T_FAIL("stall policy: wait or revoke, not %s", argv[4]);
-	int64_t pin_ms = argc > 5 ? atoll(argv[5]) : 10;
-	if (nw < 1 || nw > MAX_WORKERS || k < 1 || k > MAX_K || pin_ms < 1 ||
+	int policy = SHMSYNC_STALL_REVOKE;
+	if (argc > 4 && strcmp(argv[4], "wait") == 0)
+		policy = SHMSYNC_STALL_WAIT;
+	else if (argc > 4 && strcmp(argv[4], "revoke") != 0)
+		T_FAIL("stall policy: revoke or wait, not %s", argv[4]);
+	int64_t pin_kib = argc > 5 ? atoll(argv[5]) : 256;
+	if (nw < 1 || nw > MAX_WORKERS || k < 1 || k > MAX_K || pin_kib < 1 ||
 	    cycles < (uint64_t)nw * k * LAG * 10)
 		T_FAIL("usage: %s [cycles >= 10 * workers * K * %d] [workers 1..%d] [K 1..%d] [wait|revoke] "
-		       "[pin ms]",
+		       "[pin KiB]",
 		       argv[0], LAG, MAX_WORKERS, MAX_K);
 #if defined(__SANITIZE_ADDRESS__)
 	if (argc <= 1)
@@ -298,7 +308,7 @@ int main(int argc, char **argv)
 	atexit(cleanup);
 	shmsync_root_opts o = {.stall_policy = policy, .warn = count_warning};
 	if (policy == SHMSYNC_STALL_REVOKE)
-		o.max_read_pin_ns = pin_ms * 1000000;
+		o.max_read_pin_bytes = (size_t)pin_kib * 1024;
 	root_pid = st_start_root(&o);
 	shmsync_worker *m = st_attach();
 	shmsync_offline(m);
@@ -332,7 +342,6 @@ int main(int argc, char **argv)
 	atomic_store(&C->go, 1);
 	for (;;) {
 		uint64_t d = total_done(nw);
-		catch_up(m);
 		shmsync_stats st;
 		T_OK(shmsync_stat(m, &st));
 		struct sample cur = {d, st.bytes_in_use, st.tick, st.min_epoch, st.tombstones};
@@ -411,8 +420,8 @@ int main(int argc, char **argv)
 		       " + 5%%",
 		       peak, pct(peak, plateau), s[worst].done, s[worst].tick, s[worst].min_epoch,
 		       s[worst].tombstones, plateau);
-	if (final > bound || (double) final < (double)plateau * (1 - TOLERANCE))
-		T_FAIL("bytes in use ended at %" PRIu64 ", %+.1f%% off the plateau %" PRIu64, final,
+	if (final > bound)
+		T_FAIL("bytes in use ended at %" PRIu64 ", %+.1f%% over the plateau %" PRIu64, final,
 		       pct(final, plateau), plateau);
 	T_ASSERT(checks > 0);
 

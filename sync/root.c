@@ -759,7 +759,8 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 		unsigned i = r->live[j];
 		struct slot *s = &r->slots[i];
 		uint64_t e = s->epoch, c = s->cursor;
-		apply_policies(r, i, tick, log_end, now, r->max_pin_bytes > 0 ? r->live_pinned[j] : 0, &e, &c);
+		apply_policies(r, i, tick, log_end, now, r->max_pin_bytes > 0 ? r->live_pinned[j] : 0, &e,
+			       &c);
 		if (e < min_e)
 			min_e = e;
 		if (c < min_c)
@@ -1114,7 +1115,8 @@ static void sleep_once(shmsync_root *r)
 {
 	/* Spin briefly first: a wake that reaches a sleeper costs tens of
 	 * microseconds on both sides. */
-	for (int64_t end = sig_now_ns() + SPIN_NS; sig_now_ns() < end;)
+	int64_t end = sig_now_ns() + SPIN_NS;
+	for (unsigned turn = 1; turn % 16 || sig_now_ns() < end; turn++)
 		if (rings_pending(r))
 			return;
 	bool want_timer;
@@ -1305,8 +1307,8 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	unsigned nallow = o->n_allow_uids ? o->n_allow_uids : 1;
 	r->allow = malloc(nallow * sizeof(uid_t));
 	r->path = strdup(o->socket_path);
-	if (!r->slots || !r->live || !r->live_epochs || !r->live_pinned || !r->rec || !r->ops || !r->allow || !r->path || !r->epochs ||
-	    !r->pinned || !r->tle) {
+	if (!r->slots || !r->live || !r->live_epochs || !r->live_pinned || !r->rec || !r->ops || !r->allow ||
+	    !r->path || !r->epochs || !r->pinned || !r->tle) {
 		rc = -ENOMEM;
 		goto fail;
 	}

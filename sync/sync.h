@@ -201,7 +201,8 @@ struct shmsync_worker {
 	bool dead;            /* the root went away */
 	int64_t gone_checked; /* when root_gone last asked the kernel */
 	struct shm_diff_scratch *diff_scratch;
-	uint32_t tick_wake; /* what this handle last stored in port->wants_tick_wake */
+	uint32_t tick_wake;             /* what this handle last stored in port->wants_tick_wake */
+	uint64_t tail_seen, acked_seen; /* the root's ring tail and acked_seq, as last read */
 	struct io_uring uring;
 	bool uring_ok;
 	bool conn_poll_armed, fd_wait_armed;

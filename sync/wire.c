@@ -142,15 +142,25 @@ int wire_decode(const uint8_t *rec, size_t len, struct shm_op *ops, size_t max_o
 
 int ring_put(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len)
 {
+	uint64_t tail = 0;
+	return ring_put_cached(p, ring, rec, len, &tail);
+}
+
+int ring_put_cached(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len, uint64_t *tail_seen)
+{
 	uint64_t size = p->ring_size;
 	if (len > size / 2 || len % 8 || len < sizeof(struct wire_batch))
 		return -E2BIG;
 	uint64_t head = atomic_load_explicit(&p->ring_head, memory_order_relaxed);
-	uint64_t tail = atomic_load_explicit(&p->ring_tail, memory_order_acquire);
 	uint64_t at = head % size;
 	uint64_t pad = at + len > size ? size - at : 0;
-	if (head - tail + pad + len > size)
-		return -EAGAIN;
+	/* An old tail only understates the room; the root's line is read
+	 * again only when that is not enough. */
+	if (head - *tail_seen + pad + len > size) {
+		*tail_seen = atomic_load_explicit(&p->ring_tail, memory_order_acquire);
+		if (head - *tail_seen + pad + len > size)
+			return -EAGAIN;
+	}
 	if (pad) {
 		struct wire_batch w = {.len = (uint32_t)pad, .version = WIRE_PAD};
 		memcpy(ring + at, &w, 8);

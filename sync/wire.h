@@ -58,6 +58,11 @@ static inline void share_lines(const void *p, size_t len)
 }
 
 int ring_put(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len);
+/* ring_put for the one writer of a ring, which keeps the tail it last read
+ * in *tail_seen (start with 0): the root's tail is read only when that old
+ * value leaves too little room, so an export does not wait for the line the
+ * root writes at every drain. */
+int ring_put_cached(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len, uint64_t *tail_seen);
 
 /* Consumer: copies the next record into buf and advances *tail (the
  * consumer's own copy of the position). 0 and *len, -EAGAIN when empty,

@@ -122,6 +122,13 @@ run 2 serve --capacity 0
 run 2 serve --max-workers 0
 err_has "out of range"
 run 2 serve --max-workers 5000
+run 2 serve --stall-policy bogus
+err_has "wait, kill or revoke, not 'bogus'"
+run 2 serve --max-read-pin 0
+run 2 serve --max-read-pin-bytes 12X
+err_has "not a size"
+run 2 put --stall-policy wait /a/ k v
+err_has "option '--stall-policy' does not apply to put"
 run 2 demo --workers 0
 run 2 demo --seconds -1
 run 2 demo extra
@@ -136,7 +143,8 @@ err_has "no root serves"
 
 # ---- a root -----------------------------------------------------------------------
 
-timeout 280 "$SHMSYNC" serve --socket "$sock" --capacity 256M 2>"$tmp/serve.err" &
+timeout 280 "$SHMSYNC" serve --socket "$sock" --capacity 256M --stall-policy revoke \
+	--max-read-pin 30 --max-read-pin-bytes 64M 2>"$tmp/serve.err" &
 serve_pid=$!
 wait_for 10 test -S "$sock" || fail "serve did not create $sock"
 run 1 serve --socket "$sock" --capacity 64M

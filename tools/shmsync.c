@@ -34,6 +34,7 @@ enum {
 	O_COND = 1 << 8, /* --if-absent, --if-tick */
 	O_TICK = 1 << 9,
 	O_STDIN = 1 << 10,
+	O_STALL = 1 << 11, /* --stall-policy, --max-read-pin, --max-read-pin-bytes */
 };
 
 struct ctx;
@@ -56,6 +57,9 @@ struct ctx {
 	uint64_t if_tick;
 	size_t capacity;
 	unsigned max_workers;
+	int stall_policy;
+	int64_t max_read_pin_ns;
+	size_t max_read_pin_bytes;
 	char **args;
 	int nargs;
 	shmsync_worker *w;
@@ -84,6 +88,13 @@ static const struct {
 	 "      --if-tick TICK    only if KEY's version has TICK, 0: absent (else exit 1, ECANCELED)"},
 	{O_TICK, "  -T, --tick            print the value's tick (its version) and a space first"},
 	{O_STDIN, "  -i, --stdin           read VALUE from standard input, as raw bytes"},
+	{O_STALL, "      --stall-policy P  wait (default), kill or revoke: what happens to a worker that\n"
+		  "                        holds a snapshot past one of the bounds below\n"
+		  "      --max-read-pin SECONDS\n"
+		  "                        bound on how long a snapshot may be held (default: none)\n"
+		  "      --max-read-pin-bytes SIZE\n"
+		  "                        bound on the retired memory a snapshot may keep, e.g. 64M\n"
+		  "                        (default: none); the bound to set for flat memory"},
 };
 
 static void print_help(const struct cmd *cmd)
@@ -97,7 +108,7 @@ static void print_help(const struct cmd *cmd)
 	       "Exit status: 0 success, 1 absent or failed, 2 usage error. See shmsync(1).\n");
 }
 
-enum { LO_IF_ABSENT = 256, LO_IF_TICK };
+enum { LO_IF_ABSENT = 256, LO_IF_TICK, LO_STALL_POLICY, LO_MAX_READ_PIN, LO_MAX_READ_PIN_BYTES };
 
 static const struct option long_options[] = {
 	{"socket", required_argument, NULL, 's'},
@@ -113,6 +124,9 @@ static const struct option long_options[] = {
 	{"if-tick", required_argument, NULL, LO_IF_TICK},
 	{"tick", no_argument, NULL, 'T'},
 	{"stdin", no_argument, NULL, 'i'},
+	{"stall-policy", required_argument, NULL, LO_STALL_POLICY},
+	{"max-read-pin", required_argument, NULL, LO_MAX_READ_PIN},
+	{"max-read-pin-bytes", required_argument, NULL, LO_MAX_READ_PIN_BYTES},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -144,6 +158,10 @@ static unsigned option_bit(int opt)
 		return O_TICK;
 	case 'i':
 		return O_STDIN;
+	case LO_STALL_POLICY:
+	case LO_MAX_READ_PIN:
+	case LO_MAX_READ_PIN_BYTES:
+		return O_STALL;
 	}
 	return 0;
 }
@@ -159,7 +177,16 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 
 	opterr = 0; /* our own one-line messages */
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":s:t:xbrjc:m:qTih", long_options, NULL)) != -1) {
+	int longidx = -1;
+	while ((opt = getopt_long(argc, argv, ":s:t:xbrjc:m:qTih", long_options, &longidx)) != -1) {
+		/* The option's name as typed, for messages (argv[optind - 1] is
+		 * its value when the value is a separate argument). */
+		char optname[40];
+		if (longidx >= 0)
+			snprintf(optname, sizeof(optname), "--%s", long_options[longidx].name);
+		else
+			snprintf(optname, sizeof(optname), "-%c", opt);
+		longidx = -1;
 		if (opt == 'h') {
 			print_help(cmd);
 			return TOOL_OK;
@@ -183,7 +210,7 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 			return TOOL_USAGE;
 		}
 		if (!(cmd->opts & option_bit(opt))) {
-			tool_err("option '%s' does not apply to %s (see shmsync %s --help)", argv[optind - 1],
+			tool_err("option '%s' does not apply to %s (see shmsync %s --help)", optname,
 				 cmd->name, cmd->name);
 			return TOOL_USAGE;
 		}
@@ -235,6 +262,29 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 			break;
 		case 'i':
 			c->from_stdin = true;
+			break;
+		case LO_STALL_POLICY:
+			if (strcmp(optarg, "wait") == 0)
+				c->stall_policy = SHMSYNC_STALL_WAIT;
+			else if (strcmp(optarg, "kill") == 0)
+				c->stall_policy = SHMSYNC_STALL_KILL;
+			else if (strcmp(optarg, "revoke") == 0)
+				c->stall_policy = SHMSYNC_STALL_REVOKE;
+			else {
+				tool_err("--stall-policy: wait, kill or revoke, not '%s'", optarg);
+				return TOOL_USAGE;
+			}
+			break;
+		case LO_MAX_READ_PIN: {
+			double secs;
+			if (tool_parse_seconds("--max-read-pin", optarg, 0.001, 86400 * 365, &secs) < 0)
+				return TOOL_USAGE;
+			c->max_read_pin_ns = (int64_t)(secs * 1e9);
+			break;
+		}
+		case LO_MAX_READ_PIN_BYTES:
+			if (tool_parse_size("--max-read-pin-bytes", optarg, &c->max_read_pin_bytes) < 0)
+				return TOOL_USAGE;
 			break;
 		}
 	}
@@ -1138,6 +1188,9 @@ static int cmd_serve(struct ctx *c)
 	o.socket_path = c->socket;
 	o.capacity = c->capacity;
 	o.max_workers = c->max_workers;
+	o.stall_policy = c->stall_policy;
+	o.max_read_pin_ns = c->max_read_pin_ns;
+	o.max_read_pin_bytes = c->max_read_pin_bytes;
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	shmsync_root *r;
@@ -1169,7 +1222,7 @@ static int cmd_serve(struct ctx *c)
 /* ---- main ------------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
-	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET, 0, 0, "",
+	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL, 0, 0, "",
 	 "Runs a root in the foreground, serving workers on the socket, until SIGTERM or\n"
 	 "SIGINT; then removes the socket and exits 0. The state lives as long as it does."},
 	{"put", cmd_put, O_SOCKET | O_TIMEOUT | O_ENC | O_COND | O_STDIN, 3, 3, "DIR KEY VALUE",

@@ -512,7 +512,7 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 		set_plain(r, &tab->live, tab->live + 1);
 		r->c.keys++;
 	}
-	return shm_log_append(r, SHM_CHANGE_PUT, op->dir, op->dir_len, op->key, op->key_len);
+	return shm_log_append(r, SHM_CHANGE_PUT, op->dir, op->dir_len, op->key, op->key_len, value, vlen);
 }
 
 static int op_del(struct shm_root *r, const struct shm_op *op, uint64_t h)
@@ -551,7 +551,7 @@ static int op_del(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	set_plain(r, &tab->live, tab->live - 1);
 	r->c.keys--;
 	r->c.tombstones++;
-	return shm_log_append(r, SHM_CHANGE_DEL, op->dir, op->dir_len, op->key, op->key_len);
+	return shm_log_append(r, SHM_CHANGE_DEL, op->dir, op->dir_len, op->key, op->key_len, NULL, 0);
 }
 
 /* Publishes a copy of the name array without the names whose incarnations
@@ -634,7 +634,7 @@ static int op_mkdir(struct shm_root *r, const struct shm_op *op)
 		r->empty_names--;
 	set_shared(r, &d->head, ioff);
 	r->c.dirs++;
-	return shm_log_append(r, SHM_CHANGE_MKDIR, op->dir, op->dir_len, NULL, 0);
+	return shm_log_append(r, SHM_CHANGE_MKDIR, op->dir, op->dir_len, NULL, 0, NULL, 0);
 }
 
 static int op_rmdir(struct shm_root *r, const struct shm_op *op)
@@ -666,7 +666,7 @@ static int op_rmdir(struct shm_root *r, const struct shm_op *op)
 	}
 	if (!removed)
 		return -ENOENT;
-	return shm_log_append(r, SHM_CHANGE_RMDIR, op->dir, op->dir_len, NULL, 0);
+	return shm_log_append(r, SHM_CHANGE_RMDIR, op->dir, op->dir_len, NULL, 0, NULL, 0);
 }
 
 /* ---- batches ----------------------------------------------------------- */
@@ -719,8 +719,13 @@ size_t shm_batch_log_bytes(const struct shm_op *ops, size_t n)
 	size_t bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		bool dir_only = ops[i].kind == SHM_OP_MKDIR || ops[i].kind == SHM_OP_RMDIR;
+		/* The value the record may carry (an ADD's counter is 8 bytes). */
+		size_t value = ops[i].kind == SHM_OP_ADD                ? 8
+			       : ops[i].kind == SHM_OP_DEL || dir_only  ? 0
+			       : ops[i].value_len <= SHM_LOG_INLINE_MAX ? ops[i].value_len
+									: 0;
 		/* A record may force a pad record before it at the ring's end. */
-		bytes += 2 * shm_logrec_size(ops[i].dir_len, dir_only ? 0 : ops[i].key_len);
+		bytes += 2 * shm_logrec_size(ops[i].dir_len, dir_only ? 0 : ops[i].key_len, value);
 	}
 	return bytes;
 }

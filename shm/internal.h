@@ -86,8 +86,10 @@ static inline int shm_name_cmp(const char *a, size_t an, const char *b, size_t b
 }
 
 /* log.c: the writer's side of the change log. */
+/* value: a PUT's value, carried in the record when value_len is at most
+ * SHM_LOG_INLINE_MAX (NULL otherwise, and for other kinds). */
 int shm_log_append(struct shm_root *r, int kind, const char *dir, size_t dir_len, const void *key,
-		   size_t key_len);
+		   size_t key_len, const void *value, size_t value_len);
 void shm_log_reclaim(struct shm_root *r, uint64_t min_cursor, struct shm_reclaim_report *rep);
 
 #endif

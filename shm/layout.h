@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC 0x434e595353484d53ull /* "SHMSSYNC" read as little-endian bytes */
-#define SHM_LAYOUT_VERSION 1u
+#define SHM_LAYOUT_VERSION 2u
 #define SHM_HDR_SIZE 4096u /* the data area starts here */
 
 /* Segment header, at offset 0. Padded to SHM_HDR_SIZE. */
@@ -160,11 +160,17 @@ struct shm_logrec {
 	uint16_t dir_len;
 	uint64_t tick;
 	uint32_t key_len;
-	uint32_t reserved;
-	/* dir[dir_len], NUL, key[key_len], padding to 8 */
+	/* PUT: 1 + the length of the value that follows the key, when the value
+	 * is at most SHM_LOG_INLINE_MAX bytes; 0: not in the record. */
+	uint32_t value_inline;
+	/* dir[dir_len], NUL, key[key_len], value[value_inline - 1], padding to 8 */
 };
 
 #define SHM_LOG_PAD 0u
+/* A small value travels in its PUT record too: an importer then delivers it
+ * from the log it copied, without looking the key up in the index (lines
+ * the root has just written, so each lookup is a cross-core miss). */
+#define SHM_LOG_INLINE_MAX 128u
 
 static inline uint64_t shm_round8(uint64_t n)
 {
@@ -176,9 +182,9 @@ static inline uint64_t shm_ver_size(uint64_t key_len, uint64_t value_len)
 	return sizeof(struct shm_ver) + shm_round8(key_len) + value_len;
 }
 
-static inline uint64_t shm_logrec_size(uint64_t dir_len, uint64_t key_len)
+static inline uint64_t shm_logrec_size(uint64_t dir_len, uint64_t key_len, uint64_t value_bytes)
 {
-	return shm_round8(sizeof(struct shm_logrec) + dir_len + 1 + key_len);
+	return shm_round8(sizeof(struct shm_logrec) + dir_len + 1 + key_len + value_bytes);
 }
 
 #endif

@@ -53,10 +53,12 @@ static void make_room(struct shm_root *r, uint64_t want)
 }
 
 int shm_log_append(struct shm_root *r, int kind, const char *dir, size_t dir_len, const void *key,
-		   size_t key_len)
+		   size_t key_len, const void *value, size_t value_len)
 {
 	uint64_t L = r->hdr->log_size;
-	uint64_t size = shm_logrec_size(dir_len, key_len);
+	bool inline_value =
+		kind == SHM_CHANGE_PUT && value_len <= SHM_LOG_INLINE_MAX && (value || !value_len);
+	uint64_t size = shm_logrec_size(dir_len, key_len, inline_value ? value_len : 0);
 	uint64_t pos = r->log_head, at = pos % L;
 	uint64_t pad = at + size > L ? L - at : 0;
 	uint64_t end = pos + pad + size;
@@ -74,12 +76,15 @@ int shm_log_append(struct shm_root *r, int kind, const char *dir, size_t dir_len
 		.dir_len = (uint16_t)dir_len,
 		.tick = r->tick + 1,
 		.key_len = (uint32_t)key_len,
+		.value_inline = inline_value ? (uint32_t)value_len + 1 : 0,
 	};
 	memcpy(dst, &rec, sizeof(rec));
 	memcpy(dst + sizeof(rec), dir, dir_len);
 	dst[sizeof(rec) + dir_len] = 0;
 	if (key_len)
 		memcpy(dst + sizeof(rec) + dir_len + 1, key, key_len);
+	if (inline_value && value_len)
+		memcpy(dst + sizeof(rec) + dir_len + 1 + key_len, value, value_len);
 	r->log_head = end;
 	return 0;
 }
@@ -90,12 +95,21 @@ void shm_log_reclaim(struct shm_root *r, uint64_t min_cursor, struct shm_reclaim
 	uint64_t end = atomic_load_explicit(&r->hdr->pub_log_end, memory_order_relaxed);
 	while (tail < end) {
 		struct shm_logrec rec = rec_at(r, tail);
-		if (rec.kind != SHM_LOG_PAD) {
-			if (rec.tick > min_cursor)
+		uint64_t len = rec.len;
+		if (rec.kind == SHM_LOG_PAD) {
+			/* A pad goes with the record after it (at the ring's
+			 * start): a reader whose tick ended where the pad begins
+			 * still needs that record, and a tail past the pad would
+			 * tell it that it fell off the log (a reset). */
+			if (tail + len >= end)
 				break;
-			rep->log_records_freed++;
+			rec = rec_at(r, tail + len);
+			len += rec.len;
 		}
-		tail += rec.len;
+		if (rec.tick > min_cursor)
+			break;
+		rep->log_records_freed++;
+		tail += len;
 	}
 	if (tail != start) {
 		rep->log_bytes_freed += tail - start;
@@ -110,6 +124,7 @@ struct event {
 	const char *dir;
 	const uint8_t *key;
 	bool keep;
+	uint32_t value_inline; /* the record's, as checked */
 };
 
 /* A set of (dir, key) byte strings, open addressing; private memory. */
@@ -426,10 +441,12 @@ int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch,
 			p += len;
 			continue;
 		}
+		uint32_t vi = len >= sizeof(*rec) ? rec->value_inline : 0;
 		if (len < sizeof(*rec) || kind < SHM_CHANGE_PUT || kind > SHM_CHANGE_RMDIR ||
 		    rec->dir_len > SHMSYNC_MAX_DIR || rec->key_len > SHMSYNC_MAX_KEY ||
-		    shm_logrec_size(rec->dir_len, rec->key_len) != len || rec->tick > to_tick ||
-		    !shm_dir_name_valid((const char *)(rec + 1), rec->dir_len)) {
+		    vi > SHM_LOG_INLINE_MAX + 1 || (vi && kind != SHM_CHANGE_PUT) ||
+		    shm_logrec_size(rec->dir_len, rec->key_len, vi ? vi - 1 : 0) != len ||
+		    rec->tick > to_tick || !shm_dir_name_valid((const char *)(rec + 1), rec->dir_len)) {
 			rc = -EIO;
 			break;
 		}
@@ -443,7 +460,7 @@ int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch,
 			sc->ev_cap *= 2;
 		}
 		const char *dir = (const char *)(rec + 1);
-		ev[nev++] = (struct event){rec, dir, (const uint8_t *)dir + rec->dir_len + 1, false};
+		ev[nev++] = (struct event){rec, dir, (const uint8_t *)dir + rec->dir_len + 1, false, vi};
 		p += len;
 	}
 
@@ -469,6 +486,18 @@ int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch,
 			struct shm_value v;
 			ch.key = e->key;
 			ch.key_len = e->rec->key_len;
+			/* The last change of an item that no later RMDIR covers is
+			 * its state at to_tick: a DEL is absent there, and a PUT
+			 * that carries its value has it. Only a big value is read
+			 * from the index. */
+			if (ch.kind == SHM_CHANGE_DEL || e->value_inline) {
+				if (e->value_inline) {
+					ch.value = e->key + ch.key_len;
+					ch.value_len = e->value_inline - 1;
+				}
+				rc = fn(&ch, arg);
+				continue;
+			}
 			int g = shm_get(seg, to_tick, e->dir, ch.dir_len, e->key, ch.key_len, &v);
 			if (g == 0) {
 				ch.kind = SHM_CHANGE_PUT;

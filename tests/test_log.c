@@ -438,6 +438,50 @@ static void case_log_free(void)
 	printf("log free: ok (t1 %" PRIu64 " bytes, used0 %" PRIu64 ")\n", pos_of[t1] - pos_of[t0], used0);
 }
 
+/* A tick that ends where a pad begins (the next record does not fit before
+ * the ring's end): a reader at that tick still needs the record after the
+ * pad, so reclaiming up to its tick must not move the tail past the pad (it
+ * did, and the reader got a reset it had not earned). */
+#define PAD_VALUE_TAIL                                                                                       \
+	"12345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"          \
+	"0123456789"
+#define PAD_VALUE "0" PAD_VALUE_TAIL
+
+static void case_pad_cursor(void)
+{
+	struct shm_reclaim_report rep;
+	struct shm_stats st;
+	shm_root_stats(root, &st);
+	uint64_t L = st.log_size;
+	COMMIT(op_mkdir("/z/"));
+	uint64_t t = shm_root_tick(root), rec = 0;
+	/* One record a tick, the log kept empty behind, until the next
+	 * record no longer fits in what is left of the ring. */
+	for (int i = 0;; i++) {
+		T_ASSERT(i < 2000000);
+		uint64_t before = pos_of[t];
+		/* 100 bytes: records of 136 bytes, so the ring (8 MiB here)
+		 * is not a multiple of them and the lap ends in a pad. */
+		t = COMMIT(op_puts("/z/", "k", PAD_VALUE));
+		rec = pos_of[t] - before;
+		T_OK(shm_reclaim(root, UINT64_MAX, t, 0, &rep));
+		uint64_t left = L - pos_of[t] % L;
+		if (left < rec && left != 0)
+			break;
+	}
+	T_ASSERT(rec % 8 == 0 && L % rec != 0);
+	uint64_t at_pad = t;
+	uint64_t next = COMMIT(op_puts("/z/", "k", "Z" PAD_VALUE_TAIL));
+	T_ASSERT(pos_of[next] - pos_of[at_pad] > rec); /* the pad, then the record */
+	/* A reader at at_pad: the record of `next` is still needed. */
+	T_OK(shm_reclaim(root, UINT64_MAX, at_pad, 0, &rep));
+	EXPECT_DIFF(at_pad, next, at_pad, "PUT /z/ k=Z" PAD_VALUE_TAIL " @1");
+	T_OK(shm_reclaim(root, UINT64_MAX, next, 0, &rep));
+	COMMIT(op_rmdir("/z/"));
+	printf("pad cursor: ok (records of %" PRIu64 " bytes, a pad of %" PRIu64 " at tick %" PRIu64 ")\n",
+	       rec, pos_of[next] - pos_of[at_pad] - rec, at_pad);
+}
+
 /* ---- RESET ------------------------------------------------------------ */
 
 /* A small reference of what the RESET tests wrote: one directory /r/ with
@@ -648,6 +692,7 @@ int main(void)
 	case_recreate();
 	case_prefix();
 	case_log_free();
+	case_pad_cursor();
 	shm_root_destroy(root);
 	case_reset();
 	printf("test_log: ok\n");

@@ -1054,6 +1054,8 @@ static int poll_once(shmsync_root *r, int timeout_ms)
 
 /* ---- the public face --------------------------------------------------- */
 
+#define EPOLL_BUSY_NS 50000
+
 static bool something_retired(shmsync_root *r)
 {
 	struct shm_stats st;
@@ -1072,8 +1074,22 @@ static bool has_pending(shmsync_root *r)
 int shmsync_root_process(shmsync_root *r, unsigned max_events)
 {
 	/* Awake: workers need not ring the doorbell until we sleep again. */
+	bool slept = r->sleeping_flags;
 	set_sleeping(r, 0);
-	int events = r->signal == SIG_URING ? reap(r, max_events) : poll_once(r, 0);
+	int events = 0;
+	if (r->signal == SIG_URING) {
+		events = reap(r, max_events);
+	} else {
+		/* On the futex path events (attaches, byes, deaths, the timer)
+		 * come through epoll_wait, a system call: a busy root that did
+		 * not sleep looks at most every EPOLL_BUSY_NS, instead of once
+		 * per commit. */
+		int64_t now = sig_now_ns();
+		if (slept || now - r->last_epoll >= EPOLL_BUSY_NS) {
+			r->last_epoll = now;
+			events = poll_once(r, 0);
+		}
+	}
 	int taken = 0;
 	if (r->nlive)
 		taken = drain_and_commit(r, NULL);

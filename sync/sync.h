@@ -148,6 +148,7 @@ struct shmsync_root {
 	unsigned *live;          /* the indices of the nlive live slots, in no order */
 	bool sleeping_flags;     /* root_sleeping is raised in the live ports */
 	uint64_t shared_log_end; /* the log up to here went to the shared cache */
+	int64_t last_epoll;      /* futex path: when a busy root last looked at its events */
 	unsigned rr;             /* round-robin start */
 	size_t port_ring_bytes, max_batch;
 	unsigned max_group;

@@ -928,7 +928,6 @@ int shm_commit_publish(struct shm_root *r, uint64_t *tick)
 	atomic_store_explicit(&h->pub_seq, seq + 2, memory_order_release);
 	/* Every byte of the commit is in place: publish the tick. */
 	atomic_store_explicit(&h->tick, t, memory_order_release);
-	atomic_fetch_add_explicit(&h->tick_futex, 1, memory_order_release);
 	r->tick = t;
 	r->next_safe = 0;
 	atomic_store_explicit(&h->stat_bytes_in_use, shm_arena_bytes_in_use(r->arena), memory_order_relaxed);

@@ -28,7 +28,9 @@ struct shm_hdr {
 	_Atomic uint64_t size;
 
 	/* Publication. tick is stored (release) after every byte of the commit
-	 * is in place; tick_futex changes with every publish. pub_seq is a
+	 * is in place; tick_futex is the sync layer's wake-up word: the root
+	 * changes it after each publish and each round of acks
+	 * (sync/root.c, wake_workers). pub_seq is a
 	 * seqlock over (pub_tick, pub_log_end): odd while the root writes. */
 	_Atomic uint64_t tick;
 	_Atomic uint32_t tick_futex;

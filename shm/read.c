@@ -96,7 +96,8 @@ static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *o
 }
 
 /* Index of the first name >= (name, len); -1 on corruption. */
-static int64_t rd_lower_bound(const struct shm_seg *seg, const struct rd_dirs *a, const char *name, size_t len)
+static int64_t rd_lower_bound(const struct shm_seg *seg, const struct rd_dirs *a, const char *name,
+			      size_t len)
 {
 	uint64_t lo = 0, hi = a->count;
 	while (lo < hi) {

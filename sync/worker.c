@@ -164,7 +164,10 @@ static int wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;
 	want_tick_wake(w, keep | PORT_TICK_WAKE_CALL);
 	int rc = sleep_until(w, cond, arg, timeout_ns, deadline);
-	want_tick_wake(w, keep);
+	/* Lowering needs no fence: a wake the root then makes anyway is
+	 * only a wasted system call. */
+	w->tick_wake = keep;
+	atomic_store_explicit(&w->port->wants_tick_wake, keep, memory_order_relaxed);
 	return rc;
 }
 

@@ -1153,7 +1153,7 @@ uint64_t shm_retired_bytes(const struct shm_root *r, uint64_t tick)
 	return r->bk[tick % r->bk_cap].bytes;
 }
 
-void shm_retired_bytes_after(const struct shm_root *r, const uint64_t *epochs, uint64_t *pinned, size_t n)
+void shm_retired_bytes_after(struct shm_root *r, const uint64_t *epochs, uint64_t *pinned, size_t n)
 {
 	/* Prefix sums over the retained tags, then one lookup per epoch:
 	 * pinned = total - (bytes with tag <= epoch). */
@@ -1161,11 +1161,18 @@ void shm_retired_bytes_after(const struct shm_root *r, const uint64_t *epochs, u
 	uint64_t span = last >= base ? last - base + 1 : 0;
 	if (span > r->bk_cap)
 		span = r->bk_cap;
-	uint64_t *prefix = malloc((span + 1) * sizeof(*prefix));
-	if (!prefix) {
-		memset(pinned, 0, n * sizeof(*pinned));
-		return;
+	/* Kept between calls: with max_read_pin_bytes the root asks after
+	 * every commit. */
+	if (r->prefix_cap < span + 1) {
+		uint64_t *p = realloc(r->prefix, (span + 1) * sizeof(*p));
+		if (!p) {
+			memset(pinned, 0, n * sizeof(*pinned));
+			return;
+		}
+		r->prefix = p;
+		r->prefix_cap = span + 1;
 	}
+	uint64_t *prefix = r->prefix;
 	prefix[0] = 0;
 	for (uint64_t k = 0; k < span; k++)
 		prefix[k + 1] = prefix[k] + r->bk[(base + k) % r->bk_cap].bytes;
@@ -1178,7 +1185,6 @@ void shm_retired_bytes_after(const struct shm_root *r, const uint64_t *epochs, u
 		else
 			pinned[i] = prefix[span] - prefix[e - base + 1 > span ? span : e - base + 1];
 	}
-	free(prefix);
 }
 
 int shm_root_ext(struct shm_root *r, size_t size, void **area)
@@ -1297,6 +1303,7 @@ void shm_root_destroy(struct shm_root *r)
 	shm_arena_destroy(r->arena);
 	shm_seg_close(&r->seg);
 	free(r->bk);
+	free(r->prefix);
 	free(r->undo);
 	free(r->undone_allocs);
 	free(r);

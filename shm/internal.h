@@ -61,6 +61,8 @@ struct shm_root {
 
 	uint64_t empty_names;    /* names whose incarnations are all gone */
 	uint64_t pend, pend_cap; /* the tick's private name array, unpublished */
+	uint64_t *prefix;        /* scratch of shm_retired_bytes_after */
+	size_t prefix_cap;
 	struct shm_counters c;
 	uint64_t reclaimed_objects, reclaimed_bytes;
 	bool poison;

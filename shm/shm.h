@@ -209,7 +209,7 @@ uint64_t shm_retired_bytes(const struct shm_root *root, uint64_t tick);
 /* Fills pinned[i] with the bytes retired with a tag > epochs[i] (what a
  * reader at that epoch keeps from being freed); UINT64_MAX epochs get 0.
  * O(ticks retained + n log n). */
-void shm_retired_bytes_after(const struct shm_root *root, const uint64_t *epochs, uint64_t *pinned, size_t n);
+void shm_retired_bytes_after(struct shm_root *root, const uint64_t *epochs, uint64_t *pinned, size_t n);
 /* Reserves, once and before any reader fd exists, an area of the segment for
  * the layer above; readers find it with shm_seg_ext. */
 int shm_root_ext(struct shm_root *root, size_t size, void **area);

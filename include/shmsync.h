@@ -90,13 +90,28 @@ typedef struct shmsync_root_opts {     /* zero means default */
 	void (*warn)(const char *msg, void *arg); /* warnings; default: a line on stderr */
 	void *warn_arg;
 	int debug_poison;        /* fill freed memory with 0xa5 (tests: a read of freed memory shows) */
-	const uid_t *allow_uids; /* peers allowed to attach; default: the root's own uid */
+	const uid_t *allow_uids; /* peers allowed to attach; default: the root's own uid. When
+				    it names another uid, the socket is made mode 0666 and the uid
+				    check at accept refuses everyone else (before any resources) */
 	unsigned n_allow_uids;
 	char *errbuf; /* if set, a message for a failed shmsync_root_open */
 	size_t errbuf_len;
 } shmsync_root_opts;
 
-/* Creates the segment, the socket and the root's io_uring. Errors: -EINVAL
+/* Creates the segment, the socket and the root's io_uring.
+ *
+ * It also makes the whole process non-dumpable (prctl PR_SET_DUMPABLE 0):
+ * otherwise any process of the same uid could write the segment through
+ * /proc/<pid>/mem, past every seal, or read it from a core file. For
+ * debugging this means: no core dumps, and gdb/strace attach (and
+ * /proc/<pid>/{mem,fd,environ}) need root (CAP_SYS_PTRACE); start the
+ * root under the debugger instead, or call prctl(PR_SET_DUMPABLE, 1)
+ * yourself after this call in a debug build.
+ *
+ * Embedders: the root never writes to an fd a worker gives it and writes
+ * its sockets with MSG_NOSIGNAL, so no worker can make it take SIGPIPE.
+ *
+ * Errors: -EINVAL
  * (no socket path, bad option), -EADDRINUSE (the socket exists and a root
  * answers there), -ENOMEM, -ENOSPC, or what a system call returned; opts'
  * errbuf then says what failed and what to set. */
@@ -133,9 +148,22 @@ typedef struct shmsync_worker shmsync_worker;
 typedef struct shmsync_batch shmsync_batch;
 
 /* Connects to the root at socket_path. NULL: $SHMSYNC_ATTACH_FD (an already
- * connected socket, set by a supervisor), else $SHMSYNC_SOCKET. Errors:
- * -ENOENT/-ECONNREFUSED (no root there), -EACCES (this uid is not allowed),
- * -EUSERS (the root has max_workers), -EPROTO (another layout version: the
+ * connected socket, set by a supervisor), else $SHMSYNC_SOCKET.
+ *
+ * Before it sends anything, the worker checks who serves the socket
+ * (SO_PEERCRED): by default only a root running as this process's
+ * effective uid or as uid 0 is accepted, so a stranger who bound the path
+ * first (in /tmp, say) never receives this worker's writes. Name other
+ * uids in shmsync_attach_opts.root_uids or in $SHMSYNC_ROOT_UIDS (a comma
+ * separated list of numeric uids).
+ *
+ * A root that is busy with a flood of connections answers -EAGAIN; the
+ * path forms retry with backoff for up to 5 s before they return it.
+ *
+ * Errors: -ENOENT/-ECONNREFUSED (no root there), -EACCES (this uid is not
+ * allowed), -EPERM (the socket is served by a uid this worker does not
+ * trust: the message names it), -EUSERS (the root has max_workers),
+ * -EAGAIN (the root stayed busy), -EPROTO (another layout version: the
  * message names both), -EINVAL (bad environment variable). */
 int shmsync_attach(shmsync_worker **w, const char *socket_path);
 /* The same over an already connected socket; takes ownership of fd. */
@@ -143,6 +171,16 @@ int shmsync_attach_fd(shmsync_worker **w, int fd);
 /* shmsync_attach with a message: on failure errbuf says what went wrong (the
  * root's own words where it refused). */
 int shmsync_attach_msg(shmsync_worker **w, const char *socket_path, char *errbuf, size_t errbuf_len);
+
+typedef struct shmsync_attach_opts { /* zero means default */
+	const char *socket_path;     /* NULL: as shmsync_attach(NULL) */
+	const uid_t *root_uids;      /* trusted besides this euid and 0; NULL: $SHMSYNC_ROOT_UIDS */
+	unsigned n_root_uids;
+	char *errbuf; /* on failure: what went wrong */
+	size_t errbuf_len;
+} shmsync_attach_opts;
+/* shmsync_attach with options. */
+int shmsync_attach_with(shmsync_worker **w, const shmsync_attach_opts *o);
 /* Detaches: the root releases everything this worker pinned. */
 void shmsync_detach(shmsync_worker *w);
 /* The last tick this worker imported (its snapshot after an import). */
@@ -207,7 +245,13 @@ typedef int (*shmsync_change_fn)(const shmsync_change *c, void *arg);
  * cursor then stays: the next import delivers those changes again,
  * coalesced), -ETIMEDOUT (nothing new), -ESHUTDOWN, -ESTALE (the root revoked
  * this snapshot while fn ran: discard what this call delivered; the cursor
- * stays and the next import delivers again). */
+ * stays and the next import delivers again). After -ETIMEDOUT the handle is
+ * online again at the snapshot it had, so shmsync_get and views taken
+ * before the call work as before (import_next times out only when nothing
+ * was committed: a commit that lands as the wait ends is imported). Only
+ * import_until, when a commit short of its target came during the wait,
+ * finds the old snapshot possibly freed: it then comes back at the
+ * published tick, and earlier views fail shmsync_view_valid(). */
 int shmsync_import_next(shmsync_worker *w, int64_t timeout_ns, shmsync_change_fn fn, void *arg);
 /* The same, but waits until the published tick is >= tick (read your
  * writes: pass the tick from shmsync_wait_committed). */

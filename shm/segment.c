@@ -310,9 +310,8 @@ int shm_seg_grow(struct shm_seg *seg, size_t new_size, struct shm_err *err)
 		return fail(err, -ENOSPC, "segment full: %s needed, capacity %s; set SHMSYNC_CAPACITY higher",
 			    a, b);
 	}
-	/* A reader could reopen its fd O_RDWR through /proc and grow the file
-	 * (the seals stop writes and shrinking, not growth): then the file is
-	 * already long enough, and shrinking it back is refused. */
+	/* Once sealed (shm_seg_reader_fd), the file is as long as the
+	 * capacity already: growing is populating. */
 	for (int tries = 0;; tries++) {
 		struct stat st;
 		if (fstat(seg->fd, &st) == 0 && (uint64_t)st.st_size >= new_size)
@@ -351,15 +350,25 @@ int shm_seg_reader_fd(struct shm_seg *seg, struct shm_err *err)
 		return fail(err, -EPERM, "only the root can hand out reader fds");
 	/* After F_SEAL_FUTURE_WRITE no new writable mapping or write() is
 	 * possible through any fd, even one reopened O_RDWR via /proc, while
-	 * the root's own mapping stays writable and the file can still grow.
-	 * F_SEAL_SEAL keeps a reader from adding F_SEAL_GROW, which would stop
-	 * the root from growing. Sealed once, for every reader fd after. */
-	const int seals = F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_SEAL;
+	 * the root's own mapping stays writable. That reopened fd could still
+	 * ftruncate or fallocate the file far past the capacity, and
+	 * F_SEAL_SHRINK would then keep the root from giving the memory back:
+	 * so the file is first made as long as the capacity (sparse: holes
+	 * cost nothing) and sealed against growth. The root then grows by
+	 * populating pages inside the file, and no fd can make the segment's
+	 * memory exceed its capacity. F_SEAL_SEAL keeps anyone from changing
+	 * the seals. Sealed once, for every reader fd after. */
+	const int seals = F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 	int have = fcntl(seg->fd, F_GET_SEALS);
 	if (have < 0)
 		return fail(err, -errno, "reading the segment's seals failed: %s", strerror(errno));
-	if ((have & seals) != seals && fcntl(seg->fd, F_ADD_SEALS, seals) < 0)
-		return fail(err, -errno, "sealing the segment failed: %s", strerror(errno));
+	if ((have & seals) != seals) {
+		if (ftruncate(seg->fd, (off_t)seg->capacity) < 0)
+			return fail(err, -errno, "sizing the segment to its capacity failed: %s",
+				    strerror(errno));
+		if (fcntl(seg->fd, F_ADD_SEALS, seals) < 0)
+			return fail(err, -errno, "sealing the segment failed: %s", strerror(errno));
+	}
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", seg->fd);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

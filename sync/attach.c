@@ -11,14 +11,49 @@
 
 #include "sync.h"
 
-/* Connects to path: true if a root answers there. */
-static bool answers(const struct sockaddr_un *sa)
+enum { PROBE_STALE, PROBE_ROOT, PROBE_OTHER };
+
+/* What is at path. A root listens with SOCK_SEQPACKET, but a program bound
+ * there with another type must not be taken for a dead root's socket and
+ * unlinked: only ECONNREFUSED (nothing bound there any more) or ENOENT (gone
+ * meanwhile) means stale. EPROTOTYPE says a socket of another type is bound
+ * there, so the next type is tried, to name it; any other error (EACCES:
+ * someone else's) means it is in use. Non-blocking, so a root with a full
+ * backlog answers EAGAIN instead of hanging the probe. For PROBE_OTHER, what
+ * says what is there. */
+static int probe(const struct sockaddr_un *sa, char *what, size_t whatlen)
 {
-	int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	bool live = probe >= 0 && connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-	if (probe >= 0)
-		close(probe);
-	return live;
+	static const struct {
+		int type;
+		const char *name;
+	} types[] = {
+		{SOCK_SEQPACKET, "SOCK_SEQPACKET"},
+		{SOCK_STREAM, "SOCK_STREAM"},
+		{SOCK_DGRAM, "SOCK_DGRAM"},
+	};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		int fd = socket(AF_UNIX, types[i].type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			snprintf(what, whatlen, "a socket that cannot be probed (%s)", strerror(errno));
+			return PROBE_OTHER;
+		}
+		int rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+		int e = rc == 0 ? 0 : errno;
+		close(fd);
+		if (e == ECONNREFUSED || e == ENOENT)
+			return PROBE_STALE;
+		if (e == EPROTOTYPE)
+			continue;
+		if (i == 0 && (e == 0 || e == EAGAIN))
+			return PROBE_ROOT;
+		if (e == 0 || e == EAGAIN)
+			snprintf(what, whatlen, "a %s socket", types[i].name);
+		else
+			snprintf(what, whatlen, "a socket in use (connect: %s)", strerror(e));
+		return PROBE_OTHER;
+	}
+	snprintf(what, whatlen, "a socket of an unknown type");
+	return PROBE_OTHER;
 }
 
 int att_listen(const char *path, char *msg, size_t msglen)
@@ -36,8 +71,14 @@ int att_listen(const char *path, char *msg, size_t msglen)
 			snprintf(msg, msglen, "%s exists and is not a socket", path);
 			return -EEXIST;
 		}
-		if (answers(&sa)) {
-			snprintf(msg, msglen, "%s: a root is already serving there", path);
+		char what[128];
+		int live = probe(&sa, what, sizeof(what));
+		if (live == PROBE_ROOT) {
+			snprintf(msg, msglen, "a root already serves %s", path);
+			return -EADDRINUSE;
+		}
+		if (live == PROBE_OTHER) {
+			snprintf(msg, msglen, "%s: %s is there, not a root's; not replacing it", path, what);
 			return -EADDRINUSE;
 		}
 		/* A stale socket from a root that died: replaced below. */

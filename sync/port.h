@@ -12,7 +12,9 @@
 #include <stdint.h>
 
 #define PORT_MAGIC 0x54524f5053534853ull /* "SHSSPORT" */
-#define PORT_VERSION 2u
+/* 3: the root makes the socket pair behind shmsync_fd's fallback and sends
+ * one end (FDWAKE_REQ_MAGIC); it no longer takes an fd from a worker. */
+#define PORT_VERSION 3u
 #define PORT_HDR_SIZE 4096u
 #define PORT_NACKS 1024u /* at most this many batches unacknowledged */
 #define PORT_OFFLINE UINT64_MAX

@@ -24,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -224,12 +225,6 @@ static void finish_attach(shmsync_root *r, struct pending *pd)
 	if (n == -EAGAIN)
 		return; /* spurious: wait on */
 	pd->fd = -1;
-	if (pd->refusal == -EACCES) {
-		char m[32];
-		snprintf(m, sizeof(m), "%u", (unsigned)pd->uid);
-		refuse(fd, -EACCES, "uid %s is not allowed to attach to this root", m);
-		goto drop;
-	}
 	if (pd->refusal) {
 		refuse(fd, pd->refusal, "%s", "the peer has no pidfd (did it exit?)");
 		goto drop;
@@ -327,12 +322,16 @@ drop:
 	pd->pidfd = -1;
 }
 
-static void drop_pending(shmsync_root *r, unsigned i)
+static void drop_pending(shmsync_root *r, unsigned i, const char *why)
 {
 	struct pending *pd = &r->pend[i];
 	if (pd->armed)
 		cancel(r, ud(UD_PENDING, i, pd->gen));
 	pd->armed = false;
+	/* Said before closing: an honest worker that was merely slow learns
+	 * the root was busy (and tries again) rather than reading a reset. */
+	if (why)
+		refuse(pd->fd, -EAGAIN, "%s", why);
 	close(pd->fd);
 	if (pd->pidfd >= 0)
 		close(pd->pidfd);
@@ -347,10 +346,22 @@ static void accept_one(shmsync_root *r, int fd)
 		close(fd);
 		return;
 	}
-	/* A refused peer still gets its answer after its hello: closing with
-	 * the hello unread would reset the connection before the worker
-	 * reads why. */
-	int refusal = uid_allowed(r, cred.uid) ? 0 : -EACCES;
+	/* A refused uid is answered and closed at once: it never takes a
+	 * pending entry, so refused peers cannot crowd out allowed ones. Its
+	 * hello (if it came already) is read first: closing with it unread
+	 * would reset the connection before the worker reads why. */
+	if (!uid_allowed(r, cred.uid)) {
+		struct hello h;
+		if (att_recv(fd, &h, sizeof(h), NULL, NULL, MSG_DONTWAIT) < 0) {
+			/* Not sent yet: the worker reads the answer anyway. */
+		}
+		char m[32];
+		snprintf(m, sizeof(m), "%u", (unsigned)cred.uid);
+		refuse(fd, -EACCES, "uid %s is not allowed to attach to this root", m);
+		close(fd);
+		return;
+	}
+	int refusal = 0;
 	/* The peer's pidfd without a pid-reuse race (kernel 6.5+); else from
 	 * the pid the kernel recorded at connect. */
 	int pidfd = -1;
@@ -359,22 +370,37 @@ static void accept_one(shmsync_root *r, int fd)
 		pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
 	if (pidfd >= 0)
 		fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-	else if (!refusal)
+	else
 		refusal = -ESRCH;
-	/* A free entry, or else the one closest to its deadline: peers that
-	 * never say hello cannot lock out those that do. */
-	unsigned pick = 0;
-	for (unsigned i = 0; i < MAX_PENDING; i++) {
-		if (r->pend[i].fd < 0) {
-			pick = i;
-			break;
+	/* One process waits with at most PENDING_PER_PID silent connections:
+	 * a flood from one process cannot take the entries of others. (A
+	 * flood from many processes of an allowed uid can still push out
+	 * silent entries; those hear "busy" and their library retries.) */
+	unsigned same_pid = 0, oldest_same = MAX_PENDING;
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		if (r->pend[i].fd >= 0 && r->pend[i].pid == cred.pid) {
+			same_pid++;
+			if (oldest_same == MAX_PENDING || r->pend[i].deadline < r->pend[oldest_same].deadline)
+				oldest_same = i;
 		}
-		if (r->pend[i].deadline < r->pend[pick].deadline)
+	/* A free entry; else this process's own oldest if it is at its
+	 * limit; else the one closest to its deadline: peers that never say
+	 * hello cannot lock out those that do. */
+	unsigned pick = MAX_PENDING;
+	if (same_pid >= PENDING_PER_PID)
+		pick = oldest_same;
+	for (unsigned i = 0; pick == MAX_PENDING && i < MAX_PENDING; i++)
+		if (r->pend[i].fd < 0)
 			pick = i;
+	if (pick == MAX_PENDING) {
+		pick = 0;
+		for (unsigned i = 1; i < MAX_PENDING; i++)
+			if (r->pend[i].deadline < r->pend[pick].deadline)
+				pick = i;
 	}
 	struct pending *pd = &r->pend[pick];
 	if (pd->fd >= 0)
-		drop_pending(r, pick);
+		drop_pending(r, pick, "the root is busy: too many connections are waiting to say hello");
 	*pd = (struct pending){fd,    pidfd,       cred.pid, sig_now_ns() + HELLO_TIMEOUT_NS,
 			       false, pd->gen + 1, refusal,  cred.uid};
 	finish_attach(r, pd);
@@ -399,27 +425,57 @@ static void expire_pending(shmsync_root *r)
 	int64_t now = sig_now_ns();
 	for (unsigned i = 0; i < MAX_PENDING; i++)
 		if (r->pend[i].fd >= 0 && now > r->pend[i].deadline)
-			drop_pending(r, i);
+			drop_pending(r, i, "no hello within the attach timeout");
 }
 
-/* A message on an attached worker's connection: bye, an eventfd for
- * shmsync_fd, or end of file. */
+/* The worker asked for a pollable fd (shmsync_fd on the fallback path).
+ * The root never writes to an fd a worker hands it: such an fd could be a
+ * pipe that blocks the root or kills it with SIGPIPE, or a socket into
+ * another service that would then hear from the root. It makes a socket
+ * pair itself, keeps one end and sends the other. Its wakes are sends with
+ * MSG_DONTWAIT | MSG_NOSIGNAL: flags of the call, not of the open file,
+ * which the worker shares and could change with fcntl. A full queue or a
+ * closed end is fine: the worker is readable already, or does not care.
+ * Returns false when the worker must be released. */
+static bool fdwake_request(shmsync_root *r, struct slot *s)
+{
+	(void)r;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+		return false;
+	/* Small buffers: one queued message makes the end readable, and a
+	 * worker that never drains it costs the root nothing. */
+	int small = 4096;
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	struct control c = {FDWAKE_MAGIC};
+	int rc = att_send(s->conn, &c, sizeof(c), &sv[1], 1);
+	close(sv[1]);
+	if (rc < 0) {
+		close(sv[0]);
+		return false;
+	}
+	if (s->fdwake_fd >= 0)
+		close(s->fdwake_fd);
+	s->fdwake_fd = sv[0];
+	return true;
+}
+
+/* A message on an attached worker's connection: bye, a request for a wake
+ * fd, or end of file. A worker never sends fds after its hello: a message
+ * that carries one is garbage, and the fd is closed unread. */
 static void conn_readable(shmsync_root *r, struct slot *s)
 {
 	for (;;) {
 		struct control c;
-		int fd = -1, nfd = 1;
-		ssize_t n = att_recv(s->conn, &c, sizeof(c), &fd, &nfd, MSG_DONTWAIT);
+		int fds[4] = {-1, -1, -1, -1}, nfd = 4;
+		ssize_t n = att_recv(s->conn, &c, sizeof(c), fds, &nfd, MSG_DONTWAIT);
 		if (n == -EAGAIN)
 			return;
-		if (n == (ssize_t)sizeof(c) && c.magic == FDWAKE_MAGIC && nfd == 1) {
-			if (s->fdwake_fd >= 0)
-				close(s->fdwake_fd);
-			s->fdwake_fd = fd;
+		for (int i = 0; i < nfd; i++)
+			close(fds[i]);
+		if (n == (ssize_t)sizeof(c) && c.magic == FDWAKE_REQ_MAGIC && nfd == 0 &&
+		    fdwake_request(r, s))
 			continue;
-		}
-		if (nfd == 1)
-			close(fd);
 		/* BYE, end of file, an error or garbage: the worker is gone. */
 		slot_release(r, s);
 		return;
@@ -462,9 +518,9 @@ static void wake_workers(shmsync_root *r)
 		struct slot *s = &r->slots[r->live[j]];
 		if (s->fdwake_fd >= 0 &&
 		    atomic_load_explicit(&s->port->wants_fd_wake, memory_order_relaxed)) {
-			uint64_t one = 1;
-			if (write(s->fdwake_fd, &one, sizeof(one)) < 0) {
-				/* Full counter: the worker is readable already. */
+			char one = 1;
+			if (send(s->fdwake_fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+				/* Full queue: the worker is readable already. */
 			}
 		}
 	}
@@ -1241,6 +1297,7 @@ void shmsync_root_close(shmsync_root *r)
 int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 {
 	char msg[256] = "";
+	int rc0;
 	shmsync_root_opts d = {0};
 	if (!o)
 		o = &d;
@@ -1257,6 +1314,15 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	if (maxw > 4096) {
 		setmsg(o, "max_workers must be at most 4096");
 		return -EINVAL;
+	}
+	/* Not dumpable: otherwise any process of our uid could write the
+	 * segment through /proc/<pid>/mem (past every seal), ptrace us, or
+	 * read the state from a core file. Process-wide, and the header says
+	 * what it changes for debugging. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		rc0 = -errno;
+		setmsg(o, "prctl(PR_SET_DUMPABLE, 0) failed");
+		return rc0;
 	}
 	shmsync_root *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -1376,6 +1442,19 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	if (stat(o->socket_path, &st) == 0) {
 		r->sock_dev = st.st_dev;
 		r->sock_ino = st.st_ino;
+	}
+	/* The socket is made 0600. When the allow list names another uid,
+	 * that uid must be able to connect: the mode opens to everyone and
+	 * the uid check at accept refuses whoever is not on the list (the
+	 * directory's own permissions can narrow who reaches the path). */
+	bool others = false;
+	for (unsigned i = 0; i < r->n_allow; i++)
+		others |= r->allow[i] != geteuid();
+	if (others && chmod(o->socket_path, 0666) < 0) {
+		rc = -errno;
+		snprintf(msg, sizeof(msg), "chmod 0666 %s for the allowed uids failed: %s", o->socket_path,
+			 strerror(errno));
+		goto fail;
 	}
 	r->last_idle_reclaim = sig_now_ns();
 	*out = r;

@@ -15,10 +15,11 @@
 
 /* ---- handshake: worker -> root "hello", root -> worker "welcome" ------- */
 
-#define HELLO_MAGIC 0x4f4c4548434e5953ull   /* "SYNCHELO" */
-#define WELCOME_MAGIC 0x4d4f434c45574e53ull /* "SNWELCOM" */
-#define BYE_MAGIC 0x45594259434e5953ull     /* "SYNCBYBE" */
-#define FDWAKE_MAGIC 0x4b4157444643594eull  /* an eventfd follows */
+#define HELLO_MAGIC 0x4f4c4548434e5953ull      /* "SYNCHELO" */
+#define WELCOME_MAGIC 0x4d4f434c45574e53ull    /* "SNWELCOM" */
+#define BYE_MAGIC 0x45594259434e5953ull        /* "SYNCBYBE" */
+#define FDWAKE_REQ_MAGIC 0x51574446434e5953ull /* worker: send me a wake fd */
+#define FDWAKE_MAGIC 0x4b4157444643594eull     /* root: one end of a socket pair follows */
 
 struct hello {
 	uint64_t magic;
@@ -44,7 +45,7 @@ struct welcome {
 };
 
 struct control {
-	uint64_t magic; /* BYE_MAGIC or FDWAKE_MAGIC */
+	uint64_t magic; /* BYE_MAGIC, FDWAKE_REQ_MAGIC, FDWAKE_MAGIC */
 };
 
 enum { SIG_URING = 1, SIG_FUTEX = 2 };
@@ -83,7 +84,7 @@ struct slot {
 	bool hostile; /* its ring's head is unusable: released after this round */
 	uint32_t gen;
 	int conn, pidfd, doorbell_fd;
-	int fdwake_fd; /* the worker's eventfd for shmsync_fd on the fallback path */
+	int fdwake_fd; /* our end of the socket pair behind the worker's shmsync_fd (fallback) */
 	pid_t pid;
 	struct port_hdr *port;
 	size_t port_size;
@@ -103,7 +104,9 @@ struct slot {
 	bool pin_warned, log_warned, kill_sent;
 };
 
-#define MAX_PENDING 16
+/* Connections waiting for their hello, in all and from one process. */
+#define MAX_PENDING 64
+#define PENDING_PER_PID 4
 
 /* A connection that has not sent its hello yet. */
 struct pending {
@@ -207,7 +210,9 @@ struct shmsync_worker {
 	struct io_uring uring;
 	bool uring_ok;
 	bool conn_poll_armed, fd_wait_armed;
-	int fdwake_fd;
+	int fdwake_fd; /* fallback shmsync_fd: the root's socket pair end (it sends on wakes) */
+	int fdself_fd; /* an eventfd this handle writes when the next state is ready already */
+	int fdpoll_fd; /* an epoll fd over both and the connection: what shmsync_fd returns */
 	uint64_t uring_ops;
 	uint64_t exported, committed, rejected, imports, resets, late_wakes;
 	struct shmsync_batch *batch_cache;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -31,8 +32,9 @@
 
 #define GUARD_MAGIC 0x5348535947554152ull
 #define SPIN_NS 20000
-#define SLICE_NS 20000000     /* the futex path checks for the root's death this often */
-#define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
+#define SLICE_NS 20000000          /* the futex path checks for the root's death this often */
+#define GONE_CHECK_NS 1000000      /* non-blocking calls look for the root's death this often */
+#define ATTACH_RETRY_NS 5000000000 /* a busy root is asked again for this long */
 
 enum { WUD_FUTEX = 1, WUD_CONN = 2, WUD_IGNORE = 3 };
 
@@ -277,7 +279,7 @@ static void worker_free(shmsync_worker *w)
 		munmap(w->port, w->port_size);
 	if (w->seg.base)
 		shm_seg_close(&w->seg);
-	int fds[] = {w->conn, w->doorbell_fd, w->fdwake_fd};
+	int fds[] = {w->conn, w->doorbell_fd, w->fdwake_fd, w->fdself_fd, w->fdpoll_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -291,15 +293,85 @@ static void worker_free(shmsync_worker *w)
 	free(w);
 }
 
-static int attach_fd(shmsync_worker **out, int fd, char *err, size_t errlen)
+/* The uids this worker trusts to serve it besides its own and 0: the
+ * caller's list, else $SHMSYNC_ROOT_UIDS. */
+struct trust {
+	const uid_t *uids;
+	unsigned n;
+	uid_t env[64];
+};
+
+static int trust_init(struct trust *t, const uid_t *uids, unsigned n, char *err, size_t errlen)
 {
+	t->uids = uids;
+	t->n = uids ? n : 0;
+	if (uids)
+		return 0;
+	const char *e = getenv("SHMSYNC_ROOT_UIDS");
+	if (!e || !*e)
+		return 0;
+	const char *p = e;
+	while (*p) {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(p, &end, 10);
+		if (end == p || errno || v >= (uid_t)-1 || (*end && *end != ',') || *p == '-' || *p == '+' ||
+		    t->n == sizeof(t->env) / sizeof(t->env[0])) {
+			msg(err, errlen,
+			    "SHMSYNC_ROOT_UIDS=\"%.40s\": expected up to 64 numeric uids separated by commas",
+			    e);
+			return -EINVAL;
+		}
+		t->env[t->n++] = (uid_t)v;
+		p = *end ? end + 1 : end;
+		if (*end && !*p) {
+			msg(err, errlen, "SHMSYNC_ROOT_UIDS=\"%.40s\": trailing comma", e);
+			return -EINVAL;
+		}
+	}
+	t->uids = t->env;
+	return 0;
+}
+
+/* Who serves this socket? Checked before a byte is sent: whoever bound
+ * the path first (in a world-writable directory, anyone) would otherwise
+ * receive this worker's writes. */
+static int check_root_uid(int fd, const struct trust *t, char *err, size_t errlen)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		int e = errno;
+		msg(err, errlen, "SO_PEERCRED on the root's socket: %s", strerror(e));
+		return -e;
+	}
+	uid_t me = geteuid();
+	if (cred.uid == me || cred.uid == 0)
+		return 0;
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->uids[i] == cred.uid)
+			return 0;
+	msg(err, errlen,
+	    "the socket is served by uid %u (pid %d), not by this uid (%u) or root: refusing to attach; "
+	    "if that uid is trusted, name it in SHMSYNC_ROOT_UIDS",
+	    (unsigned)cred.uid, (int)cred.pid, (unsigned)me);
+	return -EPERM;
+}
+
+static int attach_fd(shmsync_worker **out, int fd, const struct trust *t, char *err, size_t errlen)
+{
+	int trc = check_root_uid(fd, t, err, errlen);
+	if (trc < 0) {
+		close(fd);
+		return trc;
+	}
 	shmsync_worker *w = calloc(1, sizeof(*w));
 	if (!w) {
 		close(fd);
 		return -ENOMEM;
 	}
 	w->conn = fd;
-	w->doorbell_fd = w->fdwake_fd = -1;
+	w->doorbell_fd = w->fdwake_fd = w->fdself_fd = w->fdpoll_fd = -1;
 	w->seg.fd = -1;
 	int rc;
 	w->fork_guard = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -332,8 +404,14 @@ static int attach_fd(shmsync_worker **out, int fd, char *err, size_t errlen)
 		rc = n < 0 ? (int)n : -EPROTO;
 		if (n == 0)
 			rc = -ECONNRESET;
-		msg(err, errlen, "no welcome from the root: %s",
-		    n < 0 ? strerror((int)-n) : "not a shmsync root");
+		if (rc == -ECONNRESET || rc == -EPIPE)
+			msg(err, errlen,
+			    "the root closed the connection without a welcome (it was flooded with "
+			    "connections, or this is not a shmsync root)");
+		else if (n < 0)
+			msg(err, errlen, "no welcome from the root: %s", strerror((int)-n));
+		else
+			msg(err, errlen, "no welcome from the root: not a shmsync root");
 		goto fail;
 	}
 	wl.msg[sizeof(wl.msg) - 1] = 0;
@@ -419,11 +497,68 @@ fail:
 
 int shmsync_attach_fd(shmsync_worker **w, int fd)
 {
-	return attach_fd(w, fd, NULL, 0);
+	struct trust t;
+	int rc = trust_init(&t, NULL, 0, NULL, 0);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	return attach_fd(w, fd, &t, NULL, 0);
 }
 
 int shmsync_attach_msg(shmsync_worker **w, const char *path, char *err, size_t errlen)
 {
+	shmsync_attach_opts o = {.socket_path = path, .errbuf = err, .errbuf_len = errlen};
+	return shmsync_attach_with(w, &o);
+}
+
+/* Connects to path and attaches; on a busy root (-EAGAIN) or a connection
+ * it closed unanswered, tries again with backoff for ATTACH_RETRY_NS: a
+ * flood of connections from others must not fail an honest attach. */
+static int attach_path(shmsync_worker **w, const char *path, const struct trust *t, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		msg(err, errlen, "socket path longer than %zu bytes", sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	int64_t give_up = sig_now_ns() + ATTACH_RETRY_NS;
+	useconds_t backoff = 1000;
+	for (;;) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			int e = errno;
+			close(fd);
+			msg(err, errlen, "connecting to %s: %s", path, strerror(e));
+			/* A full backlog under a flood: EAGAIN, worth a retry. */
+			if (e != EAGAIN || sig_now_ns() > give_up)
+				return -e;
+		} else {
+			int rc = attach_fd(w, fd, t, err, errlen);
+			if ((rc != -EAGAIN && rc != -ECONNRESET && rc != -EPIPE) || sig_now_ns() > give_up)
+				return rc;
+		}
+		usleep(backoff);
+		if (backoff < 100000)
+			backoff *= 2;
+	}
+}
+
+int shmsync_attach_with(shmsync_worker **w, const shmsync_attach_opts *o)
+{
+	shmsync_attach_opts d = {0};
+	if (!o)
+		o = &d;
+	char *err = o->errbuf;
+	size_t errlen = o->errbuf_len;
+	struct trust t;
+	int rc = trust_init(&t, o->root_uids, o->n_root_uids, err, errlen);
+	if (rc < 0)
+		return rc;
+	const char *path = o->socket_path;
 	if (!path) {
 		const char *afd = getenv("SHMSYNC_ATTACH_FD");
 		if (afd && *afd) {
@@ -435,7 +570,7 @@ int shmsync_attach_msg(shmsync_worker **w, const char *path, char *err, size_t e
 				msg(err, errlen, "SHMSYNC_ATTACH_FD=\"%.20s\" is not an open socket", afd);
 				return -EINVAL;
 			}
-			return attach_fd(w, (int)fd, err, errlen);
+			return attach_fd(w, (int)fd, &t, err, errlen);
 		}
 		path = getenv("SHMSYNC_SOCKET");
 		if (!path || !*path) {
@@ -443,22 +578,7 @@ int shmsync_attach_msg(shmsync_worker **w, const char *path, char *err, size_t e
 			return -EINVAL;
 		}
 	}
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		msg(err, errlen, "socket path longer than %zu bytes", sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		msg(err, errlen, "connecting to %s: %s", path, strerror(e));
-		return -e;
-	}
-	return attach_fd(w, fd, err, errlen);
+	return attach_path(w, path, &t, err, errlen);
 }
 
 int shmsync_attach(shmsync_worker **w, const char *path)
@@ -749,12 +869,45 @@ static bool tick_reached(shmsync_worker *w, uint64_t target)
 
 static void drain_fdwake(shmsync_worker *w)
 {
-	if (w->fdwake_fd >= 0) {
-		uint64_t v;
-		if (read(w->fdwake_fd, &v, sizeof(v)) < 0) {
-			/* Not signalled: nothing to drain. */
-		}
+	if (w->fdwake_fd < 0)
+		return;
+	char buf[64];
+	/* Bounded: the root's send buffer holds a few messages at most. */
+	for (int i = 0; i < 256; i++)
+		if (recv(w->fdwake_fd, buf, sizeof(buf), MSG_DONTWAIT) < 0)
+			break;
+	uint64_t v;
+	if (read(w->fdself_fd, &v, sizeof(v)) < 0) {
+		/* Not signalled: nothing to drain. */
 	}
+}
+
+/* After a wait that timed out: the handle goes back to the snapshot it
+ * had, so reads and views taken before the call work as before. That
+ * snapshot is announced again with the classic protocol: if the published
+ * tick is still the old epoch, nothing was retired after it while we were
+ * offline, so everything it sees is still there. If a commit came
+ * meanwhile, the old snapshot may be gone: false when the target is now
+ * reached (the caller imports after all), else the handle comes online at
+ * the published tick (an import_until whose target lies further). A
+ * revoked handle stays offline (its reads report ESTALE). */
+static bool back_online(shmsync_worker *w, uint64_t target)
+{
+	if (revocations(w) != w->revoke_seen)
+		return true;
+	uint64_t old = w->epoch;
+	atomic_store_explicit(&w->port->read_epoch, old, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (shm_published_tick(&w->seg) == old) {
+		w->online = true;
+		return true;
+	}
+	atomic_store_explicit(&w->port->read_epoch, PORT_OFFLINE, memory_order_release);
+	if (tick_reached(w, target))
+		return false;
+	uint64_t tick, log_end;
+	go_online(w, &tick, &log_end);
+	return true;
 }
 
 static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shmsync_change_fn fn, void *arg)
@@ -768,8 +921,13 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 		if (timeout_ns == 0)
 			return root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
 		/* Offline while asleep: an idle worker pins log bytes only. */
+		bool was_online = w->online;
 		shmsync_offline(w);
 		int rc = wait_for(w, tick_reached, target, timeout_ns);
+		/* A commit that lands between the last look and back_online is
+		 * imported rather than reported as a timeout. */
+		if (rc == -ETIMEDOUT && was_online && !back_online(w, target))
+			rc = 0;
 		if (rc < 0)
 			return rc;
 	}
@@ -915,6 +1073,59 @@ int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe)
 	return 0;
 }
 
+/* The fallback's pollable fd. The root sends on a socket pair it made (it
+ * takes no fd from a worker: see fdwake_request in sync/root.c), so this
+ * handle asks for one end and waits for it. The fd returned is an epoll fd
+ * over that end, an eventfd of our own (for "ready already", which the
+ * root's end cannot say) and the connection (readable when the root dies,
+ * so a sleeping event loop learns of it). */
+static int fdwake_setup(shmsync_worker *w)
+{
+	struct control c = {FDWAKE_REQ_MAGIC};
+	int rc = att_send(w->conn, &c, sizeof(c), NULL, 0);
+	if (rc < 0)
+		return rc == -EPIPE || rc == -ECONNRESET ? -ESHUTDOWN : rc;
+	struct pollfd p = {w->conn, POLLIN, 0};
+	int n;
+	do
+		n = poll(&p, 1, 5000);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return -ETIMEDOUT;
+	if (n < 0)
+		return -errno;
+	struct control reply;
+	int fd = -1, nfd = 1;
+	ssize_t got = att_recv(w->conn, &reply, sizeof(reply), &fd, &nfd, MSG_DONTWAIT);
+	if (got == 0 || got == -ECONNRESET) {
+		w->dead = true;
+		return -ESHUTDOWN;
+	}
+	if (got != (ssize_t)sizeof(reply) || reply.magic != FDWAKE_MAGIC || nfd != 1) {
+		if (nfd == 1)
+			close(fd);
+		return got < 0 ? (int)got : -EPROTO;
+	}
+	int self = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN};
+	struct epoll_event hup = {.events = EPOLLRDHUP};
+	if (self < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, self, &ev) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, w->conn, &hup) < 0) {
+		rc = -errno;
+		close(fd);
+		if (self >= 0)
+			close(self);
+		if (ep >= 0)
+			close(ep);
+		return rc;
+	}
+	w->fdwake_fd = fd;
+	w->fdself_fd = self;
+	w->fdpoll_fd = ep;
+	return 0;
+}
+
 int shmsync_fd(shmsync_worker *w)
 {
 	CHECK_HANDLE(w);
@@ -938,26 +1149,20 @@ int shmsync_fd(shmsync_worker *w)
 		}
 		return w->uring.ring_fd;
 	}
-	if (w->fdwake_fd < 0) {
-		int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (fd < 0)
-			return -errno;
-		struct control c = {FDWAKE_MAGIC};
-		int rc = att_send(w->conn, &c, sizeof(c), &fd, 1);
-		if (rc < 0) {
-			close(fd);
+	if (w->fdpoll_fd < 0) {
+		int rc = fdwake_setup(w);
+		if (rc < 0)
 			return rc;
-		}
-		w->fdwake_fd = fd;
-		atomic_store_explicit(&w->port->wants_fd_wake, 1, memory_order_release);
+		atomic_store_explicit(&w->port->wants_fd_wake, 1, memory_order_seq_cst);
+		atomic_thread_fence(memory_order_seq_cst);
 	}
 	if (shm_published_tick(&w->seg) > w->cursor) {
 		uint64_t one = 1;
-		if (write(w->fdwake_fd, &one, sizeof(one)) < 0) {
+		if (write(w->fdself_fd, &one, sizeof(one)) < 0) {
 			/* Already readable. */
 		}
 	}
-	return w->fdwake_fd;
+	return w->fdpoll_fd;
 }
 
 /* ---- stat -------------------------------------------------------------- */

@@ -41,11 +41,12 @@ fail() {
 
 # run WANT_RC CMD...: runs the tool (bounded) with stdout in $tmp/out and
 # stderr in $tmp/err; checks the exit code, and that a failure says why in
-# exactly one line starting "shmsync: ".
+# exactly one line starting "shmsync: ". Standard input: $stdin_from.
+stdin_from=/dev/null
 run() {
 	local want=$1
 	shift
-	timeout 20 "$SHMSYNC" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+	timeout 20 "$SHMSYNC" "$@" >"$tmp/out" 2>"$tmp/err" <"$stdin_from"
 	local rc=$?
 	[ "$rc" -eq "$want" ] || fail "shmsync $* exited $rc, expected $want"
 	if [ "$want" -ne 0 ]; then
@@ -136,6 +137,27 @@ run 2 ls /a/ /b/
 run 2 --socket
 run 2 get --socket "/tmp/$(printf 'x%.0s' {1..120})" /a/ k
 err_has "too long"
+# Options before the command are the command's own (issue 9, item 8.5).
+run 2 --bogus get /a/ k
+err_has "unknown option '--bogus'"
+run 2 --json get /a/ k
+err_has "option '--json' does not apply to get"
+run 2 --socket "$sock"
+err_has "no command"
+run 0 -s "$sock" get --help
+grep -q '^usage: shmsync get' "$tmp/out" || fail "-s PATH get --help prints no usage of get"
+# The export ring: a power of two, 4K to 1G (item 8.1).
+run 2 serve --ring-bytes 3000
+err_has "--ring-bytes: '3000' is not a power of two"
+run 2 serve --ring-bytes 2K
+run 2 serve --ring-bytes 2G
+run 2 serve --ring-bytes 12X
+err_has "not a size"
+# A backslash in a text argument starts an escape (item 8.2).
+run 2 get /a/ 'a\q'
+err_has "a backslash starts"
+run 2 get '/a\x00/' k
+err_has "NUL"
 
 # No root there: exit 1, and it says so.
 run 1 get /a/ k
@@ -149,6 +171,37 @@ serve_pid=$!
 wait_for 10 test -S "$sock" || fail "serve did not create $sock"
 run 1 serve --socket "$sock" --capacity 64M
 err_has "already serves"
+# A live listener of another type is no stale socket: serve must leave it
+# alone, not unlink it and bind its own (item 8.4).
+if [ -n "$PY" ]; then
+	for type in SOCK_STREAM SOCK_DGRAM; do
+		other=$tmp/other-$type.sock
+		"$PY" -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, getattr(socket, sys.argv[2]))
+s.bind(sys.argv[1])
+if s.type == socket.SOCK_STREAM:
+    s.listen(8)
+time.sleep(60)
+' "$other" "$type" &
+		other_pid=$!
+		bg_pids+=("$other_pid")
+		wait_for 10 test -S "$other" || fail "the $type listener did not bind $other"
+		run 1 serve --socket "$other"
+		err_has "a $type socket is there, not a root's; not replacing it"
+		kill -0 "$other_pid" 2>/dev/null || fail "the $type listener died"
+		"$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, getattr(socket, sys.argv[2]))
+s.connect(sys.argv[1])
+' "$other" "$type" || fail "serve took $other from the $type listener"
+		kill "$other_pid"
+		wait "$other_pid" 2>/dev/null
+	done
+	bg_pids=()
+else
+	echo "cli: no python3: the check of a foreign listener is skipped" >&2
+fi
 # Environment variables are checked too (usage errors).
 SHMSYNC_SIGNAL=bogus run 2 get /a/ k
 err_has 'SHMSYNC_SIGNAL="bogus"'
@@ -271,6 +324,84 @@ sys.exit(0 if b == open(sys.argv[2], "rb").read() else 1)
 ' "$tmp/out" "$tmp/blob" || fail "escaped output does not decode to the value"
 fi
 
+# What ls prints is what get, put and del take: \\ and \xNN escapes in
+# keys, values and directories, or --raw for a literal backslash (item 8.2).
+run 0 put --hex /z/ 00ff5c0a2041 7f
+run 0 ls /z/
+printed=$(grep -F -- '\x00\xff\\' "$tmp/out") || fail "ls /z/ did not list the key 00ff5c0a2041"
+[ "$printed" == '\x00\xff\\\x0a A' ] || fail "ls printed the key 00ff5c0a2041 as '$printed'"
+run 0 get /z/ "$printed"
+out_is '\x7f'
+run 0 put /z/ "$printed" '\x00\\v'
+run 0 get --hex /z/ 00ff5c0a2041
+out_is 005c76
+run 0 del /z/ "$printed"
+run 1 get --hex /z/ 00ff5c0a2041
+run 0 put --raw /z/ 'back\slash' 'as\is'
+run 0 ls /z/
+grep -qxF 'back\\slash' "$tmp/out" || fail "ls did not escape a backslash: $(cat "$tmp/out")"
+run 0 get /z/ 'back\\slash'
+out_is 'as\\is'
+run 0 get --raw /z/ 'back\slash'
+out_is 'as\is'
+run 0 del /z/ 'back\\slash'
+run 0 mkdir '/bin\x01 dir\x2f'
+run 0 ls
+printed=$(grep -F 'bin' "$tmp/out") || fail "ls did not list the directory"
+[ "$printed" == '/bin\x01 dir/' ] || fail "ls printed the directory as '$printed'"
+run 0 put "$printed" k v
+run 0 ls "$printed"
+out_is k
+run 0 rmdir "$printed"
+run 1 ls '/bin\x01 dir/'
+
+# ---- value sizes (item 8.1) --------------------------------------------------------
+
+# With the default ring a value of 1 MiB is refused, naming the limit, and
+# the limit is exact: a value of that size goes through, one byte more not.
+head -c 1048576 /dev/urandom >"$tmp/mib"
+stdin_from=$tmp/mib run 2 put --stdin /z/ mib
+err_has "too big for this root"
+limit=$(grep -oE 'at most [0-9]+ bytes' "$tmp/err" | grep -oE '[0-9]+')
+[ -n "$limit" ] || fail "a too big value's message names no limit: $(cat "$tmp/err")"
+[ "$limit" -gt $((120 << 10)) ] && [ "$limit" -lt $((128 << 10)) ] ||
+	fail "the default ring's value limit is $limit bytes, expected just under 128 KiB"
+head -c "$limit" "$tmp/mib" >"$tmp/limit"
+stdin_from=$tmp/limit run 0 put --stdin /z/ mib
+timeout 20 "$SHMSYNC" get --raw /z/ mib >"$tmp/limit.out" || fail "get --raw of the largest value"
+cmp -s "$tmp/limit" "$tmp/limit.out" || fail "the largest value did not round-trip"
+head -c $((limit + 1)) "$tmp/mib" >"$tmp/over"
+stdin_from=$tmp/over run 2 put --stdin /z/ mib
+err_has "at most $limit bytes"
+run 0 del /z/ mib
+
+# serve --ring-bytes lets bigger values through: 1 MiB, byte for byte.
+big=$tmp/big.sock
+timeout 60 "$SHMSYNC" serve --socket "$big" --capacity 256M --ring-bytes 4M -q 2>"$tmp/big.err" &
+big_pid=$!
+bg_pids+=("$big_pid")
+wait_for 10 test -S "$big" || fail "serve --ring-bytes 4M did not start: $(cat "$tmp/big.err")"
+run 0 mkdir --socket "$big" /big/
+stdin_from=$tmp/mib run 0 put --socket "$big" --stdin /big/ v
+timeout 20 "$SHMSYNC" get --socket "$big" --raw /big/ v >"$tmp/mib.out" || fail "get --raw of 1 MiB"
+cmp -s "$tmp/mib" "$tmp/mib.out" || fail "a 1 MiB value did not round-trip through --ring-bytes 4M"
+kill -TERM "$big_pid"
+wait "$big_pid" || fail "serve --ring-bytes 4M did not stop cleanly: $(cat "$tmp/big.err")"
+bg_pids=()
+
+# ---- options before the command (item 8.5) -----------------------------------------
+
+unset SHMSYNC_SOCKET
+run 0 --socket "$sock" put /a/ g v
+run 0 --socket="$sock" get /a/ g
+out_is v
+run 0 -s "$sock" --hex get /a/ 67
+out_is 76
+run 0 --timeout 5 --socket "$sock" -- del /a/ g
+run 1 --sock "$sock" get /a/ g
+err_has "no such key"
+export SHMSYNC_SOCKET=$sock
+
 # ---- watch ------------------------------------------------------------------------
 
 timeout 60 "$SHMSYNC" watch /w/ >"$tmp/watch.txt" 2>"$tmp/watch.err" &
@@ -357,6 +488,20 @@ ticks = [l["tick"] for l in lines]
 assert ticks == sorted(ticks), ticks
 ' "$tmp/watch.json" || fail "watch --json: $(cat "$tmp/watch.json")"
 fi
+
+# ---- rmdir / (item 8.3) -------------------------------------------------------------
+
+run 0 ls
+before=$(cat "$tmp/out")
+[ -n "$before" ] || fail "no directories left to test rmdir / with"
+run 2 rmdir /
+err_has "give --force"
+run 2 rmdir /a/ /
+run 0 ls
+out_is "$before"
+run 0 rmdir --force /
+run 0 ls
+out_is ""
 
 # ---- stop --------------------------------------------------------------------------
 

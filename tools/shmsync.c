@@ -35,6 +35,8 @@ enum {
 	O_TICK = 1 << 9,
 	O_STDIN = 1 << 10,
 	O_STALL = 1 << 11, /* --stall-policy, --max-read-pin, --max-read-pin-bytes */
+	O_RING = 1 << 12,
+	O_FORCE = 1 << 13,
 };
 
 struct ctx;
@@ -60,12 +62,15 @@ struct ctx {
 	int stall_policy;
 	int64_t max_read_pin_ns;
 	size_t max_read_pin_bytes;
+	size_t ring_bytes;
+	bool force;
 	char **args;
 	int nargs;
 	shmsync_worker *w;
 };
 
 #define DEFAULT_TIMEOUT_S 10.0
+#define SHORT_OPTIONS ":s:t:xbrjc:m:qTifh"
 
 /* ---- help and option parsing ---------------------------------------------- */
 
@@ -77,7 +82,9 @@ static const struct {
 	{O_TIMEOUT, "  -t, --timeout SECONDS how long to wait for the commit (default 10)"},
 	{O_ENC, "  -x, --hex             keys and values in hex, on the command line and on output\n"
 		"  -b, --base64          keys and values in base64, on the command line and on output"},
-	{O_RAW, "  -r, --raw             write bytes as they are (default: \\\\ and \\xNN escapes)"},
+	{O_RAW, "  -r, --raw             bytes as they are, in arguments and on output (default:\n"
+		"                        \\\\ and \\xNN escapes both ways, so what ls and get\n"
+		"                        print can be given back)"},
 	{O_JSON, "  -j, --json            JSON output"},
 	{O_CAPACITY, "  -c, --capacity SIZE   address space for the state, e.g. 256M (default: from limits,\n"
 		     "                        $SHMSYNC_CAPACITY)"},
@@ -95,6 +102,10 @@ static const struct {
 		  "      --max-read-pin-bytes SIZE\n"
 		  "                        bound on the retired memory a snapshot may keep, e.g. 64M\n"
 		  "                        (default: none); the bound to set for flat memory"},
+	{O_RING, "      --ring-bytes SIZE each worker's export ring, a power of two from 4K to 1G\n"
+		 "                        (default 256K); a put's value must fit in half of it\n"
+		 "                        (about 128K by default; 64M lets values reach 16M)"},
+	{O_FORCE, "  -f, --force           allow removing / (every directory)"},
 };
 
 static void print_help(const struct cmd *cmd)
@@ -108,7 +119,14 @@ static void print_help(const struct cmd *cmd)
 	       "Exit status: 0 success, 1 absent or failed, 2 usage error. See shmsync(1).\n");
 }
 
-enum { LO_IF_ABSENT = 256, LO_IF_TICK, LO_STALL_POLICY, LO_MAX_READ_PIN, LO_MAX_READ_PIN_BYTES };
+enum {
+	LO_IF_ABSENT = 256,
+	LO_IF_TICK,
+	LO_STALL_POLICY,
+	LO_MAX_READ_PIN,
+	LO_MAX_READ_PIN_BYTES,
+	LO_RING_BYTES,
+};
 
 static const struct option long_options[] = {
 	{"socket", required_argument, NULL, 's'},
@@ -127,6 +145,8 @@ static const struct option long_options[] = {
 	{"stall-policy", required_argument, NULL, LO_STALL_POLICY},
 	{"max-read-pin", required_argument, NULL, LO_MAX_READ_PIN},
 	{"max-read-pin-bytes", required_argument, NULL, LO_MAX_READ_PIN_BYTES},
+	{"ring-bytes", required_argument, NULL, LO_RING_BYTES},
+	{"force", no_argument, NULL, 'f'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -162,6 +182,10 @@ static unsigned option_bit(int opt)
 	case LO_MAX_READ_PIN:
 	case LO_MAX_READ_PIN_BYTES:
 		return O_STALL;
+	case LO_RING_BYTES:
+		return O_RING;
+	case 'f':
+		return O_FORCE;
 	}
 	return 0;
 }
@@ -178,7 +202,7 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 	opterr = 0; /* our own one-line messages */
 	optind = 1;
 	int longidx = -1;
-	while ((opt = getopt_long(argc, argv, ":s:t:xbrjc:m:qTih", long_options, &longidx)) != -1) {
+	while ((opt = getopt_long(argc, argv, SHORT_OPTIONS, long_options, &longidx)) != -1) {
 		/* The option's name as typed, for messages (argv[optind - 1] is
 		 * its value when the value is a separate argument). */
 		char optname[40];
@@ -286,6 +310,19 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 			if (tool_parse_size("--max-read-pin-bytes", optarg, &c->max_read_pin_bytes) < 0)
 				return TOOL_USAGE;
 			break;
+		case LO_RING_BYTES:
+			/* The library's bounds, checked here to name the option. */
+			if (tool_parse_size("--ring-bytes", optarg, &c->ring_bytes) < 0)
+				return TOOL_USAGE;
+			if (c->ring_bytes < ((size_t)4 << 10) || c->ring_bytes > ((size_t)1 << 30) ||
+			    (c->ring_bytes & (c->ring_bytes - 1))) {
+				tool_err("--ring-bytes: '%s' is not a power of two from 4K to 1G", optarg);
+				return TOOL_USAGE;
+			}
+			break;
+		case 'f':
+			c->force = true;
+			break;
 		}
 	}
 	if (c->raw && c->enc != ENC_TEXT) {
@@ -346,9 +383,48 @@ static int check_dir(const char *dir)
 	return 0;
 }
 
+/* A KEY or VALUE argument: in the encoding asked for, or as it is with
+ * --raw. */
+static int decode_arg(struct ctx *c, const char *what, const char *arg, uint8_t **out, size_t *len)
+{
+	if (!c->raw)
+		return tool_decode(c->enc, what, arg, out, len);
+	size_t n = strlen(arg);
+	*out = malloc(n + 1);
+	if (!*out) {
+		tool_err("out of memory");
+		return -1;
+	}
+	memcpy(*out, arg, n + 1);
+	*len = n;
+	return 0;
+}
+
+/* A DIR argument, decoded in place (escapes only shorten it): directories
+ * are printed escaped whatever the key encoding, so they are read that way
+ * too, unless --raw. A name is a C string: no NUL in it. */
+static int get_dir(struct ctx *c, char *arg)
+{
+	if (!c->raw) {
+		uint8_t *d;
+		size_t n;
+		if (tool_decode(ENC_TEXT, "DIR", arg, &d, &n) < 0)
+			return -1;
+		bool nul = memchr(d, 0, n) != NULL;
+		if (!nul)
+			memcpy(arg, d, n + 1);
+		free(d);
+		if (nul) {
+			tool_err("DIR: '%s': a directory name cannot hold a NUL byte", arg);
+			return -1;
+		}
+	}
+	return check_dir(arg);
+}
+
 static int get_key(struct ctx *c, const char *arg, uint8_t **key, size_t *len)
 {
-	if (tool_decode(c->enc, "KEY", arg, key, len) < 0)
+	if (decode_arg(c, "KEY", arg, key, len) < 0)
 		return -1;
 	if (*len == 0 || *len > SHMSYNC_MAX_KEY) {
 		tool_err("KEY: %s (keys are 1..%d bytes)", *len ? "too long" : "empty", SHMSYNC_MAX_KEY);
@@ -499,16 +575,57 @@ static int read_stdin(uint8_t **out, size_t *len)
 	return -1;
 }
 
+static bool put_fits(struct ctx *c, const char *dir, const uint8_t *key, size_t kn, const uint8_t *val,
+		     size_t vn)
+{
+	shmsync_batch *b;
+	if (shmsync_begin(c->w, &b) < 0)
+		return false;
+	int rc = shmsync_put(b, dir, key, kn, val, vn);
+	shmsync_abort(b);
+	return rc == 0;
+}
+
+/* A value too big for one batch, which is at most half the root's export
+ * ring (serve --ring-bytes) and half its change log: the message names the
+ * limit as a number. The library publishes neither the limit nor its
+ * framing, so the largest value it takes for this key and directory is
+ * found by trying lengths on scratch batches, which are encoded but never
+ * sent (each try is monotone in the length). */
+static int too_big(struct ctx *c, const char *dir, const uint8_t *key, size_t kn, const uint8_t *val,
+		   size_t vn)
+{
+	size_t lo = 0, hi = vn; /* lo fits (checked below), hi does not */
+	bool any = put_fits(c, dir, key, kn, val, 0);
+	while (any && hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (put_fits(c, dir, key, kn, val, mid))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	char *s = subject(c, dir, key, kn);
+	if (any)
+		tool_err("%s: a value of %zu bytes is too big for this root: at most %zu bytes with this key "
+			 "and directory (half the root's export ring; shmsync serve --ring-bytes sets it)",
+			 s ? s : dir, vn, lo);
+	else
+		tool_err("%s: too big for one batch of this root (at most half its export ring and of its "
+			 "change log)",
+			 s ? s : dir);
+	free(s);
+	return TOOL_USAGE;
+}
+
 static int cmd_put(struct ctx *c)
 {
-	const char *dir = c->args[0];
+	char *dir = c->args[0];
 	uint8_t *key = NULL, *val = NULL;
 	size_t kn, vn;
 	int ret = TOOL_USAGE;
-	if (check_dir(dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0)
+	if (get_dir(c, dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0)
 		goto out;
-	if (c->from_stdin ? read_stdin(&val, &vn) < 0
-			  : tool_decode(c->enc, "VALUE", c->args[2], &val, &vn) < 0)
+	if (c->from_stdin ? read_stdin(&val, &vn) < 0 : decode_arg(c, "VALUE", c->args[2], &val, &vn) < 0)
 		goto out;
 	if (vn > SHMSYNC_MAX_VALUE) {
 		tool_err("VALUE: too long (at most %u bytes)", SHMSYNC_MAX_VALUE);
@@ -525,7 +642,7 @@ static int cmd_put(struct ctx *c)
 				   : shmsync_put(b, dir, key, kn, val, vn);
 	if (rc < 0) {
 		shmsync_abort(b);
-		ret = refuse(c, rc, dir, key, kn);
+		ret = rc == -E2BIG ? too_big(c, dir, key, kn, val, vn) : refuse(c, rc, dir, key, kn);
 		goto out;
 	}
 	rc = commit(c, b, NULL);
@@ -538,11 +655,11 @@ out:
 
 static int cmd_del(struct ctx *c)
 {
-	const char *dir = c->args[0];
+	char *dir = c->args[0];
 	uint8_t *key = NULL;
 	size_t kn;
 	int ret = TOOL_USAGE;
-	if (check_dir(dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0)
+	if (get_dir(c, dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0)
 		goto out;
 	if ((ret = attach(c)) != TOOL_OK)
 		goto out;
@@ -568,8 +685,15 @@ out:
 static int dirs_batch(struct ctx *c, int (*op)(shmsync_batch *, const char *))
 {
 	for (int i = 0; i < c->nargs; i++)
-		if (check_dir(c->args[i]) < 0)
+		if (get_dir(c, c->args[i]) < 0)
 			return TOOL_USAGE;
+	/* "/" is a prefix of every name: its rmdir removes every directory. */
+	for (int i = 0; op == shmsync_rmdir && !c->force && i < c->nargs; i++) {
+		if (strcmp(c->args[i], "/") == 0) {
+			tool_err("/ would remove every directory: give --force if that is what you want");
+			return TOOL_USAGE;
+		}
+	}
 	int ret = attach(c);
 	if (ret != TOOL_OK)
 		return ret;
@@ -630,12 +754,12 @@ static int import_latest(struct ctx *c)
  * when others add to the same counter in the same group commit. */
 static int cmd_add(struct ctx *c)
 {
-	const char *dir = c->args[0];
+	char *dir = c->args[0];
 	uint8_t *key = NULL;
 	size_t kn;
 	int64_t delta;
 	int ret = TOOL_USAGE;
-	if (check_dir(dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0 ||
+	if (get_dir(c, dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0 ||
 	    tool_parse_int64("DELTA", c->args[2], &delta) < 0)
 		goto out;
 	if ((ret = attach(c)) != TOOL_OK)
@@ -712,11 +836,11 @@ static bool dir_exists(struct ctx *c, const char *dir);
 
 static int cmd_get(struct ctx *c)
 {
-	const char *dir = c->args[0];
+	char *dir = c->args[0];
 	uint8_t *key = NULL;
 	size_t kn;
 	int ret = TOOL_USAGE;
-	if (check_dir(dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0)
+	if (get_dir(c, dir) < 0 || get_key(c, c->args[1], &key, &kn) < 0)
 		goto out;
 	/* Attach puts the worker online at the published tick: its snapshot
 	 * is the newest there is, no import needed. */
@@ -804,7 +928,7 @@ static int print_dir(const char *dir, void *arg)
 
 static int cmd_ls(struct ctx *c)
 {
-	if (c->nargs == 1 && check_dir(c->args[0]) < 0)
+	if (c->nargs == 1 && get_dir(c, c->args[0]) < 0)
 		return TOOL_USAGE;
 	int ret = attach(c);
 	if (ret != TOOL_OK)
@@ -986,7 +1110,7 @@ static int cmd_watch(struct ctx *c)
 {
 	struct watch wt = {c, NULL, 0, false};
 	if (c->nargs == 1) {
-		if (check_dir(c->args[0]) < 0)
+		if (get_dir(c, c->args[0]) < 0)
 			return TOOL_USAGE;
 		wt.under = c->args[0];
 		wt.under_len = strlen(wt.under);
@@ -1191,13 +1315,14 @@ static int cmd_serve(struct ctx *c)
 	o.stall_policy = c->stall_policy;
 	o.max_read_pin_ns = c->max_read_pin_ns;
 	o.max_read_pin_bytes = c->max_read_pin_bytes;
+	o.port_ring_bytes = c->ring_bytes;
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	shmsync_root *r;
 	int rc = shmsync_root_open(&r, &o);
 	if (rc < 0) {
-		if (rc == -EADDRINUSE)
-			tool_err("a root already serves %s", c->socket);
+		if (rc == -EADDRINUSE) /* a root, or another program: the message says which */
+			tool_err("%s", err[0] ? err : "a root already serves the socket");
 		else
 			tool_err("cannot start the root on %s: %s", c->socket,
 				 err[0] ? err : shmsync_strerror(rc));
@@ -1222,26 +1347,31 @@ static int cmd_serve(struct ctx *c)
 /* ---- main ------------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
-	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL, 0, 0, "",
+	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING, 0, 0, "",
 	 "Runs a root in the foreground, serving workers on the socket, until SIGTERM or\n"
 	 "SIGINT; then removes the socket and exits 0. The state lives as long as it does."},
-	{"put", cmd_put, O_SOCKET | O_TIMEOUT | O_ENC | O_COND | O_STDIN, 3, 3, "DIR KEY VALUE",
-	 "Puts VALUE under KEY in directory DIR and waits for the commit. DIR must exist."},
+	{"put", cmd_put, O_SOCKET | O_TIMEOUT | O_ENC | O_RAW | O_COND | O_STDIN, 3, 3, "DIR KEY VALUE",
+	 "Puts VALUE under KEY in directory DIR and waits for the commit. DIR must exist.\n"
+	 "VALUE is at most 16 MiB and must fit in half the root's export ring (serve\n"
+	 "--ring-bytes; with the default 256K ring, about 128K): a bigger one is refused\n"
+	 "with the exact limit."},
 	{"get", cmd_get, O_SOCKET | O_ENC | O_RAW | O_TICK, 2, 2, "DIR KEY",
 	 "Prints the value of KEY in DIR and a newline (with --raw: the bytes only).\n"
 	 "Bytes that are not printable are escaped (\\\\, \\xNN) unless --raw."},
-	{"del", cmd_del, O_SOCKET | O_TIMEOUT | O_ENC, 2, 2, "DIR KEY",
+	{"del", cmd_del, O_SOCKET | O_TIMEOUT | O_ENC | O_RAW, 2, 2, "DIR KEY",
 	 "Deletes KEY from DIR and waits for the commit."},
-	{"add", cmd_add, O_SOCKET | O_TIMEOUT | O_ENC, 3, 3, "DIR KEY DELTA",
+	{"add", cmd_add, O_SOCKET | O_TIMEOUT | O_ENC | O_RAW, 3, 3, "DIR KEY DELTA",
 	 "Adds DELTA (a signed 64-bit integer; put -- before a negative one) to the counter\n"
 	 "KEY in DIR (8 bytes, little-endian; a missing key counts from 0) and prints the\n"
 	 "new value, exactly the one this command wrote."},
-	{"mkdir", cmd_mkdir, O_SOCKET | O_TIMEOUT, 1, -1, "DIR...",
+	{"mkdir", cmd_mkdir, O_SOCKET | O_TIMEOUT | O_RAW, 1, -1, "DIR...",
 	 "Creates each DIR (no parent needed), all in one batch: all or none."},
-	{"rmdir", cmd_rmdir, O_SOCKET | O_TIMEOUT, 1, -1, "DIR...",
-	 "Removes each DIR and every directory whose name starts with it, in one batch."},
+	{"rmdir", cmd_rmdir, O_SOCKET | O_TIMEOUT | O_RAW | O_FORCE, 1, -1, "DIR...",
+	 "Removes each DIR and every directory whose name starts with it, in one batch.\n"
+	 "Removing / (every directory) needs --force."},
 	{"ls", cmd_ls, O_SOCKET | O_ENC | O_RAW, 0, 1, "[DIR]",
-	 "Lists the keys of DIR, one a line, sorted; without DIR, every directory."},
+	 "Lists the keys of DIR, one a line, sorted; without DIR, every directory.\n"
+	 "Each line, escaped as printed, is a KEY (or DIR) that get, put and del take."},
 	{"watch", cmd_watch, O_SOCKET | O_ENC | O_RAW | O_JSON, 0, 1, "[DIR]",
 	 "Prints one line per imported change, `TICK KIND DIR KEY VALUE` (KIND: put, del,\n"
 	 "mkdir, rmdir, reset; fields a kind lacks are left out; spaces in fields are\n"
@@ -1252,7 +1382,7 @@ static const struct cmd cmds[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: shmsync COMMAND [OPTIONS] [ARGS]\n\n"
+	fprintf(f, "usage: shmsync [OPTIONS] COMMAND [OPTIONS] [ARGS]\n\n"
 		   "Commands:\n"
 		   "  serve                  run a root in the foreground\n"
 		   "  put DIR KEY VALUE      put a value\n"
@@ -1265,9 +1395,87 @@ static void usage(FILE *f)
 		   "  watch [DIR]            print changes as they are imported\n"
 		   "  stat                   statistics of the root and its workers\n"
 		   "  demo                   a root and N workers under load, then a report\n\n"
-		   "`shmsync COMMAND --help` describes each. The socket: --socket PATH, or\n"
-		   "$SHMSYNC_SOCKET. Exit status: 0 success, 1 absent or failed, 2 usage error.\n");
+		   "`shmsync COMMAND --help` describes each, and its options, which may also come\n"
+		   "before COMMAND. The socket: --socket PATH, or $SHMSYNC_SOCKET. Keys, values\n"
+		   "and directories are printed with \\\\ and \\xNN escapes and taken back that\n"
+		   "way (--raw: as they are; --hex, --base64 for keys and values). Exit status:\n"
+		   "0 success, 1 absent or failed, 2 usage error.\n");
 }
+
+/* The option of the table that a long option names: exactly, or by an
+ * unambiguous prefix, as getopt_long takes it. */
+static const struct option *find_long(const char *name, size_t n)
+{
+	const struct option *found = NULL;
+	int matches = 0;
+	for (const struct option *o = long_options; o->name; o++) {
+		if (strncmp(o->name, name, n) != 0)
+			continue;
+		if (o->name[n] == 0)
+			return o;
+		found = o;
+		matches++;
+	}
+	return matches == 1 ? found : NULL;
+}
+
+/* Options before the command (`shmsync --socket P get D K`, as git and
+ * redis-cli take them) are the command's own: they are moved after its
+ * name, where its parser reads them with the rest, and one that does not
+ * apply to it is refused there. Finding the command needs to know which
+ * options take a value, from the same tables getopt_long reads. Returns
+ * argc when there are options but no command, -1 after a message, 0 after
+ * --version, else the command's index. A "--" ending the options is
+ * dropped. */
+static int find_command(int argc, char **argv, bool *help)
+{
+	int i = 1;
+	while (i < argc && argv[i][0] == '-' && argv[i][1]) {
+		const char *a = argv[i++];
+		if (strcmp(a, "--") == 0) {
+			argv[i - 1] = NULL; /* dropped below */
+			break;
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("shmsync %s\n", shmsync_version());
+			return 0;
+		}
+		bool value = false;
+		if (a[1] == '-') {
+			const char *eq = strchr(a, '=');
+			size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+			const struct option *o = find_long(a + 2, n);
+			if (!o) {
+				tool_err("unknown option '%.*s' (see shmsync --help)", (int)(n + 2), a);
+				return -1;
+			}
+			if (o->val == 'h')
+				*help = true;
+			value = o->has_arg == required_argument && !eq;
+		} else {
+			for (const char *p = a + 1; *p; p++) {
+				const char *o = *p == ':' ? NULL : strchr(SHORT_OPTIONS, *p);
+				if (!o) {
+					tool_err("unknown option '-%c' (see shmsync --help)", *p);
+					return -1;
+				}
+				if (*p == 'h')
+					*help = true;
+				if (o[1] == ':') {
+					value = p[1] == 0; /* else the rest is its value */
+					break;
+				}
+			}
+		}
+		if (value && i++ >= argc) {
+			tool_err("option '%s' needs a value (see shmsync --help)", a);
+			return -1;
+		}
+	}
+	return i;
+}
+
+static int dispatch(int argc, char **argv);
 
 int main(int argc, char **argv)
 {
@@ -1275,6 +1483,44 @@ int main(int argc, char **argv)
 		tool_err("no command (see shmsync --help)");
 		return TOOL_USAGE;
 	}
+	bool help = false;
+	int at = find_command(argc, argv, &help);
+	if (at <= 0)
+		return at < 0 ? TOOL_USAGE : TOOL_OK;
+	if (at == argc) {
+		if (help) {
+			usage(stdout);
+			return TOOL_OK;
+		}
+		tool_err("no command after the options (see shmsync --help)");
+		return TOOL_USAGE;
+	}
+	if (at > 1) {
+		/* argv[0], the command, the options that came before it, the
+		 * rest: argv keeps its size, less a "--" that ended them. */
+		char **v = malloc((size_t)(argc + 1) * sizeof(*v));
+		if (!v) {
+			tool_err("out of memory");
+			return TOOL_USAGE;
+		}
+		int n = 0;
+		v[n++] = argv[0];
+		v[n++] = argv[at];
+		for (int i = 1; i < at; i++)
+			if (argv[i])
+				v[n++] = argv[i];
+		for (int i = at + 1; i < argc; i++)
+			v[n++] = argv[i];
+		v[n] = NULL;
+		int ret = dispatch(n, v);
+		free(v);
+		return ret;
+	}
+	return dispatch(argc, argv);
+}
+
+static int dispatch(int argc, char **argv)
+{
 	const char *name = argv[1];
 	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
 		usage(stdout);

@@ -31,13 +31,15 @@ int tool_parse_seconds(const char *what, const char *s, double min, double max, 
 
 /* How keys and values are read from arguments and written to output. */
 enum tool_enc {
-	ENC_TEXT,   /* arguments as given; output escaped (\\, \xNN) unless raw */
+	ENC_TEXT,   /* \\ and \xNN escapes, in arguments and on output (none if raw) */
 	ENC_HEX,    /* lowercase hex digits, two per byte */
 	ENC_BASE64, /* RFC 4648 standard alphabet, padded */
 };
 
 /* Decodes an argument in enc into a malloc'd buffer (NUL-terminated for
- * convenience, the NUL not counted). Returns 0, or -1 after a message. */
+ * convenience, the NUL not counted). ENC_TEXT undoes the escapes tool_write
+ * prints, so output can be given back; the caller copies an argument that
+ * is to be taken as it is (--raw). Returns 0, or -1 after a message. */
 int tool_decode(enum tool_enc enc, const char *what, const char *s, uint8_t **out, size_t *len);
 
 /* Writes bytes to f in enc; ENC_TEXT escapes unless raw, and with

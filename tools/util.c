@@ -210,6 +210,37 @@ bad:
 	return -1;
 }
 
+/* The escapes tool_write prints, read back, so what ls, get and watch print
+ * can be given as an argument again. Anything else after a backslash is an
+ * error, not a literal backslash: a typo must not name another key. */
+static int decode_text(const char *what, const char *s, uint8_t *out, size_t *len)
+{
+	size_t o = 0;
+	for (size_t i = 0; s[i]; i++) {
+		if (s[i] != '\\') {
+			out[o++] = (uint8_t)s[i];
+			continue;
+		}
+		if (s[i + 1] == '\\') {
+			out[o++] = '\\';
+			i++;
+			continue;
+		}
+		int hi = s[i + 1] == 'x' ? hexval((unsigned char)s[i + 2]) : -1;
+		int lo = hi >= 0 ? hexval((unsigned char)s[i + 3]) : -1;
+		if (lo < 0) {
+			tool_err("%s: '%s': a backslash starts \\\\ or \\xNN (--raw takes the argument as "
+				 "it is)",
+				 what, s);
+			return -1;
+		}
+		out[o++] = (uint8_t)(hi << 4 | lo);
+		i += 3;
+	}
+	*len = o;
+	return 0;
+}
+
 int tool_decode(enum tool_enc enc, const char *what, const char *s, uint8_t **out, size_t *len)
 {
 	size_t n = strlen(s);
@@ -221,8 +252,7 @@ int tool_decode(enum tool_enc enc, const char *what, const char *s, uint8_t **ou
 	int rc = 0;
 	switch (enc) {
 	case ENC_TEXT:
-		memcpy(buf, s, n);
-		*len = n;
+		rc = decode_text(what, s, buf, len);
 		break;
 	case ENC_HEX:
 		rc = decode_hex(what, s, buf, len);

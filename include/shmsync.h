@@ -26,9 +26,11 @@ extern "C" {
 #define SHMSYNC_VERSION_PATCH 0
 
 /* Limits, checked on every operation. */
-#define SHMSYNC_MAX_KEY 1024          /* bytes; keys are 1..SHMSYNC_MAX_KEY bytes */
-#define SHMSYNC_MAX_VALUE (16u << 20) /* bytes */
-#define SHMSYNC_MAX_DIR 255           /* bytes of a directory name, '/' included */
+#define SHMSYNC_MAX_KEY 1024 /* bytes; keys are 1..SHMSYNC_MAX_KEY bytes */
+/* bytes; a value must also fit in one batch: at most half the root's
+ * port_ring_bytes less framing (about 128 KiB with the default ring) */
+#define SHMSYNC_MAX_VALUE (16u << 20)
+#define SHMSYNC_MAX_DIR 255 /* bytes of a directory name, '/' included */
 
 /* Kinds of change delivered by import. */
 enum {
@@ -77,7 +79,10 @@ typedef struct shmsync_root_opts {     /* zero means default */
 	size_t capacity;               /* bytes of address space; default from limits, SHMSYNC_CAPACITY */
 	unsigned max_workers;          /* default 256 */
 	size_t log_bytes;              /* change log ring; default capacity/16, at most 64 MiB */
-	size_t port_ring_bytes;        /* each worker's export ring; default 256 KiB, a power of two */
+	size_t port_ring_bytes;        /* each worker's export ring; default 256 KiB, a power of two in
+					  [4 KiB, 1 GiB]. A batch, and so a value, is at most half of it
+					  (64 MiB reaches SHMSYNC_MAX_VALUE); every attached worker
+					  holds one ring of this size in memory */
 	unsigned max_group;            /* batches per group commit; default 256 */
 	size_t max_retained_log_bytes; /* a cursor keeping more log than this is dropped (reset); 0: the log's
 					  size */
@@ -112,9 +117,9 @@ typedef struct shmsync_root_opts {     /* zero means default */
  * its sockets with MSG_NOSIGNAL, so no worker can make it take SIGPIPE.
  *
  * Errors: -EINVAL
- * (no socket path, bad option), -EADDRINUSE (the socket exists and a root
- * answers there), -ENOMEM, -ENOSPC, or what a system call returned; opts'
- * errbuf then says what failed and what to set. */
+ * (no socket path, bad option), -EADDRINUSE (the socket exists and a root,
+ * or another program with a socket of any type, answers there), -ENOMEM, -ENOSPC, or what a system call
+ * returned; opts' errbuf then says what failed and what to set. */
 int shmsync_root_open(shmsync_root **r, const shmsync_root_opts *o);
 /* Serves until shmsync_root_stop(). Returns 0, or a negative errno if the
  * loop itself failed. */

@@ -389,6 +389,36 @@ kill -TERM "$big_pid"
 wait "$big_pid" || fail "serve --ring-bytes 4M did not stop cleanly: $(cat "$tmp/big.err")"
 bg_pids=()
 
+# ---- --allow-uid: another uid attaches; the socket's mode follows the list --------
+
+run 2 serve --allow-uid no-such-user-here
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+	# Outside $tmp (mode 0700), so that the other uids can reach the socket.
+	adir=$(mktemp -d /tmp/shmsync-cli-allow.XXXXXX)
+	chmod 0755 "$adir"
+	asock=$adir/root.sock
+	timeout 60 "$SHMSYNC" serve --socket "$asock" --capacity 64M --allow-uid 65534 -q 2>"$tmp/allow.err" &
+	allow_pid=$!
+	bg_pids+=("$allow_pid")
+	wait_for 10 test -S "$asock" || fail "serve --allow-uid did not start: $(cat "$tmp/allow.err")"
+	[ "$(stat -c %a "$asock")" == 666 ] || fail "--allow-uid 65534: socket mode $(stat -c %a "$asock"), not 666"
+	run 0 mkdir --socket "$asock" /shared/
+	as() { timeout 20 setpriv --reuid "$1" --regid "$1" --clear-groups "$SHMSYNC" "${@:2}" >"$tmp/out" 2>"$tmp/err"; }
+	as 65534 put --socket "$asock" /shared/ k from-nobody || fail "uid 65534 could not put: $(cat "$tmp/err")"
+	run 0 get --socket "$asock" /shared/ k
+	out_is from-nobody
+	as 65533 get --socket "$asock" /shared/ k && fail "uid 65533 (not allowed) could read"
+	grep -q "uid 65533 is not allowed" "$tmp/err" || fail "the refusal does not name uid 65533: $(cat "$tmp/err")"
+	kill -TERM "$allow_pid"
+	wait "$allow_pid" || fail "serve --allow-uid did not stop cleanly"
+	bg_pids=()
+	rm -rf "$adir"
+	# Without --allow-uid the socket stays private.
+	[ "$(stat -c %a "$sock")" == 600 ] || fail "the default socket mode is $(stat -c %a "$sock"), not 600"
+else
+	echo "cli: --allow-uid across uids skipped (needs root and setpriv)"
+fi
+
 # ---- options before the command (item 8.5) -----------------------------------------
 
 unset SHMSYNC_SOCKET

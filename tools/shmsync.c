@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ enum {
 	O_STALL = 1 << 11, /* --stall-policy, --max-read-pin, --max-read-pin-bytes */
 	O_RING = 1 << 12,
 	O_FORCE = 1 << 13,
+	O_ALLOW = 1 << 14,
 };
 
 struct ctx;
@@ -63,6 +65,8 @@ struct ctx {
 	int64_t max_read_pin_ns;
 	size_t max_read_pin_bytes;
 	size_t ring_bytes;
+	uid_t allow_uids[64];
+	unsigned n_allow_uids;
 	bool force;
 	char **args;
 	int nargs;
@@ -106,6 +110,10 @@ static const struct {
 		 "                        (default 256K); a put's value must fit in half of it\n"
 		 "                        (about 128K by default; 64M lets values reach 16M)"},
 	{O_FORCE, "  -f, --force           allow removing / (every directory)"},
+	{O_ALLOW, "      --allow-uid UID   also let UID attach (repeatable; numeric or a user name);\n"
+		  "                        the socket is then made mode 0666 and every other uid is\n"
+		  "                        refused at connect. Clients of another uid must trust this\n"
+		  "                        root's uid: SHMSYNC_ROOT_UIDS=<its uid>"},
 };
 
 static void print_help(const struct cmd *cmd)
@@ -126,6 +134,7 @@ enum {
 	LO_MAX_READ_PIN,
 	LO_MAX_READ_PIN_BYTES,
 	LO_RING_BYTES,
+	LO_ALLOW_UID,
 };
 
 static const struct option long_options[] = {
@@ -146,6 +155,7 @@ static const struct option long_options[] = {
 	{"max-read-pin", required_argument, NULL, LO_MAX_READ_PIN},
 	{"max-read-pin-bytes", required_argument, NULL, LO_MAX_READ_PIN_BYTES},
 	{"ring-bytes", required_argument, NULL, LO_RING_BYTES},
+	{"allow-uid", required_argument, NULL, LO_ALLOW_UID},
 	{"force", no_argument, NULL, 'f'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -184,6 +194,8 @@ static unsigned option_bit(int opt)
 		return O_STALL;
 	case LO_RING_BYTES:
 		return O_RING;
+	case LO_ALLOW_UID:
+		return O_ALLOW;
 	case 'f':
 		return O_FORCE;
 	}
@@ -323,6 +335,32 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 		case 'f':
 			c->force = true;
 			break;
+		case LO_ALLOW_UID: {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(optarg, &end, 10);
+			uid_t uid;
+			if (optarg[0] >= '0' && optarg[0] <= '9' && !*end && !errno && v < (uid_t)-1) {
+				uid = (uid_t)v;
+			} else {
+				struct passwd *pw = getpwnam(optarg);
+				if (!pw) {
+					tool_err("--allow-uid: '%s' is neither a uid nor a user name",
+						 optarg);
+					return TOOL_USAGE;
+				}
+				uid = pw->pw_uid;
+			}
+			if (c->n_allow_uids == sizeof(c->allow_uids) / sizeof(c->allow_uids[0])) {
+				tool_err("--allow-uid: at most 64");
+				return TOOL_USAGE;
+			}
+			/* The root's own uid stays allowed: the list replaces the default. */
+			if (c->n_allow_uids == 0)
+				c->allow_uids[c->n_allow_uids++] = geteuid();
+			c->allow_uids[c->n_allow_uids++] = uid;
+			break;
+		}
 		}
 	}
 	if (c->raw && c->enc != ENC_TEXT) {
@@ -1316,6 +1354,8 @@ static int cmd_serve(struct ctx *c)
 	o.max_read_pin_ns = c->max_read_pin_ns;
 	o.max_read_pin_bytes = c->max_read_pin_bytes;
 	o.port_ring_bytes = c->ring_bytes;
+	o.allow_uids = c->n_allow_uids ? c->allow_uids : NULL;
+	o.n_allow_uids = c->n_allow_uids;
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	shmsync_root *r;
@@ -1347,7 +1387,7 @@ static int cmd_serve(struct ctx *c)
 /* ---- main ------------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
-	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING, 0, 0, "",
+	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW, 0, 0, "",
 	 "Runs a root in the foreground, serving workers on the socket, until SIGTERM or\n"
 	 "SIGINT; then removes the socket and exits 0. The state lives as long as it does."},
 	{"put", cmd_put, O_SOCKET | O_TIMEOUT | O_ENC | O_RAW | O_COND | O_STDIN, 3, 3, "DIR KEY VALUE",

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "internal.h"
 
@@ -111,9 +112,18 @@ static void retire(struct shm_root *r, uint64_t off, unsigned kind, uint64_t tag
 	r->c.retired_bytes += bytes;
 }
 
+/* A table's bytes include its pool's: they live and die together. */
 static uint64_t obj_bytes(struct shm_root *r, uint64_t off)
 {
-	return shm_arena_size_of(r->arena, off);
+	uint64_t n = shm_arena_size_of(r->arena, off);
+	const struct shm_obj *o = shm_at(r, off);
+	if (o->kind == SHM_OBJ_TABLE) {
+		uint64_t pool =
+			atomic_load_explicit(&((const struct shm_table *)o)->pool, memory_order_relaxed);
+		if (pool)
+			n += shm_arena_size_of(r->arena, pool);
+	}
+	return n;
 }
 
 static void unpush(struct shm_root *r, uint64_t tag, uint64_t prev_tail)
@@ -164,6 +174,12 @@ static int alloc_obj(struct shm_root *r, uint64_t size, bool use_headroom, unsig
 static void free_obj(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
 {
 	uint64_t bytes = obj_bytes(r, off);
+	struct shm_obj *o = shm_at(r, off);
+	if (o->kind == SHM_OBJ_TABLE) {
+		uint64_t pool = atomic_load_explicit(&((struct shm_table *)o)->pool, memory_order_relaxed);
+		if (pool)
+			shm_arena_free(r->arena, pool);
+	}
 	shm_arena_free(r->arena, off);
 	r->reclaimed_objects++;
 	r->reclaimed_bytes += bytes;
@@ -309,23 +325,67 @@ static void *ver_value(struct shm_ver *v)
 }
 
 struct probe {
-	struct shm_slot *slot; /* the key's slot, or NULL */
-	struct shm_slot *free; /* first reusable slot on the probe path */
+	struct shm_slot *slot; /* the key's slot or tree leaf, or NULL */
+	struct shm_slot *free; /* first reusable slot of the window; NULL: a new key goes to the tree */
 	uint64_t head;         /* head version, 0 if none */
 };
+
+static struct shm_pool *table_pool(struct shm_root *r, const struct shm_table *t)
+{
+	uint64_t off = atomic_load_explicit(&t->pool, memory_order_relaxed);
+	return off ? shm_at(r, off) : NULL;
+}
+
+static struct shm_onode *pool_node(struct shm_pool *p, uint64_t idx)
+{
+	return &p->nodes[idx - 1];
+}
+
+static uint64_t window_of(const struct shm_table *t)
+{
+	return t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+}
+
+static void count_probe(struct shm_root *r, uint64_t steps)
+{
+	r->probes += steps;
+	if (steps > r->probe_max)
+		r->probe_max = steps;
+}
+
+/* The leaf the tree leads (pos, key) to, NULL if the tree is empty. */
+static struct shm_onode *tree_best(struct shm_pool *p, uint64_t pos, const void *key, size_t klen,
+				   uint64_t *steps)
+{
+	uint64_t idx = atomic_load_explicit(&p->root, memory_order_relaxed);
+	if (!idx)
+		return NULL;
+	for (;;) {
+		struct shm_onode *nd = pool_node(p, idx);
+		(*steps)++;
+		if (nd->bit == SHM_CB_LEAF)
+			return nd;
+		idx = atomic_load_explicit(&nd->child[shm_cb_bit(pos, klen, key, nd->bit)],
+					   memory_order_relaxed);
+	}
+}
 
 static void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h, const void *key, size_t klen,
 		      struct probe *p)
 {
-	uint64_t mask = t->nslots - 1;
+	uint64_t mask = t->nslots - 1, pos = shm_table_pos(t->seed, h), win = window_of(t), steps = 0;
 	p->slot = p->free = NULL;
 	p->head = 0;
-	for (uint64_t i = h & mask, n = 0; n < t->nslots; i = (i + 1) & mask, n++) {
+	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
 		struct shm_slot *s = &t->slots[i];
 		uint64_t node = atomic_load_explicit(&s->node, memory_order_relaxed);
+		steps++;
 		if (node == SHM_SLOT_EMPTY) {
+			/* A key goes to the tree only when its window has no
+			 * EMPTY slot, and slots never become EMPTY again. */
 			if (!p->free)
 				p->free = s;
+			count_probe(r, steps);
 			return;
 		}
 		if (node == SHM_SLOT_DELETED) {
@@ -339,16 +399,206 @@ static void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h, const
 		if (v->key_len == klen && memcmp(ver_key(v), key, klen) == 0) {
 			p->slot = s;
 			p->head = node;
+			count_probe(r, steps);
 			return;
 		}
 	}
+	struct shm_pool *pool = table_pool(r, t);
+	struct shm_onode *leaf = pool ? tree_best(pool, pos, key, klen, &steps) : NULL;
+	if (leaf) {
+		uint64_t node = atomic_load_explicit(&leaf->s.node, memory_order_relaxed);
+		if (node > SHM_SLOT_DELETED &&
+		    atomic_load_explicit(&leaf->s.hash, memory_order_relaxed) == h) {
+			struct shm_ver *v = shm_at(r, node);
+			if (v->key_len == klen && memcmp(ver_key(v), key, klen) == 0) {
+				p->slot = &leaf->s;
+				p->head = node;
+			}
+		}
+	}
+	count_probe(r, steps);
+}
+
+/* Links a new leaf for key (position hash pos, segment hash h, head
+ * `node`) into a tree whose pool has room for two more nodes. shared: the
+ * table is published, so every change is recorded for undo and the leaf
+ * gets its node only once it is linked (an undone leaf is left EMPTY, which
+ * is how dir_iter and the rebuild scan tell it from a key). Otherwise the
+ * table is a rebuild's private copy. Crit-bit insertion: the new internal
+ * node goes above the first node that tests a later bit than the one where
+ * the key parts from its best match, so every key already in the tree is
+ * still reached by its own bits, before and after the one linking store. */
+static void tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint64_t pos, uint64_t h,
+			const void *key, size_t klen, uint64_t node, bool shared)
+{
+	uint64_t li = ++p->used, steps = 0;
+	struct shm_onode *leaf = pool_node(p, li);
+	atomic_store_explicit(&leaf->s.hash, h, memory_order_relaxed);
+	atomic_store_explicit(&leaf->s.node, shared ? SHM_SLOT_EMPTY : node, memory_order_relaxed);
+	atomic_store_explicit(&leaf->child[0], 0, memory_order_relaxed);
+	atomic_store_explicit(&leaf->child[1], 0, memory_order_relaxed);
+	leaf->bit = SHM_CB_LEAF;
+	leaf->reserved = 0;
+	_Atomic uint64_t *link = &p->root;
+	uint64_t top = li;
+	struct shm_onode *best = tree_best(p, pos, key, klen, &steps);
+	if (best) {
+		uint64_t bpos =
+			shm_table_pos(seed, atomic_load_explicit(&best->s.hash, memory_order_relaxed));
+		uint32_t c;
+		if (bpos != pos) {
+			c = (uint32_t)__builtin_clzll(pos ^ bpos);
+		} else {
+			/* A full collision of position hashes: the length and
+			 * the bytes decide. */
+			const struct shm_ver *bv =
+				shm_at(r, atomic_load_explicit(&best->s.node, memory_order_relaxed));
+			c = shm_cb_crit(pos, klen, key, bpos, bv->key_len, ver_key(bv));
+		}
+		uint64_t ii = ++p->used;
+		struct shm_onode *in = pool_node(p, ii);
+		atomic_store_explicit(&in->s.hash, 0, memory_order_relaxed);
+		atomic_store_explicit(&in->s.node, 0, memory_order_relaxed);
+		in->bit = c;
+		in->reserved = 0;
+		for (;;) {
+			struct shm_onode *nd = pool_node(p, atomic_load_explicit(link, memory_order_relaxed));
+			if (nd->bit == SHM_CB_LEAF || nd->bit > c)
+				break;
+			link = &nd->child[shm_cb_bit(pos, klen, key, nd->bit)];
+			steps++;
+		}
+		unsigned dir = shm_cb_bit(pos, klen, key, c);
+		atomic_store_explicit(&in->child[dir], li, memory_order_relaxed);
+		atomic_store_explicit(&in->child[!dir], atomic_load_explicit(link, memory_order_relaxed),
+				      memory_order_relaxed);
+		top = ii;
+	}
+	count_probe(r, steps);
+	if (shared) {
+		set_shared(r, link, top);
+		set_shared(r, &leaf->s.node, node);
+		set_plain(r, &p->live, p->live + 1);
+	} else {
+		atomic_store_explicit(link, top, memory_order_release);
+		p->live++;
+	}
+}
+
+/* Unlinks the leaf whose head is `off` (reclamation: no snapshot can see
+ * its key). Its parent is bypassed with one store; a reader standing on
+ * either node still finds them as they were, since pool nodes are never
+ * reused, and the leaf reads DELETED from then on. */
+static bool tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, const void *key, size_t klen,
+			uint64_t off)
+{
+	struct shm_pool *p = table_pool(r, t);
+	if (!p)
+		return false;
+	_Atomic uint64_t *link = &p->root, *plink = NULL;
+	struct shm_onode *parent = NULL;
+	unsigned pdir = 0;
+	uint64_t idx = atomic_load_explicit(link, memory_order_relaxed);
+	while (idx) {
+		struct shm_onode *nd = pool_node(p, idx);
+		if (nd->bit == SHM_CB_LEAF) {
+			if (atomic_load_explicit(&nd->s.node, memory_order_relaxed) != off)
+				return false;
+			if (!parent)
+				atomic_store_explicit(&p->root, 0, memory_order_release);
+			else
+				atomic_store_explicit(
+					plink,
+					atomic_load_explicit(&parent->child[!pdir], memory_order_relaxed),
+					memory_order_release);
+			atomic_store_explicit(&nd->s.node, SHM_SLOT_DELETED, memory_order_release);
+			p->live--;
+			(void)r;
+			return true;
+		}
+		plink = link;
+		parent = nd;
+		pdir = shm_cb_bit(pos, klen, key, nd->bit);
+		link = &nd->child[pdir];
+		idx = atomic_load_explicit(link, memory_order_relaxed);
+	}
+	return false;
 }
 
 /* ---- tables ------------------------------------------------------------ */
 
+/* A fresh table seed. Batches of getrandom: a worker that has read every
+ * seed so far cannot tell the next one, so it cannot prepare keys for a
+ * table before that table exists. */
+static uint64_t table_seed_new(struct shm_root *r)
+{
+	if (!r->nrnd) {
+		if (getrandom(r->rnd, sizeof(r->rnd), 0) != (ssize_t)sizeof(r->rnd)) {
+			/* Unpredictable no more, but still one seed per
+			 * table: the tree bounds the work either way. */
+			for (unsigned i = 0; i < sizeof(r->rnd) / sizeof(r->rnd[0]); i++) {
+				r->rnd_ctr++;
+				r->rnd[i] = XXH3_64bits_withSeed(&r->rnd_ctr, sizeof(r->rnd_ctr), r->seed);
+			}
+		}
+		r->nrnd = sizeof(r->rnd) / sizeof(r->rnd[0]);
+	}
+	return r->rnd[--r->nrnd];
+}
+
 static uint64_t table_bytes(uint64_t nslots)
 {
 	return sizeof(struct shm_table) + nslots * sizeof(struct shm_slot);
+}
+
+static uint64_t pool_bytes(uint64_t cap)
+{
+	return sizeof(struct shm_pool) + cap * sizeof(struct shm_onode);
+}
+
+/* Free nodes a table's pool starts with: when they run out the table is
+ * rebuilt, and this is what pays for it (table_room). */
+#define POOL_MIN_NODES 64u
+static uint64_t pool_room(const struct shm_table *t)
+{
+	return t->nslots / 16 > POOL_MIN_NODES ? t->nslots / 16 : POOL_MIN_NODES;
+}
+
+static void pool_init(struct shm_pool *p, uint64_t cap)
+{
+	p->o = (struct shm_obj){0, SHM_OBJ_POOL, 0};
+	p->cap = cap;
+	p->used = 0;
+	p->live = 0;
+	atomic_store_explicit(&p->root, 0, memory_order_relaxed);
+	memset(p->nodes, 0, cap * sizeof(struct shm_onode));
+}
+
+/* Gives a rebuild's private table a pool with `room` free nodes; nodes
+ * keep their indices, so a bigger copy is a memcpy. */
+static int pool_private_reserve(struct shm_root *r, struct shm_table *t, uint64_t room)
+{
+	struct shm_pool *p = table_pool(r, t);
+	if (p && p->cap - p->used >= room)
+		return 0;
+	uint64_t used = p ? p->used : 0, cap = p ? p->cap * 2 : POOL_MIN_NODES, off;
+	while (cap < used + room)
+		cap *= 2;
+	int rc = shm_arena_alloc(r->arena, pool_bytes(cap), false, &off);
+	if (rc < 0)
+		return rc;
+	struct shm_pool *np = shm_at(r, off);
+	pool_init(np, cap);
+	if (p) {
+		memcpy(np->nodes, p->nodes, used * sizeof(struct shm_onode));
+		np->used = used;
+		np->live = p->live;
+		atomic_store_explicit(&np->root, atomic_load_explicit(&p->root, memory_order_relaxed),
+				      memory_order_relaxed);
+		shm_arena_free(r->arena, atomic_load_explicit(&t->pool, memory_order_relaxed));
+	}
+	atomic_store_explicit(&t->pool, off, memory_order_relaxed);
+	return 0;
 }
 
 static int table_new(struct shm_root *r, uint64_t nslots, uint64_t *off)
@@ -360,19 +610,40 @@ static int table_new(struct shm_root *r, uint64_t nslots, uint64_t *off)
 	t->nslots = nslots;
 	t->used = 0;
 	t->live = 0;
+	t->seed = table_seed_new(r);
+	atomic_store_explicit(&t->pool, 0, memory_order_relaxed);
 	memset(t->slots, 0, nslots * sizeof(struct shm_slot));
 	return 0;
 }
 
-/* Makes room for one more slot: replaces the table by a bigger (or cleaner)
- * copy when live + DELETED slots would pass 3/4. */
-static int table_reserve(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
+/* Places an entry in a rebuild's private table. */
+static int place_private(struct shm_root *r, struct shm_table *t, uint64_t h, uint64_t node)
+{
+	uint64_t mask = t->nslots - 1, pos = shm_table_pos(t->seed, h), win = window_of(t);
+	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
+		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) == SHM_SLOT_EMPTY) {
+			atomic_store_explicit(&t->slots[i].hash, h, memory_order_relaxed);
+			atomic_store_explicit(&t->slots[i].node, node, memory_order_relaxed);
+			t->used++;
+			return 0;
+		}
+	}
+	int rc = pool_private_reserve(r, t, 2);
+	if (rc < 0)
+		return rc;
+	const struct shm_ver *v = shm_at(r, node);
+	tree_insert(r, table_pool(r, t), t->seed, pos, h, ver_key(v), v->key_len, node, false);
+	return 0;
+}
+
+/* Replaces inc's table by a copy sized for its entries, under a fresh seed,
+ * without DELETED slots or unlinked leaves. */
+static int table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
 {
 	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
 	struct shm_table *t = shm_at(r, toff);
-	if ((t->used + 1) * 4 <= t->nslots * 3)
-		return 0;
-	uint64_t entries = 0;
+	struct shm_pool *op = table_pool(r, t);
+	uint64_t entries = op ? op->live : 0;
 	for (uint64_t i = 0; i < t->nslots; i++)
 		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) > SHM_SLOT_DELETED)
 			entries++;
@@ -388,20 +659,90 @@ static int table_reserve(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
 		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_relaxed);
 		if (node <= SHM_SLOT_DELETED)
 			continue;
-		uint64_t h = atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed);
-		uint64_t j = h & (n - 1);
-		while (atomic_load_explicit(&nt->slots[j].node, memory_order_relaxed))
-			j = (j + 1) & (n - 1);
-		atomic_store_explicit(&nt->slots[j].hash, h, memory_order_relaxed);
-		atomic_store_explicit(&nt->slots[j].node, node, memory_order_relaxed);
+		rc = place_private(r, nt, atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed),
+				   node);
+		if (rc < 0)
+			return rc; /* nt is retired with the batch's allocations */
 	}
-	nt->used = entries;
+	for (uint64_t i = 0; op && i < op->used; i++) {
+		struct shm_onode *nd = &op->nodes[i];
+		uint64_t node = atomic_load_explicit(&nd->s.node, memory_order_relaxed);
+		if (nd->bit != SHM_CB_LEAF || node <= SHM_SLOT_DELETED)
+			continue;
+		rc = place_private(r, nt, atomic_load_explicit(&nd->s.hash, memory_order_relaxed), node);
+		if (rc < 0)
+			return rc;
+	}
+	if (table_pool(r, nt) && (rc = pool_private_reserve(r, nt, pool_room(nt))) < 0)
+		return rc;
 	nt->live = t->live;
 	uint64_t old_bytes = obj_bytes(r, toff);
 	set_plain(r, &inc->bytes, inc->bytes - old_bytes + obj_bytes(r, noff));
-	/* Release: a reader that loads the new table sees its slots filled. */
+	/* Release: a reader that loads the new table sees its slots, seed and
+	 * tree filled. */
 	set_shared(r, &inc->table, noff);
 	retire(r, toff, R_FREE, tag, old_bytes, true);
+	r->rebuilds++;
+	return 0;
+}
+
+/* Makes room for one new key whose probe in inc's table is *p (re-probed
+ * if the table is replaced): a free slot in its window, or two pool nodes.
+ *
+ * Why hash flooding stays bounded, whatever keys a worker sends and even
+ * if it reads every new seed the moment it is published:
+ *  1. Work per operation. A lookup or insert probes at most
+ *     SHM_PROBE_WINDOW slots, then walks the tree: every internal node on a
+ *     path tests a strictly later bit, so a path has at most 64 internal
+ *     nodes while position hashes differ, plus one per further bit only for
+ *     keys whose 64-bit position hashes are equal (a full collision of
+ *     XXH3 of a 64-bit h, which is a bijection: equal positions mean equal
+ *     segment hashes h). The test bounds the steps, not the time.
+ *  2. Rebuilds are amortised. A table is rebuilt (O(nslots + pool nodes))
+ *     (a) when slots + tree keys would pass 3/4 of nslots: a rebuild leaves
+ *     them at most about half, so at least nslots/4 new keys came between
+ *     two such rebuilds (the usual doubling argument); or (b) when its pool
+ *     runs out. Every pool starts with at least pool_room(t) >= nslots/16
+ *     free nodes and an insert takes at most two, nodes are never given
+ *     back, so at least nslots/32 tree inserts (each one an operation a
+ *     worker paid for; an undone one counts, its nodes stay used) came
+ *     before it. Pool nodes are <= 2 per tree key kept + that room, so
+ *     either way the rebuild costs O(1) per operation since the last one:
+ *     an adaptive attacker who crafts new collisions after each reseed
+ *     still pays one operation per unit of rebuild work, and the pool's
+ *     memory stays within a constant of the table's.
+ *  3. A precomputed attack dies at the next rebuild: keys that collide under
+ *     one table seed are scattered under the next one, which nobody could
+ *     read before the table existed (table_seed_new).
+ * With random keys the window of 32 overflows for about 0.3% of keys at
+ * 3/4 load (measured in a simulation), far below the pool's nslots/32. */
+static int table_room(struct shm_root *r, struct shm_inc *inc, uint64_t tag, uint64_t h, const void *key,
+		      size_t klen, struct probe *p)
+{
+	struct shm_table *t = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
+	struct shm_pool *pool = table_pool(r, t);
+	bool crowded = (t->used + (pool ? pool->live : 0) + 1) * 4 > t->nslots * 3;
+	bool pool_full = !p->free && pool && pool->used + 2 > pool->cap;
+	if (crowded || pool_full) {
+		if (!crowded)
+			r->reseeds++;
+		int rc = table_rebuild(r, inc, tag);
+		if (rc < 0)
+			return rc;
+		t = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
+		probe_key(r, t, h, key, klen, p);
+		pool = table_pool(r, t);
+	}
+	if (!p->free && !pool) {
+		uint64_t cap = pool_room(t), off;
+		int rc = alloc_obj(r, pool_bytes(cap), false, SHM_OBJ_POOL, &off);
+		if (rc < 0)
+			return rc;
+		pool_init(shm_at(r, off), cap);
+		set_plain(r, &inc->bytes, inc->bytes + obj_bytes(r, off));
+		/* Release: a reader that loads the pool sees it zeroed. */
+		set_shared(r, &t->pool, off);
+	}
 	return 0;
 }
 
@@ -463,12 +804,9 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	}
 
 	if (!p.slot) {
-		int rc = table_reserve(r, inc, t);
+		int rc = table_room(r, inc, t, h, op->key, op->key_len, &p);
 		if (rc < 0)
 			return rc;
-		/* The table may have been replaced: probe again for a free slot. */
-		probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key,
-			  op->key_len, &p);
 	}
 	uint64_t voff;
 	uint64_t vsize = shm_ver_size(op->key_len, vlen);
@@ -500,13 +838,17 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 		if (!(head->flags & SHM_VER_TOMB))
 			retire(r, p.head, R_VERSION, t, hbytes, true);
 		set_shared(r, &p.slot->node, voff);
-	} else {
+	} else if (p.free) {
 		struct shm_slot *s = p.free;
 		if (atomic_load_explicit(&s->node, memory_order_relaxed) == SHM_SLOT_EMPTY)
 			set_plain(r, &tab->used, tab->used + 1);
 		set_plain(r, &inc->bytes, inc->bytes + vbytes);
 		set_shared(r, &s->hash, h);
 		set_shared(r, &s->node, voff);
+	} else {
+		set_plain(r, &inc->bytes, inc->bytes + vbytes);
+		tree_insert(r, table_pool(r, tab), tab->seed, shm_table_pos(tab->seed, h), h, op->key,
+			    op->key_len, voff, true);
 	}
 	if (!present) {
 		set_plain(r, &tab->live, tab->live + 1);
@@ -744,6 +1086,7 @@ size_t shm_root_max_batch_log_bytes(const struct shm_root *r)
 static void prefetch_window(struct shm_root *r, const struct shm_op *ops, size_t n, uint64_t *hashes)
 {
 	struct shm_table *tabs[PREFETCH_WINDOW];
+	uint64_t home[PREFETCH_WINDOW];
 	const char *last_dir = NULL;
 	size_t last_len = 0;
 	struct shm_table *last_tab = NULL;
@@ -763,14 +1106,15 @@ static void prefetch_window(struct shm_root *r, const struct shm_op *ops, size_t
 								  memory_order_relaxed))
 				    : NULL;
 		}
-		if ((tabs[i] = last_tab))
-			__builtin_prefetch(&last_tab->slots[hashes[i] & (last_tab->nslots - 1)]);
+		if ((tabs[i] = last_tab)) {
+			home[i] = shm_table_pos(last_tab->seed, hashes[i]) & (last_tab->nslots - 1);
+			__builtin_prefetch(&last_tab->slots[home[i]]);
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!tabs[i])
 			continue;
-		uint64_t node = atomic_load_explicit(&tabs[i]->slots[hashes[i] & (tabs[i]->nslots - 1)].node,
-						     memory_order_relaxed);
+		uint64_t node = atomic_load_explicit(&tabs[i]->slots[home[i]].node, memory_order_relaxed);
 		if (node > SHM_SLOT_DELETED)
 			__builtin_prefetch(shm_at(r, node));
 	}
@@ -971,18 +1315,22 @@ static void unlink_tombstone(struct shm_root *r, uint64_t off, uint64_t min_epoc
 	}
 	struct shm_inc *inc = shm_at(r, x->owner);
 	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
-	uint64_t h = shm_hash(r->seed, ver_key(x), x->key_len);
-	uint64_t mask = tab->nslots - 1;
-	for (uint64_t i = h & mask, n = 0; n < tab->nslots; i = (i + 1) & mask, n++) {
+	uint64_t pos = shm_table_pos(tab->seed, shm_hash(r->seed, ver_key(x), x->key_len));
+	uint64_t mask = tab->nslots - 1, win = window_of(tab);
+	bool found = false;
+	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
 		uint64_t node = atomic_load_explicit(&tab->slots[i].node, memory_order_relaxed);
 		if (node == SHM_SLOT_EMPTY)
 			break;
 		if (node == off) {
 			/* No snapshot can see the key: its slot goes, probes pass it. */
 			atomic_store_explicit(&tab->slots[i].node, SHM_SLOT_DELETED, memory_order_release);
+			found = true;
 			break;
 		}
 	}
+	if (!found)
+		tree_remove(r, tab, pos, ver_key(x), x->key_len, off);
 	/* Readers at the published tick may still stand on it. */
 	retire(r, off, R_FREE, r->tick + 1, bytes, false);
 }
@@ -994,8 +1342,12 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 {
 	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
 	struct shm_table *tab = shm_at(r, toff);
+	struct shm_pool *pool = table_pool(r, tab);
 	size_t scanned = 0;
-	while (inc->reclaim_pos < tab->nslots) {
+	/* Positions past the slots are the pool's nodes: its leaves hold heads
+	 * too. */
+	uint64_t end = tab->nslots + (pool ? pool->used : 0);
+	while (inc->reclaim_pos < end) {
 		if (room && *done >= room)
 			return false;
 		/* Each head is a random cache miss: ask for one 16 slots ahead. */
@@ -1005,8 +1357,14 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 			if (ahead > SHM_SLOT_DELETED)
 				__builtin_prefetch(shm_at(r, ahead), 1);
 		}
-		uint64_t node =
-			atomic_load_explicit(&tab->slots[inc->reclaim_pos++].node, memory_order_relaxed);
+		uint64_t i = inc->reclaim_pos++, node = SHM_SLOT_EMPTY;
+		if (i < tab->nslots) {
+			node = atomic_load_explicit(&tab->slots[i].node, memory_order_relaxed);
+		} else {
+			struct shm_onode *nd = &pool->nodes[i - tab->nslots];
+			if (nd->bit == SHM_CB_LEAF)
+				node = atomic_load_explicit(&nd->s.node, memory_order_relaxed);
+		}
 		if (node <= SHM_SLOT_DELETED) {
 			/* Empty slots cost a little too: a huge, mostly empty
 			 * table must not be scanned in one call. */
@@ -1347,5 +1705,9 @@ void shm_root_stats(const struct shm_root *r, struct shm_stats *st)
 	st->log_size = r->hdr->log_size;
 	st->log_bytes_used = r->log_head - atomic_load_explicit(&r->hdr->log_tail, memory_order_relaxed);
 	st->log_overruns = r->log_overruns;
+	st->probes = r->probes;
+	st->probe_max = r->probe_max;
+	st->table_rebuilds = r->rebuilds;
+	st->table_reseeds = r->reseeds;
 	memcpy(st->classes, as.classes, sizeof(st->classes));
 }

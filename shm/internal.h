@@ -40,6 +40,15 @@ struct shm_root {
 	uint8_t *base;
 	uint64_t seed;
 	uint64_t tick; /* published */
+	/* Seeds for new tables, from getrandom in batches: not derivable from
+	 * the seeds a worker has seen. */
+	uint64_t rnd[32];
+	unsigned nrnd;
+	uint64_t rnd_ctr;
+	/* Probe work of the root's lookups (slots + tree nodes), for stat
+	 * and the hash-flooding test. */
+	uint64_t probes, probe_max;
+	uint64_t rebuilds, reseeds;
 	bool building;
 	unsigned applied; /* batches applied to the tick being built */
 
@@ -76,6 +85,48 @@ static inline void *shm_at(const struct shm_root *r, uint64_t off)
 static inline uint64_t shm_hash(uint64_t seed, const void *key, size_t len)
 {
 	return XXH3_64bits_withSeed(key, len, seed);
+}
+
+/* Where a key goes in a table: its segment hash mixed with the table's own
+ * seed. Mixing the stored hash, not the key, lets a rebuild place every
+ * entry under a fresh seed without reading its key; keys that agree in some
+ * bits of h (what a search against the segment seed yields) are scattered
+ * by every new table seed. A bijection of h for a given seed, so distinct
+ * hashes stay distinct. */
+static inline uint64_t shm_table_pos(uint64_t table_seed, uint64_t h)
+{
+	return XXH3_64bits_withSeed(&h, sizeof(h), table_seed);
+}
+
+/* Bit i of (pos, key_len, key) for the overflow tree (layout.h). Past the
+ * key's end the bits are 0; two keys that reach there differ earlier. */
+static inline unsigned shm_cb_bit(uint64_t pos, size_t key_len, const void *key, uint32_t i)
+{
+	if (i < 64)
+		return (unsigned)(pos >> (63 - i)) & 1u;
+	i -= 64;
+	if (i < 32)
+		return (unsigned)(key_len >> (31 - i)) & 1u;
+	i -= 32;
+	size_t byte = i / 8;
+	return byte < key_len ? (unsigned)(((const uint8_t *)key)[byte] >> (7 - i % 8)) & 1u : 0u;
+}
+
+/* The first bit at which two different keys differ. */
+static inline uint32_t shm_cb_crit(uint64_t pa, size_t la, const void *ka, uint64_t pb, size_t lb,
+				   const void *kb)
+{
+	if (pa != pb)
+		return (uint32_t)__builtin_clzll(pa ^ pb);
+	if (la != lb)
+		return 64u + (uint32_t)__builtin_clz((uint32_t)(la ^ lb));
+	const uint8_t *a = ka, *b = kb;
+	size_t i = 0;
+	while (i < la && a[i] == b[i])
+		i++;
+	if (i == la)
+		return SHM_CB_LEAF; /* the same key */
+	return 96u + 8u * (uint32_t)i + (uint32_t)__builtin_clz((uint32_t)(a[i] ^ b[i]) << 24);
 }
 
 /* Lexicographic byte order, shorter first on a common prefix. */

@@ -10,8 +10,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "shmsync.h"
+
 #define SHM_MAGIC 0x434e595353484d53ull /* "SHMSSYNC" read as little-endian bytes */
-#define SHM_LAYOUT_VERSION 2u
+/* 3: tables carry their own seed and an overflow tree (struct shm_table,
+ * struct shm_pool): a reader of layout 2 would probe a table with the
+ * segment's hash and never look in the tree, missing keys. */
+#define SHM_LAYOUT_VERSION 3u
 #define SHM_HDR_SIZE 4096u /* the data area starts here */
 
 /* Segment header, at offset 0. Padded to SHM_HDR_SIZE. */
@@ -80,6 +85,7 @@ enum shm_obj_kind {
 	SHM_OBJ_INC,
 	SHM_OBJ_DNAME,
 	SHM_OBJ_DIRS,
+	SHM_OBJ_POOL,
 };
 
 #define SHM_VER_TOMB 1u    /* a key tombstone: the key is absent from tick on */
@@ -106,20 +112,72 @@ struct shm_ver {
 
 /* A slot of a directory's hash table. Insert stores hash (relaxed) then
  * node (release); a reader loads node (acquire), then hash. A slot whose key
- * no snapshot can see any more becomes DELETED (probes go on past it). */
+ * no snapshot can see any more becomes DELETED (probes go on past it).
+ * hash is the key's hash with the segment's seed (hdr.hash_seed), the same
+ * in every table; where it goes in a table is decided by shm_table_pos. */
 struct shm_slot {
 	_Atomic uint64_t hash;
 	_Atomic uint64_t node;
 };
 
-/* Open addressing, linear probing, power-of-two size. Replaced, never grown
- * in place: a reader may hold the old table until it is reclaimed. */
+/* Hash flooding. Every worker can read every seed (it must hash keys to
+ * find them), so it can search for keys that collide in a table. A table
+ * therefore bounds the work of any one key, whatever the keys:
+ *  - a key lives in the SHM_PROBE_WINDOW slots from its home, or, when all
+ *    of them are taken, in the table's overflow tree: a crit-bit tree in the
+ *    table's pool, over the bits of (position hash, key length, key bytes).
+ *    A lookup probes at most SHM_PROBE_WINDOW slots, then walks at most 64
+ *    internal nodes while the position hashes differ (each node tests a
+ *    later bit than its parent) and one more per bit of a full 64-bit
+ *    collision;
+ *  - each table has its own random seed (shm_table.seed), drawn afresh at
+ *    every rebuild, so keys found against an old table stop colliding.
+ * Why the rebuilds stay amortised against an attacker who reads each new
+ * seed is argued next to the code (shm/index.c, table_room). */
+#define SHM_PROBE_WINDOW 32u
+
+/* Open addressing, linear probing within the window, power-of-two size.
+ * Replaced, never grown in place: a reader may hold the old table until it
+ * is reclaimed. */
 struct shm_table {
 	struct shm_obj o;
 	uint64_t nslots;
 	uint64_t used; /* root only: slots not EMPTY */
 	uint64_t live; /* root only: keys whose head is not a tombstone */
+	uint64_t seed; /* set before the table is published */
+	/* The overflow tree's pool (struct shm_pool), 0 while no key needed
+	 * it; stored (release) once, freed with the table. */
+	_Atomic uint64_t pool;
 	struct shm_slot slots[];
+};
+
+/* Bit i of a key for the overflow tree: bits 0-63 are the position hash
+ * (most significant first), 64-95 the key length, then the key bytes. */
+#define SHM_CB_BITS (96u + 8u * SHMSYNC_MAX_KEY)
+#define SHM_CB_LEAF UINT32_MAX
+
+/* A node of an overflow tree. A leaf (bit == SHM_CB_LEAF) is a slot: its
+ * node field is set and read like a slot's, and becomes DELETED when its key
+ * is unlinked from the tree. An internal node tests `bit` and leads to
+ * child[0] or child[1] (pool index + 1). A node is filled in before the
+ * store (release) that links it; links are loaded with acquire. */
+struct shm_onode {
+	struct shm_slot s;
+	_Atomic uint64_t child[2];
+	uint32_t bit;
+	uint32_t reserved;
+};
+
+/* Nodes of one table's overflow tree. Nodes are handed out once (bump) and
+ * never reused while the pool lives, so a reader standing on a node that
+ * was unlinked still reads what it read before. */
+struct shm_pool {
+	struct shm_obj o;
+	uint64_t cap;          /* nodes */
+	uint64_t used;         /* root only: nodes handed out */
+	uint64_t live;         /* root only: leaves linked (keys in the tree) */
+	_Atomic uint64_t root; /* pool index + 1 of the root node, 0 if empty */
+	struct shm_onode nodes[];
 };
 
 /* One incarnation of a directory name. Incarnations of a name form a chain,

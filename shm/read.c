@@ -80,6 +80,10 @@ static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
 struct rd_table {
 	const struct shm_slot *slots;
 	uint64_t nslots;
+	uint64_t seed;
+	const struct shm_onode *nodes; /* the overflow tree's pool, NULL if none */
+	const struct shm_pool *pool;
+	uint64_t cap;
 };
 
 static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *out)
@@ -91,7 +95,20 @@ static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *o
 	if (n == 0 || (n & (n - 1)) || n > (uint64_t)1 << 36 ||
 	    !shm_seg_ptr(seg, off, sizeof(*t) + n * sizeof(struct shm_slot), 8))
 		return false;
-	*out = (struct rd_table){t->slots, n};
+	*out = (struct rd_table){t->slots, n, RD_ONCE(t->seed), NULL, NULL, 0};
+	uint64_t poff = atomic_load_explicit(&t->pool, memory_order_acquire);
+	if (!poff)
+		return true;
+	const struct shm_pool *p = shm_seg_ptr(seg, poff, sizeof(*p), 8);
+	if (!p)
+		return false;
+	uint64_t cap = RD_ONCE(p->cap);
+	if (cap == 0 || cap > (uint64_t)1 << 32 ||
+	    !shm_seg_ptr(seg, poff, sizeof(*p) + cap * sizeof(struct shm_onode), 8))
+		return false;
+	out->pool = p;
+	out->nodes = p->nodes;
+	out->cap = cap;
 	return true;
 }
 
@@ -195,8 +212,85 @@ void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *lo
 	}
 }
 
+/* The key's head in a checked slot (or leaf): 1 and *v if it is the key,
+ * 0 if not, -EIO. */
+static int rd_match(const struct shm_seg *seg, const struct shm_slot *s, uint64_t h, const void *key,
+		    size_t key_len, struct rd_ver *v)
+{
+	uint64_t node = atomic_load_explicit(&s->node, memory_order_acquire);
+	if (node <= SHM_SLOT_DELETED || atomic_load_explicit(&s->hash, memory_order_relaxed) != h)
+		return 0;
+	if (!rd_ver(seg, node, v))
+		return -EIO;
+	return v->key_len == key_len && memcmp(v->key, key, key_len) == 0;
+}
+
+/* Finds a key in a table: the window of slots from its home, then, if every
+ * slot there is taken, the overflow tree (layout.h, "Hash flooding"). 1 and
+ * *v, 0 if absent, -EIO. Each tree step must test a later bit than the one
+ * before and stay in the pool, so a corrupt or reused tree cannot loop. */
+static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, const void *key, size_t key_len,
+		     struct rd_ver *v, uint64_t *steps)
+{
+	uint64_t h = shm_hash(seg->hdr->hash_seed, key, key_len), pos = shm_table_pos(t->seed, h);
+	uint64_t mask = t->nslots - 1, win = t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
+		++*steps;
+		if (atomic_load_explicit(&t->slots[i].node, memory_order_acquire) == SHM_SLOT_EMPTY)
+			return 0;
+		int rc = rd_match(seg, &t->slots[i], h, key, key_len, v);
+		if (rc)
+			return rc;
+	}
+	if (!t->pool)
+		return 0;
+	uint64_t idx = atomic_load_explicit(&t->pool->root, memory_order_acquire);
+	for (uint32_t next_bit = 0;;) {
+		if (!idx)
+			return 0;
+		if (idx > t->cap || *steps > t->cap + SHM_PROBE_WINDOW)
+			return -EIO;
+		++*steps;
+		const struct shm_onode *nd = &t->nodes[idx - 1];
+		uint32_t bit = RD_ONCE(nd->bit);
+		if (bit == SHM_CB_LEAF)
+			return rd_match(seg, &nd->s, h, key, key_len, v);
+		if (bit < next_bit || bit >= SHM_CB_BITS)
+			return -EIO;
+		next_bit = bit + 1;
+		idx = atomic_load_explicit(&nd->child[shm_cb_bit(pos, key_len, key, bit)],
+					   memory_order_acquire);
+	}
+}
+
+int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
+		  size_t key_len, struct shm_value *out, uint64_t *steps)
+{
+	const struct shm_inc *inc;
+	*steps = 0;
+	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
+	if (rc < 0)
+		return rc;
+	struct rd_table t;
+	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
+		return -EIO;
+	struct rd_ver v;
+	rc = rd_lookup(seg, &t, key, key_len, &v, steps);
+	if (rc <= 0)
+		return rc < 0 ? rc : -ENOENT;
+	rc = rd_version_at(seg, v, epoch, out);
+	return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
+}
+
 int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
 	    size_t key_len, struct shm_value *out)
+{
+	uint64_t steps;
+	return shm_get_steps(seg, epoch, dir, dir_len, key, key_len, out, &steps);
+}
+
+int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
+		  struct shm_table_info *out)
 {
 	const struct shm_inc *inc;
 	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
@@ -205,23 +299,14 @@ int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t d
 	struct rd_table t;
 	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
-	uint64_t h = shm_hash(seg->hdr->hash_seed, key, key_len), mask = t.nslots - 1;
-	for (uint64_t i = h & mask, n = 0; n < t.nslots; i = (i + 1) & mask, n++) {
-		uint64_t node = atomic_load_explicit(&t.slots[i].node, memory_order_acquire);
-		if (node == SHM_SLOT_EMPTY)
-			return -ENOENT;
-		if (node == SHM_SLOT_DELETED ||
-		    atomic_load_explicit(&t.slots[i].hash, memory_order_relaxed) != h)
-			continue;
-		struct rd_ver v;
-		if (!rd_ver(seg, node, &v))
-			return -EIO;
-		if (v.key_len != key_len || memcmp(v.key, key, key_len) != 0)
-			continue;
-		rc = rd_version_at(seg, v, epoch, out);
-		return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
-	}
-	return -ENOENT;
+	*out = (struct shm_table_info){t.seed, t.nslots,
+				       t.nslots < SHM_PROBE_WINDOW ? t.nslots : SHM_PROBE_WINDOW, t.cap};
+	return 0;
+}
+
+uint64_t shm_key_pos(const struct shm_seg *seg, uint64_t table_seed, const void *key, size_t key_len)
+{
+	return shm_table_pos(table_seed, shm_hash(seg->hdr->hash_seed, key, key_len));
 }
 
 int shm_dir_exists(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len)
@@ -241,8 +326,17 @@ int shm_dir_iter(const struct shm_seg *seg, uint64_t epoch, const char *dir, siz
 	struct rd_table t;
 	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
-	for (uint64_t i = 0; i < t.nslots; i++) {
-		uint64_t node = atomic_load_explicit(&t.slots[i].node, memory_order_acquire);
+	/* The slots, then the tree's leaves (a key is in one place only; an
+	 * unlinked leaf reads EMPTY or DELETED). */
+	for (uint64_t i = 0; i < t.nslots + t.cap; i++) {
+		const struct shm_slot *s = &t.slots[i];
+		if (i >= t.nslots) {
+			const struct shm_onode *nd = &t.nodes[i - t.nslots];
+			if (RD_ONCE(nd->bit) != SHM_CB_LEAF)
+				continue;
+			s = &nd->s;
+		}
+		uint64_t node = atomic_load_explicit(&s->node, memory_order_acquire);
 		if (node <= SHM_SLOT_DELETED)
 			continue;
 		struct rd_ver v;

@@ -235,6 +235,13 @@ struct shm_stats {
 	uint64_t log_size;
 	uint64_t log_bytes_used;
 	uint64_t log_overruns; /* records dropped while a cursor still needed them */
+	/* Key lookups of the root (each put and del probes its key, a tree
+	 * insert walks once more): slots and tree nodes visited, in total and
+	 * the most for one lookup. Bounded whatever the keys (layout.h, "Hash
+	 * flooding"). */
+	uint64_t probes, probe_max;
+	uint64_t table_rebuilds; /* tables replaced: growth, cleaning, reseeding */
+	uint64_t table_reseeds;  /* of which because the overflow tree's pool ran out */
 	struct shm_class_stats classes[SHM_NCLASSES];
 };
 void shm_root_stats(const struct shm_root *root, struct shm_stats *st);
@@ -275,6 +282,23 @@ typedef int (*shm_dir_fn)(const char *dir, size_t dir_len, void *arg);
  * in name order. */
 int shm_dirs_iter(const struct shm_seg *seg, uint64_t epoch, const char *prefix, size_t prefix_len,
 		  shm_dir_fn fn, void *arg);
+/* How keys are placed in dir's table at epoch: its seed, size and the slots
+ * a lookup probes before the overflow tree (layout.h, "Hash flooding").
+ * -ENOENT, -EIO as shm_get. For stat and the hash-flooding test. */
+struct shm_table_info {
+	uint64_t seed;
+	uint64_t nslots;
+	uint64_t window;
+	uint64_t tree_nodes; /* capacity of the overflow tree's pool, 0: none yet */
+};
+int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
+		  struct shm_table_info *out);
+/* The position hash of a key in a table with that seed: its home slot is
+ * this modulo nslots. */
+uint64_t shm_key_pos(const struct shm_seg *seg, uint64_t table_seed, const void *key, size_t key_len);
+/* shm_get that also reports how many slots and tree nodes it visited. */
+int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
+		  size_t key_len, struct shm_value *out, uint64_t *steps);
 /* True if dir exists at epoch. */
 int shm_dir_exists(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len);
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "shm.h"
 #include "shmsync.h"
 
 const char *shmsync_strerror(int code)
@@ -38,12 +39,35 @@ const char *shmsync_strerror(int code)
 		return "out of memory";
 	case EBUSY:
 		return "busy: a commit is being built";
+	case EAGAIN:
+		return "busy, or would block: try again";
+	case EPERM:
+		return "not permitted (an untrusted root, or a sealed segment)";
+	case EUSERS:
+		return "the root has max_workers workers";
+	case ESHUTDOWN:
+		return "the root is gone";
+	case ESTALE:
+		return "this snapshot was revoked: import again";
 	default:
 		return code < 0 ? strerror(-code) : "unknown code";
 	}
 }
 
+#define SHMSYNC_STR_(x) #x
+#define SHMSYNC_STR(x) SHMSYNC_STR_(x)
+
+/* From the header's macros: one place says the version. */
 const char *shmsync_version(void)
 {
-	return "0.1.0";
+	return SHMSYNC_STR(SHMSYNC_VERSION_MAJOR) "." SHMSYNC_STR(SHMSYNC_VERSION_MINOR) "." SHMSYNC_STR(
+		SHMSYNC_VERSION_PATCH);
 }
+
+/* The worker hands shm's change kinds to users as they are: the public
+ * constants must be the same numbers. */
+_Static_assert((int)SHMSYNC_PUT == (int)SHM_CHANGE_PUT && (int)SHMSYNC_DEL == (int)SHM_CHANGE_DEL &&
+		       (int)SHMSYNC_MKDIR == (int)SHM_CHANGE_MKDIR &&
+		       (int)SHMSYNC_RMDIR == (int)SHM_CHANGE_RMDIR &&
+		       (int)SHMSYNC_RESET == (int)SHM_CHANGE_RESET,
+	       "public change kinds differ from shm's");

@@ -9,7 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "sync.h"
+#include "attach.h"
 
 enum { PROBE_STALE, PROBE_ROOT, PROBE_OTHER };
 

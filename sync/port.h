@@ -1,5 +1,6 @@
 /* The port: one shared-memory segment per worker, created by the root at
- * attach, mapped read-write by both. Everything the worker writes here is
+ * attach, mapped read-write by both. (What travels through its export ring
+ * is in wire.h; the worker table in the root segment is in wtab.h.) Everything the worker writes here is
  * hostile to the root: the root copies before it validates, bounds every
  * position, and keeps its own authoritative copy of anything it relies on.
  * What the root writes here only the worker relies on, so a worker that
@@ -70,49 +71,5 @@ struct port_hdr {
 #define PORT_TICK_WAKE_URING 2u
 
 _Static_assert(sizeof(struct port_hdr) <= PORT_HDR_SIZE, "the port header fits its page");
-
-/* A batch record in the export ring. Records never straddle the ring's end:
- * a record of version PAD fills the rest. len is a multiple of 8. */
-struct wire_batch {
-	uint32_t len;
-	uint16_t version; /* WIRE_VERSION, or WIRE_PAD */
-	uint16_t nops;
-	uint64_t seq;
-};
-
-struct wire_op {
-	uint8_t kind; /* enum shm_op_kind */
-	uint8_t reserved0;
-	uint16_t dir_len;
-	uint32_t key_len;
-	uint32_t value_len;
-	uint32_t reserved1;
-	int64_t arg; /* add: delta; put_if_tick: expected tick */
-		     /* dir[dir_len], key[key_len], value[value_len], padding to 8 */
-};
-
-/* The worker table, in the root segment (shm_root_ext): what the root last
- * published about each slot, for stat. A seqlock (seq odd while the root
- * writes) gives readers a consistent copy. */
-#define WTAB_MAGIC 0x4241545753534853ull /* "SHSSWTAB" */
-
-struct wtab_entry {
-	_Atomic uint32_t state;   /* 0: free, else SHMSYNC_WORKER_* */
-	_Atomic uint32_t revoked; /* bumped at each revocation: reads check it */
-	_Atomic int64_t pid;
-	_Atomic uint64_t cursor, epoch, lag, pinned_bytes;
-};
-
-struct wtab {
-	uint64_t magic;
-	uint32_t n;
-	uint32_t reserved;
-	_Atomic uint64_t seq;
-	struct wtab_entry e[];
-};
-
-#define WIRE_VERSION 1u
-#define WIRE_PAD 0xffffu
-#define WIRE_MAX_OPS 65535u
 
 #endif

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sync.h"
+#include "sig.h"
 
 int64_t sig_now_ns(void)
 {

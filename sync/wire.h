@@ -11,6 +11,30 @@
 #include "port.h"
 #include "shm.h"
 
+/* A batch record in the export ring. Records never straddle the ring's end:
+ * a record of version PAD fills the rest. len is a multiple of 8. */
+struct wire_batch {
+	uint32_t len;
+	uint16_t version; /* WIRE_VERSION, or WIRE_PAD */
+	uint16_t nops;
+	uint64_t seq;
+};
+
+struct wire_op {
+	uint8_t kind; /* enum shm_op_kind */
+	uint8_t reserved0;
+	uint16_t dir_len;
+	uint32_t key_len;
+	uint32_t value_len;
+	uint32_t reserved1;
+	int64_t arg; /* add: delta; put_if_tick: expected tick */
+		     /* dir[dir_len], key[key_len], value[value_len], padding to 8 */
+};
+
+#define WIRE_VERSION 1u
+#define WIRE_PAD 0xffffu
+#define WIRE_MAX_OPS 65535u
+
 /* A batch being built by a worker: a wire_batch header, then the ops. */
 struct wire_buf {
 	uint8_t *data;
@@ -33,9 +57,6 @@ size_t wire_seal(struct wire_buf *b, uint64_t seq);
 int wire_decode(const uint8_t *rec, size_t len, struct shm_op *ops, size_t max_ops, size_t *nops,
 		uint64_t *seq);
 
-/* Producer: copies a record into the ring and publishes it (release).
- * -EAGAIN when there is no room now, -E2BIG if it could never fit (more than
- * half the ring). */
 /* Asks the CPU to move the cache lines of [p, p + len) out of this core's
  * private caches into the shared one (x86 CLDEMOTE; elsewhere, and on CPUs
  * without it, nothing: the instruction is a hint that executes as a no-op).
@@ -57,6 +78,9 @@ static inline void share_lines(const void *p, size_t len)
 #endif
 }
 
+/* Producer: copies a record into the ring and publishes it (release).
+ * -EAGAIN when there is no room now, -E2BIG if it could never fit (more than
+ * half the ring). */
 int ring_put(struct port_hdr *p, uint8_t *ring, const void *rec, size_t len);
 /* ring_put for the one writer of a ring, which keeps the tail it last read
  * in *tail_seen (start with 0): the root's tail is read only when that old

@@ -1,5 +1,6 @@
-/* The worker's side: attach, batches and export, acks, import of the next
- * state, zero-copy reads at the worker's snapshot, and waiting.
+/* The worker's side: batches and export, acks, import of the next state,
+ * zero-copy reads at the worker's snapshot, and stat. Attach is in
+ * worker_attach.c, waiting and signalling in worker_wait.c.
  *
  * Positions (docs/ARCHITECTURE.md, "Positions"): the read epoch is
  * announced before anything of that snapshot is read, with the classic
@@ -12,232 +13,17 @@
  * can see. The cursor is stored (release) after the import that reached it.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "layout.h"
 #include "sync.h"
 
-#define GUARD_MAGIC 0x5348535947554152ull
-#define SPIN_NS 20000
-#define SLICE_NS 20000000          /* the futex path checks for the root's death this often */
-#define GONE_CHECK_NS 1000000      /* non-blocking calls look for the root's death this often */
-#define ATTACH_RETRY_NS 5000000000 /* a busy root is asked again for this long */
-
-enum { WUD_FUTEX = 1, WUD_CONN = 2, WUD_IGNORE = 3 };
-
-static bool forked(const shmsync_worker *w)
-{
-	return w->fork_guard[0] != GUARD_MAGIC;
-}
-
-#define CHECK_HANDLE(w)                                                                                      \
-	do {                                                                                                 \
-		if (forked(w))                                                                               \
-			return -ECHILD;                                                                      \
-	} while (0)
-
-static void msg(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void msg(char *buf, size_t len, const char *fmt, ...)
-{
-	if (!buf || !len)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-}
-
-/* ---- waiting ----------------------------------------------------------- */
-
-static void reap(shmsync_worker *w)
-{
-	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
-	io_uring_for_each_cqe(&w->uring, head, cqe)
-	{
-		uint64_t d = io_uring_cqe_get_data64(cqe);
-		if (d == WUD_FUTEX)
-			w->futex_armed = false;
-		else if (d == WUD_CONN) {
-			w->conn_poll_armed = false;
-			w->dead = true;
-		}
-		n++;
-	}
-	io_uring_cq_advance(&w->uring, n);
-}
-
-static void arm(shmsync_worker *w, uint32_t futex_val)
-{
-	if (!w->conn_poll_armed) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->uring);
-		if (sqe) {
-			io_uring_prep_poll_add(sqe, w->conn, POLLRDHUP | POLLHUP);
-			io_uring_sqe_set_data64(sqe, WUD_CONN);
-			w->conn_poll_armed = true;
-			w->uring_ops++;
-		}
-	}
-	if (!w->futex_armed) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->uring);
-		if (sqe) {
-			sig_prep_futex_wait(sqe, &w->seg.hdr->tick_futex, futex_val);
-			io_uring_sqe_set_data64(sqe, WUD_FUTEX);
-			w->futex_armed = true;
-			w->uring_ops++;
-		}
-	}
-	io_uring_submit(&w->uring);
-}
-
-static bool root_gone(shmsync_worker *w)
-{
-	if (w->dead)
-		return true;
-	struct pollfd p = {w->conn, POLLRDHUP, 0};
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)))
-		w->dead = true;
-	return w->dead;
-}
-
-/* The same question for calls that do not block. A poll(2) costs more than
- * the whole spinning export or import around it, so these ask the kernel at
- * most every GONE_CHECK_NS; a call that is about to sleep always asks (and
- * the io_uring path also arms a poll on the connection). So an export may
- * succeed up to a millisecond after the root died: its wait_committed then
- * reports -ESHUTDOWN, and nothing that was acked is affected. */
-static bool root_gone_lazy(shmsync_worker *w)
-{
-	if (w->dead)
-		return true;
-	int64_t now = sig_now_ns();
-	if (now - w->gone_checked < GONE_CHECK_NS)
-		return false;
-	w->gone_checked = now;
-	return root_gone(w);
-}
-
-/* Tells the root that this worker may sleep on the tick futex word, so its
- * commits must make the FUTEX_WAKE call (it skips it otherwise). The store,
- * then a full fence, then (the caller) the futex word and the condition;
- * the root bumps the word, fences, then reads this: one of the two sees the
- * other (spec/wake.pml, "wants"), and the kernel's compare in FUTEX_WAIT
- * covers a bump between the worker's read of the word and its sleep. */
-static void want_tick_wake(shmsync_worker *w, uint32_t bits)
-{
-	w->tick_wake = bits;
-	atomic_store_explicit(&w->port->wants_tick_wake, bits, memory_order_seq_cst);
-	atomic_thread_fence(memory_order_seq_cst);
-}
-
-static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		       int64_t timeout_ns, int64_t deadline);
-
-/* Waits until cond(w, arg) holds: spins briefly, then sleeps on the tick
- * futex word (which changes with every publish and every ack round).
- * 0, -ETIMEDOUT, -ESHUTDOWN. */
-static int wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns)
-{
-	if (cond(w, arg))
-		return 0;
-	if (timeout_ns == 0)
-		return root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
-	int64_t start = sig_now_ns();
-	int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
-	/* The clock only every few turns: each read costs about as much as
-	 * the check itself. */
-	for (unsigned turn = 1; turn % 16 || sig_now_ns() - start < SPIN_NS; turn++)
-		if (cond(w, arg))
-			return 0;
-	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;
-	want_tick_wake(w, keep | PORT_TICK_WAKE_CALL);
-	int rc = sleep_until(w, cond, arg, timeout_ns, deadline);
-	/* Lowering needs no fence: a wake the root then makes anyway is
-	 * only a wasted system call. */
-	w->tick_wake = keep;
-	atomic_store_explicit(&w->port->wants_tick_wake, keep, memory_order_relaxed);
-	return rc;
-}
-
-static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		       int64_t timeout_ns, int64_t deadline)
-{
-	for (;;) {
-		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
-		if (cond(w, arg))
-			return 0;
-		if (root_gone(w))
-			return -ESHUTDOWN;
-		int64_t now = sig_now_ns();
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		int64_t left = deadline - now;
-		if (w->signal == SIG_URING) {
-			arm(w, v);
-			struct __kernel_timespec ts = {left / 1000000000, left % 1000000000};
-			struct io_uring_cqe *cqe;
-			io_uring_wait_cqe_timeout(&w->uring, &cqe, timeout_ns < 0 ? NULL : &ts);
-			reap(w);
-		} else {
-			int64_t slice = left < SLICE_NS ? left : SLICE_NS;
-			/* A slice that ran out although the wait was over: the wake
-			 * it should have had never came (or came within a hair of
-			 * the slice's end). Counted, so tests can see lost wakes. */
-			if (sig_futex_wait(&w->seg.hdr->tick_futex, v, slice) == -ETIMEDOUT &&
-			    slice == SLICE_NS && cond(w, arg))
-				w->late_wakes++;
-		}
-	}
-}
-
-/* ---- attach ------------------------------------------------------------ */
-
-static int map_port(shmsync_worker *w, int fd, char *err, size_t errlen)
-{
-	struct stat st;
-	if (fstat(fd, &st) < 0 || st.st_size < PORT_HDR_SIZE || st.st_size > ((off_t)1 << 32)) {
-		msg(err, errlen, "the port the root sent is not a port");
-		return -EPROTO;
-	}
-	size_t size = (size_t)st.st_size;
-	struct port_hdr *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		msg(err, errlen, "mapping the port failed: %s", strerror(errno));
-		return -errno;
-	}
-	uint64_t acks = (uint64_t)PORT_NACKS * sizeof(struct port_ack);
-	if (p->magic != PORT_MAGIC || p->version != PORT_VERSION || p->size != size ||
-	    p->hdr_size != PORT_HDR_SIZE || p->acks_off < PORT_HDR_SIZE || p->acks_off + acks > size ||
-	    p->ring_off < p->acks_off + acks || p->ring_size == 0 || (p->ring_size & (p->ring_size - 1)) ||
-	    p->ring_off + p->ring_size > size) {
-		munmap(p, size);
-		msg(err, errlen, "the port's header is not one this library reads (port version %u)",
-		    PORT_VERSION);
-		return -EPROTO;
-	}
-	w->port = p;
-	w->port_size = size;
-	w->acks = (struct port_ack *)((uint8_t *)p + p->acks_off);
-	w->exring = (uint8_t *)p + p->ring_off;
-	return 0;
-}
-
 /* Announces the published tick as the read epoch, until it holds still. */
-static void go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
+void worker_go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
 {
 	for (;;) {
 		shm_published_state(&w->seg, tick, log_end);
@@ -271,333 +57,6 @@ static void advance_epoch(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
 	w->epoch = *tick;
 }
 
-static void worker_free(shmsync_worker *w)
-{
-	if (w->uring_ok)
-		io_uring_queue_exit(&w->uring);
-	if (w->port)
-		munmap(w->port, w->port_size);
-	if (w->seg.base)
-		shm_seg_close(&w->seg);
-	int fds[] = {w->conn, w->doorbell_fd, w->fdwake_fd, w->fdself_fd, w->fdpoll_fd};
-	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	if (w->fork_guard)
-		munmap(w->fork_guard, 4096);
-	if (w->batch_cache) {
-		wire_free(&w->batch_cache->buf);
-		free(w->batch_cache);
-	}
-	shm_diff_scratch_free(w->diff_scratch);
-	free(w);
-}
-
-/* The uids this worker trusts to serve it besides its own and 0: the
- * caller's list, else $SHMSYNC_ROOT_UIDS. */
-struct trust {
-	const uid_t *uids;
-	unsigned n;
-	uid_t env[64];
-};
-
-static int trust_init(struct trust *t, const uid_t *uids, unsigned n, char *err, size_t errlen)
-{
-	t->uids = uids;
-	t->n = uids ? n : 0;
-	if (uids)
-		return 0;
-	const char *e = getenv("SHMSYNC_ROOT_UIDS");
-	if (!e || !*e)
-		return 0;
-	const char *p = e;
-	while (*p) {
-		char *end;
-		errno = 0;
-		unsigned long v = strtoul(p, &end, 10);
-		if (end == p || errno || v >= (uid_t)-1 || (*end && *end != ',') || *p == '-' || *p == '+' ||
-		    t->n == sizeof(t->env) / sizeof(t->env[0])) {
-			msg(err, errlen,
-			    "SHMSYNC_ROOT_UIDS=\"%.40s\": expected up to 64 numeric uids separated by commas",
-			    e);
-			return -EINVAL;
-		}
-		t->env[t->n++] = (uid_t)v;
-		p = *end ? end + 1 : end;
-		if (*end && !*p) {
-			msg(err, errlen, "SHMSYNC_ROOT_UIDS=\"%.40s\": trailing comma", e);
-			return -EINVAL;
-		}
-	}
-	t->uids = t->env;
-	return 0;
-}
-
-/* Who serves this socket? Checked before a byte is sent: whoever bound
- * the path first (in a world-writable directory, anyone) would otherwise
- * receive this worker's writes. */
-static int check_root_uid(int fd, const struct trust *t, char *err, size_t errlen)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		int e = errno;
-		msg(err, errlen, "SO_PEERCRED on the root's socket: %s", strerror(e));
-		return -e;
-	}
-	uid_t me = geteuid();
-	if (cred.uid == me || cred.uid == 0)
-		return 0;
-	for (unsigned i = 0; i < t->n; i++)
-		if (t->uids[i] == cred.uid)
-			return 0;
-	msg(err, errlen,
-	    "the socket is served by uid %u (pid %d), not by this uid (%u) or root: refusing to attach; "
-	    "if that uid is trusted, name it in SHMSYNC_ROOT_UIDS",
-	    (unsigned)cred.uid, (int)cred.pid, (unsigned)me);
-	return -EPERM;
-}
-
-static int attach_fd(shmsync_worker **out, int fd, const struct trust *t, char *err, size_t errlen)
-{
-	int trc = check_root_uid(fd, t, err, errlen);
-	if (trc < 0) {
-		close(fd);
-		return trc;
-	}
-	shmsync_worker *w = calloc(1, sizeof(*w));
-	if (!w) {
-		close(fd);
-		return -ENOMEM;
-	}
-	w->conn = fd;
-	w->doorbell_fd = w->fdwake_fd = w->fdself_fd = w->fdpoll_fd = -1;
-	w->seg.fd = -1;
-	int rc;
-	w->fork_guard = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (w->fork_guard == MAP_FAILED || madvise(w->fork_guard, 4096, MADV_WIPEONFORK) < 0) {
-		if (w->fork_guard == MAP_FAILED)
-			w->fork_guard = NULL;
-		rc = -errno;
-		msg(err, errlen, "the fork guard page: %s", strerror(errno));
-		goto fail;
-	}
-	w->fork_guard[0] = GUARD_MAGIC;
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
-	struct timeval tv = {5, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	struct hello h = {HELLO_MAGIC, SHM_LAYOUT_VERSION, PORT_VERSION, WIRE_VERSION, 0};
-	rc = att_send(fd, &h, sizeof(h), NULL, 0);
-	/* A root that refuses at once (too many attaches in progress) may
-	 * have answered and closed before the hello went out: its answer is
-	 * still there to read. */
-	if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET) {
-		msg(err, errlen, "sending the hello failed: %s", strerror(-rc));
-		goto fail;
-	}
-	struct welcome wl;
-	int fds[3] = {-1, -1, -1}, nfds = 3;
-	ssize_t n = att_recv(fd, &wl, sizeof(wl), fds, &nfds, 0);
-	if (n != (ssize_t)sizeof(wl) || wl.magic != WELCOME_MAGIC) {
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		rc = n < 0 ? (int)n : -EPROTO;
-		if (n == 0)
-			rc = -ECONNRESET;
-		if (rc == -ECONNRESET || rc == -EPIPE)
-			msg(err, errlen,
-			    "the root closed the connection without a welcome (it was flooded with "
-			    "connections, or this is not a shmsync root)");
-		else if (n < 0)
-			msg(err, errlen, "no welcome from the root: %s", strerror((int)-n));
-		else
-			msg(err, errlen, "no welcome from the root: not a shmsync root");
-		goto fail;
-	}
-	wl.msg[sizeof(wl.msg) - 1] = 0;
-	if (wl.status < 0) {
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		rc = wl.status;
-		msg(err, errlen, "the root refused: %s", wl.msg);
-		goto fail;
-	}
-	if (wl.layout_version != SHM_LAYOUT_VERSION || wl.port_version != PORT_VERSION ||
-	    wl.wire_version != WIRE_VERSION || nfds < 2 ||
-	    (wl.signal != SIG_URING && wl.signal != SIG_FUTEX) || (wl.signal == SIG_FUTEX && nfds < 3)) {
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		rc = -EPROTO;
-		msg(err, errlen, "root has layout %u port %u wire %u, this worker %u %u %u",
-		    wl.layout_version, wl.port_version, wl.wire_version, SHM_LAYOUT_VERSION, PORT_VERSION,
-		    WIRE_VERSION);
-		goto fail;
-	}
-	struct shm_err se = {{0}};
-	rc = shm_seg_open_reader(&w->seg, fds[0], &se);
-	close(fds[0]);
-	if (rc < 0) {
-		close(fds[1]);
-		if (nfds > 2)
-			close(fds[2]);
-		msg(err, errlen, "%s", se.msg);
-		goto fail;
-	}
-	rc = map_port(w, fds[1], err, errlen);
-	close(fds[1]);
-	if (nfds > 2)
-		w->doorbell_fd = fds[2];
-	if (rc < 0)
-		goto fail;
-	w->signal = (int)wl.signal;
-	w->slot = wl.slot;
-	w->gen = wl.gen;
-	w->max_batch = wl.max_batch;
-	w->log_half = w->seg.hdr->log_size / 2;
-	uint64_t wsize;
-	const struct wtab *wt = shm_seg_ext(&w->seg, &wsize);
-	if (wt && wsize >= sizeof(*wt) && wt->magic == WTAB_MAGIC && wt->n > wl.slot &&
-	    (wsize - sizeof(*wt)) / sizeof(struct wtab_entry) >= wt->n)
-		w->wtab = wt;
-	w->next_seq = 1;
-	/* The worker's own choice: io_uring for its waits where it works,
-	 * unless SHMSYNC_SIGNAL=futex. The root's doorbell needs what the root
-	 * waits with, which the welcome said. */
-	int mine;
-	char m[160];
-	rc = sig_choose(&mine, m, sizeof(m));
-	if (rc < 0) {
-		msg(err, errlen, "%s", m);
-		goto fail;
-	}
-	if (mine == SIG_URING) {
-		rc = io_uring_queue_init(8, &w->uring, 0);
-		if (rc < 0) {
-			msg(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
-			goto fail;
-		}
-		w->uring_ok = true;
-	}
-	w->signal = mine;
-	w->root_signal = (int)wl.signal;
-	tv = (struct timeval){0, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	uint64_t tick, log_end;
-	go_online(w, &tick, &log_end);
-	w->cursor = tick;
-	w->log_pos = log_end;
-	atomic_store_explicit(&w->port->cursor, tick, memory_order_release);
-	w->pid = getpid();
-	*out = w;
-	return 0;
-fail:
-	worker_free(w);
-	return rc;
-}
-
-int shmsync_attach_fd(shmsync_worker **w, int fd)
-{
-	struct trust t;
-	int rc = trust_init(&t, NULL, 0, NULL, 0);
-	if (rc < 0) {
-		close(fd);
-		return rc;
-	}
-	return attach_fd(w, fd, &t, NULL, 0);
-}
-
-int shmsync_attach_msg(shmsync_worker **w, const char *path, char *err, size_t errlen)
-{
-	shmsync_attach_opts o = {.socket_path = path, .errbuf = err, .errbuf_len = errlen};
-	return shmsync_attach_with(w, &o);
-}
-
-/* Connects to path and attaches; on a busy root (-EAGAIN) or a connection
- * it closed unanswered, tries again with backoff for ATTACH_RETRY_NS: a
- * flood of connections from others must not fail an honest attach. */
-static int attach_path(shmsync_worker **w, const char *path, const struct trust *t, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		msg(err, errlen, "socket path longer than %zu bytes", sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	int64_t give_up = sig_now_ns() + ATTACH_RETRY_NS;
-	useconds_t backoff = 1000;
-	for (;;) {
-		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return -errno;
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-			int e = errno;
-			close(fd);
-			msg(err, errlen, "connecting to %s: %s", path, strerror(e));
-			/* A full backlog under a flood: EAGAIN, worth a retry. */
-			if (e != EAGAIN || sig_now_ns() > give_up)
-				return -e;
-		} else {
-			int rc = attach_fd(w, fd, t, err, errlen);
-			if ((rc != -EAGAIN && rc != -ECONNRESET && rc != -EPIPE) || sig_now_ns() > give_up)
-				return rc;
-		}
-		usleep(backoff);
-		if (backoff < 100000)
-			backoff *= 2;
-	}
-}
-
-int shmsync_attach_with(shmsync_worker **w, const shmsync_attach_opts *o)
-{
-	shmsync_attach_opts d = {0};
-	if (!o)
-		o = &d;
-	char *err = o->errbuf;
-	size_t errlen = o->errbuf_len;
-	struct trust t;
-	int rc = trust_init(&t, o->root_uids, o->n_root_uids, err, errlen);
-	if (rc < 0)
-		return rc;
-	const char *path = o->socket_path;
-	if (!path) {
-		const char *afd = getenv("SHMSYNC_ATTACH_FD");
-		if (afd && *afd) {
-			char *end;
-			long fd = strtol(afd, &end, 10);
-			struct stat st;
-			if (*end || fd < 0 || fd > 1 << 20 || fstat((int)fd, &st) < 0 ||
-			    !S_ISSOCK(st.st_mode)) {
-				msg(err, errlen, "SHMSYNC_ATTACH_FD=\"%.20s\" is not an open socket", afd);
-				return -EINVAL;
-			}
-			return attach_fd(w, (int)fd, &t, err, errlen);
-		}
-		path = getenv("SHMSYNC_SOCKET");
-		if (!path || !*path) {
-			msg(err, errlen, "no socket path: pass one, or set SHMSYNC_SOCKET");
-			return -EINVAL;
-		}
-	}
-	return attach_path(w, path, &t, err, errlen);
-}
-
-int shmsync_attach(shmsync_worker **w, const char *path)
-{
-	return shmsync_attach_msg(w, path, NULL, 0);
-}
-
-void shmsync_detach(shmsync_worker *w)
-{
-	if (!w)
-		return;
-	if (!forked(w)) {
-		atomic_store_explicit(&w->port->read_epoch, PORT_OFFLINE, memory_order_release);
-		struct control c = {BYE_MAGIC};
-		att_send(w->conn, &c, sizeof(c), NULL, 0);
-	}
-	worker_free(w);
-}
-
 uint64_t shmsync_cursor(const shmsync_worker *w)
 {
 	return w->cursor;
@@ -626,7 +85,7 @@ int shmsync_begin(shmsync_worker *w, shmsync_batch **out)
 
 static int add_op(shmsync_batch *b, const struct shm_op *op)
 {
-	if (!b || forked(b->w))
+	if (!b || worker_forked(b->w))
 		return b ? -ECHILD : -EINVAL;
 	int rc = shm_op_check(op);
 	if (rc < 0)
@@ -709,7 +168,7 @@ void shmsync_abort(shmsync_batch *b)
 	if (!b)
 		return;
 	shmsync_worker *w = b->w;
-	if (!w->batch_cache && !forked(w) && b->buf.cap <= ((size_t)1 << 20)) {
+	if (!w->batch_cache && !worker_forked(w) && b->buf.cap <= ((size_t)1 << 20)) {
 		w->batch_cache = b;
 		return;
 	}
@@ -749,7 +208,7 @@ int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq)
 	CHECK_HANDLE(w);
 	if (flags & ~SHMSYNC_NONBLOCK)
 		return -EINVAL;
-	if (root_gone_lazy(w))
+	if (worker_root_gone_lazy(w))
 		return -ESHUTDOWN;
 	size_t len = wire_seal(&b->buf, w->next_seq);
 	for (;;) {
@@ -767,7 +226,7 @@ int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq)
 		if (flags & SHMSYNC_NONBLOCK)
 			return -EAGAIN;
 		/* The root drains rings and acks; each ack round wakes us. */
-		rc = wait_for(w, ring_has_room, len, -1);
+		rc = worker_wait_for(w, ring_has_room, len, -1);
 		if (rc < 0)
 			return rc;
 	}
@@ -792,7 +251,7 @@ int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int6
 		return -EINVAL;
 	if (w->next_seq - seq > PORT_NACKS)
 		return -ERANGE; /* its ack slot was reused long ago */
-	int rc = wait_for(w, acked, seq, timeout_ns);
+	int rc = worker_wait_for(w, acked, seq, timeout_ns);
 	if (rc < 0)
 		return rc;
 	struct port_ack *a = &w->acks[seq % PORT_NACKS];
@@ -867,21 +326,6 @@ static bool tick_reached(shmsync_worker *w, uint64_t target)
 	return shm_published_tick(&w->seg) >= target;
 }
 
-static void drain_fdwake(shmsync_worker *w)
-{
-	if (w->fdwake_fd < 0)
-		return;
-	char buf[64];
-	/* Bounded: the root's send buffer holds a few messages at most. */
-	for (int i = 0; i < 256; i++)
-		if (recv(w->fdwake_fd, buf, sizeof(buf), MSG_DONTWAIT) < 0)
-			break;
-	uint64_t v;
-	if (read(w->fdself_fd, &v, sizeof(v)) < 0) {
-		/* Not signalled: nothing to drain. */
-	}
-}
-
 /* After a wait that timed out: the handle goes back to the snapshot it
  * had, so reads and views taken before the call work as before. That
  * snapshot is announced again with the classic protocol: if the published
@@ -906,7 +350,7 @@ static bool back_online(shmsync_worker *w, uint64_t target)
 	if (tick_reached(w, target))
 		return false;
 	uint64_t tick, log_end;
-	go_online(w, &tick, &log_end);
+	worker_go_online(w, &tick, &log_end);
 	return true;
 }
 
@@ -914,16 +358,16 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 {
 	CHECK_HANDLE(w);
 	if (w->uring_ok)
-		reap(w);
-	drain_fdwake(w);
+		worker_reap(w);
+	worker_drain_fdwake(w);
 	if (!tick_reached(w, target)) {
 		/* Polling: one cheap look for the root's death, nothing else. */
 		if (timeout_ns == 0)
-			return root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
+			return worker_root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
 		/* Offline while asleep: an idle worker pins log bytes only. */
 		bool was_online = w->online;
 		shmsync_offline(w);
-		int rc = wait_for(w, tick_reached, target, timeout_ns);
+		int rc = worker_wait_for(w, tick_reached, target, timeout_ns);
 		/* A commit that lands between the last look and back_online is
 		 * imported rather than reported as a timeout. */
 		if (rc == -ETIMEDOUT && was_online && !back_online(w, target))
@@ -941,7 +385,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	if (counted)
 		advance_epoch(w, &tick, &log_end);
 	else
-		go_online(w, &tick, &log_end);
+		worker_go_online(w, &tick, &log_end);
 	struct import_ctx ic = {fn, arg, 0, false, 0};
 	int rc = shm_diff_reuse(&w->seg, &w->diff_scratch, w->log_pos, tick, log_end, deliver, &ic);
 	if (revoked_since(w))
@@ -957,7 +401,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	w->log_pos = log_end;
 	atomic_store_explicit(&w->port->cursor, tick, memory_order_release);
 	if (w->fd_mode && w->uring_ok)
-		arm(w, atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire));
+		worker_arm(w, atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire));
 	return ic.count;
 }
 
@@ -976,7 +420,7 @@ int shmsync_import_until(shmsync_worker *w, uint64_t tick, int64_t timeout_ns, s
 
 void shmsync_offline(shmsync_worker *w)
 {
-	if (forked(w))
+	if (worker_forked(w))
 		return;
 	atomic_store_explicit(&w->port->read_epoch, PORT_OFFLINE, memory_order_release);
 	w->online = false;
@@ -1003,7 +447,7 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 
 int shmsync_view_valid(shmsync_worker *w, const shmsync_view *v)
 {
-	return !forked(w) && w->online && v && v->epoch == w->epoch && !revoked_since(w);
+	return !worker_forked(w) && w->online && v && v->epoch == w->epoch && !revoked_since(w);
 }
 
 struct iter_ctx {
@@ -1051,118 +495,6 @@ int shmsync_dirs_iter(shmsync_worker *w, const char *prefix, int (*fn)(const cha
 	struct iter_ctx c = {w, NULL, fn, arg};
 	int rc = shm_dirs_iter(&w->seg, w->epoch, prefix, strlen(prefix), iter_dir, &c);
 	return revoked_since(w) ? -ESTALE : rc;
-}
-
-/* ---- embedding --------------------------------------------------------- */
-
-int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe)
-{
-	CHECK_HANDLE(w);
-	if (!sig_uring_futex_supported())
-		return -EOPNOTSUPP;
-	/* The caller's ring may wait on the word at any time from now on. */
-	if (!(w->tick_wake & PORT_TICK_WAKE_URING))
-		want_tick_wake(w, w->tick_wake | PORT_TICK_WAKE_URING);
-	uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
-	if (shm_published_tick(&w->seg) > w->cursor) {
-		/* Already there: complete at once. */
-		io_uring_prep_nop(sqe);
-		return 0;
-	}
-	sig_prep_futex_wait(sqe, &w->seg.hdr->tick_futex, v);
-	return 0;
-}
-
-/* The fallback's pollable fd. The root sends on a socket pair it made (it
- * takes no fd from a worker: see fdwake_request in sync/root.c), so this
- * handle asks for one end and waits for it. The fd returned is an epoll fd
- * over that end, an eventfd of our own (for "ready already", which the
- * root's end cannot say) and the connection (readable when the root dies,
- * so a sleeping event loop learns of it). */
-static int fdwake_setup(shmsync_worker *w)
-{
-	struct control c = {FDWAKE_REQ_MAGIC};
-	int rc = att_send(w->conn, &c, sizeof(c), NULL, 0);
-	if (rc < 0)
-		return rc == -EPIPE || rc == -ECONNRESET ? -ESHUTDOWN : rc;
-	struct pollfd p = {w->conn, POLLIN, 0};
-	int n;
-	do
-		n = poll(&p, 1, 5000);
-	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return -ETIMEDOUT;
-	if (n < 0)
-		return -errno;
-	struct control reply;
-	int fd = -1, nfd = 1;
-	ssize_t got = att_recv(w->conn, &reply, sizeof(reply), &fd, &nfd, MSG_DONTWAIT);
-	if (got == 0 || got == -ECONNRESET) {
-		w->dead = true;
-		return -ESHUTDOWN;
-	}
-	if (got != (ssize_t)sizeof(reply) || reply.magic != FDWAKE_MAGIC || nfd != 1) {
-		if (nfd == 1)
-			close(fd);
-		return got < 0 ? (int)got : -EPROTO;
-	}
-	int self = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = {.events = EPOLLIN};
-	struct epoll_event hup = {.events = EPOLLRDHUP};
-	if (self < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ||
-	    epoll_ctl(ep, EPOLL_CTL_ADD, self, &ev) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, w->conn, &hup) < 0) {
-		rc = -errno;
-		close(fd);
-		if (self >= 0)
-			close(self);
-		if (ep >= 0)
-			close(ep);
-		return rc;
-	}
-	w->fdwake_fd = fd;
-	w->fdself_fd = self;
-	w->fdpoll_fd = ep;
-	return 0;
-}
-
-int shmsync_fd(shmsync_worker *w)
-{
-	CHECK_HANDLE(w);
-	w->fd_mode = true;
-	if (w->uring_ok) {
-		if (!(w->tick_wake & PORT_TICK_WAKE_URING))
-			want_tick_wake(w, w->tick_wake | PORT_TICK_WAKE_URING);
-		reap(w);
-		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
-		if (shm_published_tick(&w->seg) > w->cursor) {
-			/* Ready now: make the fd readable with a no-op. */
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&w->uring);
-			if (sqe) {
-				io_uring_prep_nop(sqe);
-				io_uring_sqe_set_data64(sqe, WUD_IGNORE);
-				io_uring_submit(&w->uring);
-				w->uring_ops++;
-			}
-		} else {
-			arm(w, v);
-		}
-		return w->uring.ring_fd;
-	}
-	if (w->fdpoll_fd < 0) {
-		int rc = fdwake_setup(w);
-		if (rc < 0)
-			return rc;
-		atomic_store_explicit(&w->port->wants_fd_wake, 1, memory_order_seq_cst);
-		atomic_thread_fence(memory_order_seq_cst);
-	}
-	if (shm_published_tick(&w->seg) > w->cursor) {
-		uint64_t one = 1;
-		if (write(w->fdself_fd, &one, sizeof(one)) < 0) {
-			/* Already readable. */
-		}
-	}
-	return w->fdpoll_fd;
 }
 
 /* ---- stat -------------------------------------------------------------- */

@@ -1,0 +1,175 @@
+/* The root's commit path: drain the export rings fairly, apply each batch
+ * record (copied out of the ring first: sync/wire.h), group the batches of
+ * a round into one tick, publish it, write the acks and wake the workers.
+ * This is the hot path: it branches on nothing about how the root waits. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "root.h"
+
+#define PER_SLOT_ROUND 8 /* batches one worker may have committed per round */
+
+static int ack_add(shmsync_root *r, struct slot *s, uint64_t seq, int64_t result)
+{
+	if (r->nacks == r->acks_cap) {
+		size_t cap = r->acks_cap ? r->acks_cap * 2 : 256;
+		struct ack_pending *a = realloc(r->acks, cap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		r->acks = a;
+		r->acks_cap = cap;
+	}
+	r->acks[r->nacks++] = (struct ack_pending){(uint32_t)(s - r->slots), s->gen, seq, result};
+	return 0;
+}
+
+/* Bumps the tick futex word, then wakes whoever may sleep on it. The
+ * FUTEX_WAKE call is made only when a worker said it may sleep (its
+ * wants_tick_wake, read after the bump and a full fence: see want_tick_wake
+ * in sync/worker_wait.c); a busy round trip is not worth a system call. */
+static void wake_workers(shmsync_root *r)
+{
+	atomic_fetch_add_explicit(&r->seg->hdr->tick_futex, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	bool futex_wake = false;
+	for (unsigned j = 0; j < r->nlive; j++)
+		if (atomic_load_explicit(&r->slots[r->live[j]].port->wants_tick_wake, memory_order_relaxed)) {
+			futex_wake = true;
+			break;
+		}
+	if (futex_wake)
+		sig_futex_wake(&r->seg->hdr->tick_futex, INT_MAX);
+	for (unsigned j = 0; j < r->nlive; j++) {
+		struct slot *s = &r->slots[r->live[j]];
+		if (s->fdwake_fd >= 0 &&
+		    atomic_load_explicit(&s->port->wants_fd_wake, memory_order_relaxed)) {
+			char one = 1;
+			if (send(s->fdwake_fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+				/* Full queue: the worker is readable already. */
+			}
+		}
+	}
+}
+
+/* Publishes the group (if anything was applied), then writes the acks, then
+ * wakes: a worker woken for its ack finds it. */
+static void finish_group(shmsync_root *r)
+{
+	uint64_t tick = 0;
+	int pub = shm_commit_publish(r->shm, &tick);
+	if (pub == 1) {
+		r->ticks++;
+		uint64_t t, end;
+		shm_published_state(r->seg, &t, &end);
+		/* What every importer reads next: the published words and this
+		 * tick's change-log records (share_lines, sync/wire.h). */
+		struct shm_hdr *h = r->seg->hdr;
+		share_lines((const void *)&h->tick, sizeof(h->tick));
+		share_lines((const void *)&h->pub_seq, 3 * sizeof(uint64_t));
+		uint64_t L = h->log_size, from = end - r->shared_log_end > SHARE_LINES_MAX
+							 ? end - SHARE_LINES_MAX
+							 : r->shared_log_end;
+		const uint8_t *log = (const uint8_t *)r->seg->base + h->log_off;
+		if (from % L <= end % L)
+			share_lines(log + from % L, end - from);
+		r->shared_log_end = end;
+		r->tle[t % TLE_CAP] = end;
+		if (t >= r->tle_base + TLE_CAP)
+			r->tle_base = t - TLE_CAP + 1;
+	}
+	for (size_t i = 0; i < r->nacks; i++) {
+		struct ack_pending *a = &r->acks[i];
+		struct slot *s = &r->slots[a->slot];
+		if (!s->used || s->gen != a->gen)
+			continue;
+		struct port_ack *pa = &s->acks[a->seq % PORT_NACKS];
+		atomic_store_explicit(&pa->result, a->result == 0 ? (int64_t)tick : a->result,
+				      memory_order_relaxed);
+		atomic_store_explicit(&pa->seq, a->seq, memory_order_relaxed);
+		atomic_store_explicit(&s->port->acked_seq, a->seq, memory_order_release);
+	}
+	if (pub == 1 || r->nacks)
+		wake_workers(r);
+	r->nacks = 0;
+}
+
+/* Applies one batch record; the record is in r->rec (our copy). */
+static void apply_record(shmsync_root *r, struct slot *s, size_t len)
+{
+	size_t nops = 0, failed = 0;
+	uint64_t seq = 0, expected = s->next_seq++;
+	int rc = wire_decode(r->rec, len, r->ops, WIRE_MAX_OPS, &nops, &seq);
+	if (rc == 0 && seq != expected)
+		rc = -EPROTO;
+	if (rc == 0) {
+		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+		if (rc == -ENOBUFS) {
+			/* This tick's share of the log is full: publish it and
+			 * apply the batch to the next one. */
+			finish_group(r);
+			shm_commit_begin(r->shm);
+			rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+		}
+	}
+	r->batches++;
+	ack_add(r, s, expected, rc);
+}
+
+/* Drains rings round-robin, PER_SLOT_ROUND batches per worker per round, so
+ * no worker starves another; at most max_group batches per tick. With
+ * `only`, drains that slot alone (it is being released). Returns the number
+ * of batches taken. */
+int root_drain_and_commit(shmsync_root *r, struct slot *only)
+{
+	if (shm_commit_begin(r->shm) < 0)
+		return 0;
+	unsigned taken = 0;
+	for (bool progress = true; progress && taken < r->max_group;) {
+		progress = false;
+		for (unsigned i = 0; i < (only ? 1 : r->nlive) && taken < r->max_group; i++) {
+			struct slot *s = only ? only : &r->slots[r->live[(r->rr + i) % r->nlive]];
+			if (!s->live || s->hostile)
+				continue;
+			for (unsigned k = 0; k < PER_SLOT_ROUND && taken < r->max_group; k++) {
+				size_t len;
+				int rc = ring_get(s->port, s->ring, s->ring_size, &s->tail, r->rec,
+						  r->rec_cap, &len);
+				if (rc == -EAGAIN)
+					break;
+				if (rc == -EPROTO) {
+					/* The framing is garbage: nothing after it can be
+					 * trusted. Drop it all and say so in an ack. */
+					uint64_t head = atomic_load_explicit(&s->port->ring_head,
+									     memory_order_acquire);
+					if (head >= s->tail && head - s->tail <= s->ring_size &&
+					    head % 8 == 0)
+						s->tail = head;
+					else
+						s->hostile = true; /* no usable head: cut it off */
+					ack_add(r, s, s->next_seq++, -EPROTO);
+					atomic_store_explicit(&s->port->ring_tail, s->tail,
+							      memory_order_release);
+					taken++;
+					progress = true;
+					break;
+				}
+				apply_record(r, s, len);
+				atomic_store_explicit(&s->port->ring_tail, s->tail, memory_order_release);
+				taken++;
+				progress = true;
+			}
+			if (only)
+				break;
+		}
+	}
+	r->rr++;
+	finish_group(r);
+	if (!only)
+		/* Backwards: a release moves the last entry into its place. */
+		for (unsigned j = r->nlive; j-- > 0;)
+			if (j < r->nlive && r->slots[r->live[j]].hostile)
+				root_slot_release(r, &r->slots[r->live[j]]);
+	return (int)taken;
+}

@@ -1,0 +1,164 @@
+/* The root's loop: handle events, drain and commit, reclaim, and sleep when
+ * there is nothing to do. How it waits is its backend's business
+ * (root_uring.c, root_epoll.c: struct root_backend in root.h); the sleep
+ * protocol around the wait is here, the same for both.
+ *
+ * The sleep protocol (docs/ARCHITECTURE.md, "Waking the root"): the root arms
+ * a wait on every doorbell with the value it last saw, raises root_sleeping
+ * in every port, issues a full fence and rescans every ring; only then does
+ * it sleep. A worker publishes its ring head, adds one to its doorbell,
+ * issues a full fence and reads root_sleeping; if it is raised it wakes the
+ * root. Either the root's rescan sees the new head, or the worker sees the
+ * flag and its wake finds the armed wait (armed before the flag was raised);
+ * and an armed wait whose value already changed completes at once.
+ */
+#include <unistd.h>
+
+#include "root.h"
+
+#define SPIN_NS 20000 /* a root with nothing to do spins this long before it sleeps */
+
+static bool rings_pending(shmsync_root *r)
+{
+	for (unsigned j = 0; j < r->nlive; j++) {
+		struct slot *s = &r->slots[r->live[j]];
+		if (atomic_load_explicit(&s->port->ring_head, memory_order_acquire) != s->tail)
+			return true;
+	}
+	return false;
+}
+
+/* The idle timer fired: count it if a ring has work (its doorbell wake was
+ * lost, or is still on its way), drop silent connections, reclaim. */
+void root_on_timer(shmsync_root *r)
+{
+	if (rings_pending(r))
+		atomic_fetch_add_explicit(&r->seg->hdr->stat_timer_found_work, 1, memory_order_relaxed);
+	root_expire_pending(r);
+	root_reclaim(r, RECLAIM_BUDGET);
+}
+
+struct slot *root_slot_of(shmsync_root *r, uint64_t data)
+{
+	unsigned idx = root_ud_idx(data);
+	if (idx >= r->max_workers)
+		return NULL;
+	struct slot *s = &r->slots[idx];
+	return s->used && s->gen == (uint32_t)data ? s : NULL;
+}
+
+/* Lowering flags that are already down is skipped: a busy root would
+ * otherwise write every port's header on every turn. */
+static void set_sleeping(shmsync_root *r, uint32_t v)
+{
+	if (!v && !r->sleeping_flags)
+		return;
+	for (unsigned j = 0; j < r->nlive; j++)
+		atomic_store_explicit(&r->slots[r->live[j]].port->root_sleeping, v, memory_order_relaxed);
+	r->sleeping_flags = v != 0;
+}
+
+static bool something_retired(shmsync_root *r)
+{
+	struct shm_stats st;
+	shm_root_stats(r->shm, &st);
+	return st.retired_objects > 0 || st.log_bytes_used > 0;
+}
+
+static bool has_pending(shmsync_root *r)
+{
+	for (unsigned i = 0; i < MAX_PENDING; i++)
+		if (r->pend[i].fd >= 0)
+			return true;
+	return false;
+}
+
+int shmsync_root_process(shmsync_root *r, unsigned max_events)
+{
+	/* Awake: workers need not ring the doorbell until we sleep again. */
+	bool slept = r->sleeping_flags;
+	set_sleeping(r, 0);
+	/* One indirect call per turn: io_uring reaps its completions; epoll
+	 * looks at its events only now and then while busy. */
+	int events = r->be->process(r, max_events, slept);
+	int taken = 0;
+	if (r->nlive)
+		taken = root_drain_and_commit(r, NULL);
+	int64_t now = sig_now_ns();
+	bool idle_due = now - r->last_idle_reclaim > IDLE_RECLAIM_NS;
+	/* On its own clock: a busy root reclaims after every commit, and
+	 * must still drop peers that never said hello. */
+	if (now - r->last_expire > IDLE_RECLAIM_NS) {
+		r->last_expire = now;
+		root_expire_pending(r);
+	}
+	if (taken || r->reclaim_more || idle_due)
+		root_reclaim(r, RECLAIM_BUDGET);
+	return events + taken + (r->reclaim_more ? 1 : 0);
+}
+
+/* The first half of the sleep protocol: arm every wait, raise the sleeping
+ * flags, full fence, rescan. False if there is work after all (the flags
+ * are then lowered again). */
+static bool prepare_sleep(shmsync_root *r, bool *want_timer)
+{
+	*want_timer = something_retired(r) || has_pending(r);
+	r->be->arm(r, *want_timer);
+	set_sleeping(r, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (rings_pending(r) || r->stop || r->reclaim_more) {
+		set_sleeping(r, 0);
+		return false;
+	}
+	return true;
+}
+
+static void sleep_once(shmsync_root *r)
+{
+	/* Spin briefly first: a wake that reaches a sleeper costs tens of
+	 * microseconds on both sides. */
+	int64_t end = sig_now_ns() + SPIN_NS;
+	for (unsigned turn = 1; turn % 16 || sig_now_ns() < end; turn++)
+		if (rings_pending(r))
+			return;
+	bool want_timer;
+	if (!prepare_sleep(r, &want_timer))
+		return;
+	r->be->wait(r);
+	set_sleeping(r, 0);
+}
+
+int shmsync_root_run(shmsync_root *r)
+{
+	while (!r->stop) {
+		int n = shmsync_root_process(r, 0);
+		if (n < 0)
+			return n;
+		if (n == 0 && !r->stop)
+			sleep_once(r);
+	}
+	r->stop = 0;
+	return 0;
+}
+
+int shmsync_root_fd(shmsync_root *r)
+{
+	bool want_timer;
+	if (!prepare_sleep(r, &want_timer)) {
+		/* Work is waiting: make the fd readable now. */
+		uint64_t one = 1;
+		if (write(r->wake_fd, &one, sizeof(one)) < 0) {
+			/* Already readable. */
+		}
+	}
+	return r->be->fd(r);
+}
+
+void shmsync_root_stop(shmsync_root *r)
+{
+	r->stop = 1;
+	uint64_t one = 1;
+	if (write(r->wake_fd, &one, sizeof(one)) < 0) {
+		/* The counter is full: the loop is awake anyway. */
+	}
+}

@@ -1,0 +1,119 @@
+/* The worker's handle, shared by the worker's files (worker.c,
+ * worker_attach.c, worker_wait.c). Not an API: sync.h includes it because
+ * tests reach into a handle (its connection, port and segment). */
+#ifndef SHMSYNC_WORKER_H
+#define SHMSYNC_WORKER_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "port.h"
+#include "shm.h"
+#include "shmsync.h"
+#include "sig.h"
+#include "wire.h"
+#include "wtab.h"
+
+struct shmsync_worker {
+	pid_t pid;
+	int conn;
+	struct shm_seg seg; /* the root segment, read-only */
+	struct port_hdr *port;
+	size_t port_size;
+	uint8_t *exring;
+	struct port_ack *acks;
+	int doorbell_fd; /* fallback: write to wake the root */
+	int signal;      /* how this worker waits */
+	int root_signal; /* how the root waits: how to ring its doorbell */
+	uint32_t slot, gen;
+	size_t max_batch;
+	uint64_t next_seq;
+	uint64_t cursor, log_pos;
+	uint64_t epoch; /* the snapshot reads use: announced by go_online */
+	bool online;
+	bool dead;            /* the root went away */
+	int64_t gone_checked; /* when root_gone last asked the kernel */
+	struct shm_diff_scratch *diff_scratch;
+	uint32_t tick_wake;             /* what this handle last stored in port->wants_tick_wake */
+	uint64_t tail_seen, acked_seen; /* the root's ring tail and acked_seq, as last read */
+	struct io_uring uring;
+	bool uring_ok;
+	bool conn_poll_armed, fd_wait_armed;
+	int fdwake_fd; /* fallback shmsync_fd: the root's socket pair end (it sends on wakes) */
+	int fdself_fd; /* an eventfd this handle writes when the next state is ready already */
+	int fdpoll_fd; /* an epoll fd over both and the connection: what shmsync_fd returns */
+	uint64_t uring_ops;
+	uint64_t exported, committed, rejected, imports, resets, late_wakes;
+	struct shmsync_batch *batch_cache;
+	uint64_t *fork_guard; /* MADV_WIPEONFORK: reads 0 in a forked child */
+	bool futex_armed;
+	bool fd_mode;            /* shmsync_fd was called: keep its wait armed */
+	const struct wtab *wtab; /* in the root segment: revocations */
+	uint32_t revoke_seen;
+	size_t log_half;
+};
+
+struct shmsync_batch {
+	shmsync_worker *w;
+	struct wire_buf buf;
+	size_t log_bytes;
+};
+
+/* The fork guard: a MADV_WIPEONFORK page that reads 0 in a forked child,
+ * where the handle (its port, its positions) belongs to the parent. */
+#define GUARD_MAGIC 0x5348535947554152ull
+
+static inline bool worker_forked(const shmsync_worker *w)
+{
+	return w->fork_guard[0] != GUARD_MAGIC;
+}
+
+#define CHECK_HANDLE(w)                                                                                      \
+	do {                                                                                                 \
+		if (worker_forked(w))                                                                        \
+			return -ECHILD;                                                                      \
+	} while (0)
+
+/* ---- worker.c ---------------------------------------------------------- */
+
+/* Announces the published tick as the read epoch, until it holds still. */
+void worker_go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end);
+
+/* ---- worker_wait.c ----------------------------------------------------- */
+
+/* Waits until cond(w, arg) holds: spins briefly, then sleeps on the tick
+ * futex word. 0, -ETIMEDOUT, -ESHUTDOWN. */
+int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
+		    int64_t timeout_ns);
+/* Has the root gone away? Asks the kernel (poll on the connection). */
+bool worker_root_gone(shmsync_worker *w);
+/* Reaps this handle's io_uring completions (io_uring path). */
+void worker_reap(shmsync_worker *w);
+/* Arms the waits on the tick futex word (at futex_val) and the connection. */
+void worker_arm(shmsync_worker *w, uint32_t futex_val);
+/* Empties the fallback's wake socket and eventfd (shmsync_fd). */
+void worker_drain_fdwake(shmsync_worker *w);
+
+#define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
+
+/* The same question for calls that do not block. A poll(2) costs more than
+ * the whole spinning export or import around it, so these ask the kernel at
+ * most every GONE_CHECK_NS; a call that is about to sleep always asks (and
+ * the io_uring path also arms a poll on the connection). So an export may
+ * succeed up to a millisecond after the root died: its wait_committed then
+ * reports -ESHUTDOWN, and nothing that was acked is affected. Inline: every
+ * export and import asks. */
+static inline bool worker_root_gone_lazy(shmsync_worker *w)
+{
+	if (w->dead)
+		return true;
+	int64_t now = sig_now_ns();
+	if (now - w->gone_checked < GONE_CHECK_NS)
+		return false;
+	w->gone_checked = now;
+	return worker_root_gone(w);
+}
+
+#endif

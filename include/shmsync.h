@@ -349,6 +349,96 @@ int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max);
 /* The same as one JSON object; returns its length (like snprintf). */
 int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len);
 
+/* ---- the supervisor ----------------------------------------------------
+ *
+ * A small stateless master: it forks the root as one child and each worker
+ * as another, so no worker inherits the root's writable mapping or its
+ * io_uring, and it never maps the segment itself. It restarts what dies,
+ * stops everything in order on SIGTERM or SIGINT, and restarts the workers
+ * one at a time on SIGHUP while the state stays.
+ *
+ * Each worker child connects to the root's socket itself (so the root's
+ * SO_PEERPIDFD names the worker, not the master) before fn runs, and finds
+ * the connection in $SHMSYNC_ATTACH_FD: shmsync_attach(&w, NULL) attaches
+ * over it. It must do so within 2 s (the root drops a connection that says
+ * nothing for longer). $SHMSYNC_WORKER_INDEX is its slot (0..workers-1) and
+ * $SHMSYNC_SOCKET the root's socket (for more handles, or for the shmsync
+ * tool run from an exec'd worker). The fd survives exec.
+ *
+ * Restarts: a worker that exits non-zero or dies by a signal (the stall
+ * policy's SIGKILL included) is started again after a backoff (100 ms,
+ * doubling to 5 s; back to 100 ms once a worker ran 10 s). crash_limit
+ * crashes of one slot within crash_window_ns are a crash loop: reported in
+ * one line, and that slot is not started again. A worker that exits 0 has
+ * finished: it is not restarted. A root that dies is restarted the same way,
+ * and every worker with it: the state is lost (it lives in the root only;
+ * there is no replication), so the workers start over on the new root.
+ *
+ * Stopping: workers get SIGTERM and grace_ns to finish (the root still runs,
+ * so their last commits are acknowledged), then SIGKILL; then the root gets
+ * SIGTERM, and SIGKILL after grace_ns. A second SIGTERM or SIGINT kills
+ * whatever is left at once. Each worker runs in its own process group, which
+ * gets the signals, so what a worker started goes with it (and Ctrl-C at a
+ * terminal reaches the master alone, which stops the others in this order;
+ * a worker must not read the terminal).
+ *
+ * Process state it touches while it runs, restored when it returns: it
+ * blocks SIGTERM, SIGINT, SIGHUP in the calling thread (it reads them from
+ * a signalfd), and sets SIGCHLD to its default if it was ignored (the
+ * children's exit statuses are needed). Call it from a single-threaded
+ * process, or block those three signals in every other thread first.
+ * Children get PR_SET_PDEATHSIG SIGKILL: if the master is killed, nothing
+ * it started outlives it (the thread that called this must not exit before
+ * it returns).
+ */
+typedef struct shmsync_supervise_opts { /* zero means default */
+	unsigned workers;               /* default: the number of online CPUs, at least 1; at most 4096 */
+	/* The root listens here too (for shmsync stat and other workers); at
+	 * most 91 bytes. NULL: root.socket_path, else a private path in a fresh
+	 * 0700 directory under $XDG_RUNTIME_DIR or /tmp, removed at return. */
+	const char *socket_path;
+	/* For the root (socket_path is set by the supervisor). Under the
+	 * supervisor, when stall_policy, max_read_pin_ns and max_read_pin_bytes
+	 * are all zero, the default is SHMSYNC_STALL_KILL after 30 s or 256 MiB
+	 * (a quarter of capacity if that is less): a killed worker is restarted,
+	 * which frees all it pinned, so a stuck worker costs one restart instead
+	 * of unbounded memory. 30 s is far past any request a worker serves from
+	 * one snapshot; work that holds a snapshot longer should call
+	 * shmsync_offline() or import. (Like the root's own time bound, it may
+	 * also kill a worker that sat online, without importing, while nothing
+	 * was committed for 30 s and then a commit came.) Set any of the three
+	 * to choose yourself; SHMSYNC_STALL_WAIT with max_read_pin_ns =
+	 * INT64_MAX means no bound. max_workers defaults to workers + 64, at
+	 * least 256 (a SIGHUP restart runs one worker more for a while; the rest
+	 * is room for tools). */
+	shmsync_root_opts root;
+	int64_t grace_ns;        /* SIGTERM -> SIGKILL at shutdown and at SIGHUP; default 5 s */
+	unsigned crash_limit;    /* crashes of one slot ... (default 5, at most 64) */
+	int64_t crash_window_ns; /* ... within this window are a crash loop; default 10 s */
+	/* One line per event (starts, exits, restarts, crash loops, signals),
+	 * without a newline; called in the master (and in children for what
+	 * goes wrong there before fn runs). Default: a line on stderr. */
+	void (*log)(const char *msg, void *arg);
+	void *log_arg;
+	char *errbuf; /* if set, why shmsync_supervise returned an error */
+	size_t errbuf_len;
+} shmsync_supervise_opts;
+
+/* Runs in each worker process, with $SHMSYNC_ATTACH_FD set (so
+ * shmsync_attach(&w, NULL) attaches), $SHMSYNC_WORKER_INDEX and
+ * $SHMSYNC_SOCKET. Its return value is the process's exit status (0: it
+ * finished, and is not restarted). */
+typedef int (*shmsync_worker_fn)(unsigned index, void *arg);
+
+/* Runs the root and the workers until SIGTERM or SIGINT, or until no
+ * worker slot is left (each exited 0, or crash-looped). Returns 0 after a
+ * clean shutdown (every child reaped) or when every worker finished with 0;
+ * -ECHILD when every slot crash-looped or the root did (errbuf says which);
+ * the root's error if it could not start the first time (-EADDRINUSE: a
+ * root already answers on the socket); -EINVAL for bad options; or what a
+ * system call returned. */
+int shmsync_supervise(const shmsync_supervise_opts *o, shmsync_worker_fn fn, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

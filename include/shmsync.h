@@ -226,8 +226,10 @@ int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq);
 void shmsync_abort(shmsync_batch *b);
 /* Waits until batch seq was applied or rejected. Returns 0 and *tick (the
  * tick that holds it), or the batch's error (-ENOENT, -EEXIST, -ECANCELED,
- * -EINVAL, -ERANGE, -ENOSPC, -EPROTO), -ETIMEDOUT, -ESHUTDOWN. timeout_ns < 0
- * waits forever, 0 polls. */
+ * -EINVAL, -ERANGE, -ENOSPC, -EPROTO), -ETIMEDOUT, -ESHUTDOWN, or
+ * -EOVERFLOW when its result is no longer kept: the port keeps the last 1024
+ * batches' results, so wait for a batch before exporting 1024 more after
+ * it. timeout_ns < 0 waits forever, 0 polls. */
 int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int64_t timeout_ns);
 
 typedef struct shmsync_change {

@@ -47,6 +47,8 @@ const char *shmsync_strerror(int code)
 		return "the root has max_workers workers";
 	case ESHUTDOWN:
 		return "the root is gone";
+	case EOVERFLOW:
+		return "that batch's result is no longer kept (1024 batches later)";
 	case ESTALE:
 		return "this snapshot was revoked: import again";
 	default:

@@ -63,7 +63,8 @@ struct slot {
 	uint64_t cursor, epoch; /* last validated positions */
 	/* Stall policies. */
 	uint64_t epoch_last;   /* the epoch as last scanned */
-	int64_t epoch_since;   /* when it took that value */
+	int64_t epoch_since;   /* when the published tick first passed that value */
+	bool behind;           /* epoch_since is set: the epoch is older than the tick */
 	uint64_t revoked_tick; /* revoked at this tick; 0: not revoked */
 	bool pin_warned, log_warned, kill_sent;
 };

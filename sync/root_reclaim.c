@@ -86,10 +86,18 @@ static void pin_policy(shmsync_root *r, unsigned idx, uint64_t tick, int64_t now
 		       uint64_t *e)
 {
 	struct slot *s = &r->slots[idx];
-	if (*e != s->epoch_last) {
+	/* The time bound counts from when the published tick first passed
+	 * this epoch: a worker at the newest snapshot pins nothing, however
+	 * long it has held it (an idle reader of a quiet root must not be
+	 * killed at the next commit). */
+	if (*e != s->epoch_last || *e >= tick) {
 		s->epoch_last = *e;
-		s->epoch_since = now;
+		s->behind = false;
 		s->pin_warned = false;
+	}
+	if (*e < tick && !s->behind) {
+		s->behind = true;
+		s->epoch_since = now;
 	}
 	if (s->revoked_tick) {
 		/* Back once it announced a snapshot at or after the revocation:

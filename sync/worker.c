@@ -250,7 +250,7 @@ int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int6
 	if (seq == 0 || seq >= w->next_seq)
 		return -EINVAL;
 	if (w->next_seq - seq > PORT_NACKS)
-		return -ERANGE; /* its ack slot was reused long ago */
+		return -EOVERFLOW; /* its ack slot was reused long ago */
 	int rc = worker_wait_for(w, acked, seq, timeout_ns);
 	if (rc < 0)
 		return rc;
@@ -258,7 +258,7 @@ int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int6
 	uint64_t s = atomic_load_explicit(&a->seq, memory_order_relaxed);
 	int64_t res = atomic_load_explicit(&a->result, memory_order_relaxed);
 	if (s != seq)
-		return -ERANGE;
+		return -EOVERFLOW;
 	if (res < 0) {
 		w->rejected++;
 		return (int)res;

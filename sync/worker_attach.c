@@ -401,6 +401,10 @@ int shmsync_attach_with(shmsync_worker **w, const shmsync_attach_opts *o)
 				msg(err, errlen, "SHMSYNC_ATTACH_FD=\"%.20s\" is not an open socket", afd);
 				return -EINVAL;
 			}
+			/* The fd is this handle's now: a second attach(NULL) in this
+			 * process must not take it again (closed, or reused by then),
+			 * but fall back to $SHMSYNC_SOCKET. */
+			unsetenv("SHMSYNC_ATTACH_FD");
 			return attach_fd(w, (int)fd, &t, err, errlen);
 		}
 		path = getenv("SHMSYNC_SOCKET");

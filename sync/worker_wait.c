@@ -160,7 +160,10 @@ void worker_drain_fdwake(shmsync_worker *w)
 int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe)
 {
 	CHECK_HANDLE(w);
-	if (!sig_uring_futex_supported())
+	/* The handle's own choice, made once at attach (io_uring futex
+	 * support, SHMSYNC_SIGNAL): probing the kernel here would set up and
+	 * tear down an io_uring on every call. */
+	if (w->signal != SIG_URING)
 		return -EOPNOTSUPP;
 	/* The caller's ring may wait on the word at any time from now on. */
 	if (!(w->tick_wake & PORT_TICK_WAKE_URING))

@@ -74,6 +74,20 @@ typedef struct shmsync_root shmsync_root;
  * (shmsync_view_valid says 0) until it imports again, which rejoins it. */
 enum { SHMSYNC_STALL_WAIT = 0, SHMSYNC_STALL_KILL = 1, SHMSYNC_STALL_REVOKE = 2 };
 
+/* NUMA placement (libnuma's policies through mbind/set_mempolicy). The root
+ * segment is interleaved across the nodes by default, or bound to
+ * numa_node, or left to the kernel (first touch); each worker's port goes
+ * on that worker's node; under shmsync_supervise worker i is bound to node
+ * i mod (number of nodes), CPUs and memory, unless SHMSYNC_NUMA_NONE. A node
+ * that does not exist is -EINVAL with a message naming those that do;
+ * where NUMA is unavailable placement is skipped with one notice. */
+enum {
+	SHMSYNC_NUMA_DEFAULT = 0, /* interleave */
+	SHMSYNC_NUMA_INTERLEAVE = 1,
+	SHMSYNC_NUMA_BIND = 2, /* the segment on numa_node only */
+	SHMSYNC_NUMA_NONE = 3, /* no policy, no placement */
+};
+
 typedef struct shmsync_root_opts {     /* zero means default */
 	const char *socket_path;       /* required, < 92 bytes; created mode 0600, removed on close */
 	size_t capacity;               /* bytes of address space; default from limits, SHMSYNC_CAPACITY */
@@ -92,6 +106,8 @@ typedef struct shmsync_root_opts {     /* zero means default */
 					  after every commit, so a snapshot exceeds it by one tick's
 					  garbage at most before the policy acts */
 	int stall_policy;              /* SHMSYNC_STALL_WAIT (default), _KILL or _REVOKE */
+	int numa_policy;               /* SHMSYNC_NUMA_*: the segment's memory policy */
+	int numa_node;                 /* for SHMSYNC_NUMA_BIND */
 	void (*warn)(const char *msg, void *arg); /* warnings; default: a line on stderr */
 	void *warn_arg;
 	int debug_poison;        /* fill freed memory with 0xa5 (tests: a read of freed memory shows) */

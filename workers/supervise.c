@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "numa.h"
+#include "placement.h"
 #include "shmsync.h"
 
 #ifndef P_PIDFD
@@ -311,16 +313,24 @@ static int root_child(struct sup *s, int ctl)
 	return rc < 0 ? 4 : 0;
 }
 
-/* NUMA placement of worker `index`: the hook, called in the worker child
- * right after fork, before it connects (the root places the worker's port
- * from where the worker runs at attach). Not done here yet: wire
- * place_worker_on_node() of workers/placement.h in, logging its message
- * when it fails or is skipped; a worker on the wrong node is slower, not
- * wrong, so a failure is logged and the worker runs on. */
+/* NUMA placement of worker `index`, in the worker child right after fork,
+ * before it connects (the root puts the worker's port on the node the
+ * worker runs on at attach). A worker on the wrong node is slower, not
+ * wrong: a failure is logged and the worker runs on. Where NUMA is
+ * unavailable, worker 0 says so once and the others stay quiet. */
 static void place_worker_child(struct sup *s, unsigned index)
 {
-	(void)s;
-	(void)index;
+	if (s->ro.numa_policy == SHMSYNC_NUMA_NONE)
+		return;
+	char m[256] = "";
+	int node = -1;
+	int rc = place_worker_on_node(index, PLACE_MEM_BIND, &node, m, sizeof(m));
+	if (rc == SHM_NUMA_SKIPPED) {
+		if (index == 0)
+			slog(s, "NUMA placement skipped: %s", m);
+	} else if (rc < 0) {
+		slog(s, "worker %u: NUMA placement failed, running unplaced: %s", index, m);
+	}
 }
 
 /* The worker child: placement, its own connection, the environment, fn. */

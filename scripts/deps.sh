@@ -17,6 +17,7 @@ packages=(
 	libjansson-dev # JSON output of the benchmarks
 	spin           # model checking of the protocols (spec/)
 	gnuplot-nox    # plots of the benchmarks (bench/plot_stall.sh -> docs/stall.png)
+	python3        # the CLI and example-server tests' small clients
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -1,4 +1,26 @@
-/* Declarations shared by the shm layer's own files; not part of any API. */
+/* Declarations shared by every file of the shm layer, readers' and the
+ * writer's alike; not part of any API. Nothing here needs the root's
+ * private state (that is shm/writer.h), so a worker links the reader's files
+ * alone.
+ *
+ * Dependency order of the shm files: each calls only files listed above
+ * it (named after the colon), so the calls between them form no cycle.
+ *   segment.c   the memfd, the mapping, checked access
+ *   strerror.c  names for return codes
+ *   numa.c      memory policy of mappings (its own numa.h)
+ *   op.c        validation of operations and names, log bytes of a batch
+ *   arena.c     the offset allocator: segment.c
+ *   read.c      snapshot reads: segment.c
+ *   diff.c      the coalesced diff and the full state: read.c, op.c, segment.c
+ * A worker links these. The writer (the root) adds shm/writer.h (its
+ * private state, and the helpers its files share, inline) and shm/table.h
+ * (key lookups, inline):
+ *   log.c       the change log: append, reclaim, positions (calls nothing)
+ *   table.c     key tables and overflow trees: arena.c
+ *   reclaim.c   freeing what readers have passed: table.c, log.c, arena.c
+ *   commit.c    batches: apply, undo, publish: table.c, log.c, op.c, arena.c
+ *   index.c     root create/destroy, stats, the ext area: segment.c, arena.c
+ */
 #ifndef SHMSYNC_INTERNAL_H
 #define SHMSYNC_INTERNAL_H
 
@@ -7,80 +29,6 @@
 
 #include "layout.h"
 #include "shm.h"
-
-/* Kinds of retire-list entries. */
-enum shm_retire_kind {
-	R_VERSION = 1, /* a superseded version: free it */
-	R_UNLINK,      /* a tombstone at the head of its key: unlink the key, free later */
-	R_DELINC,      /* a deleted incarnation: free its entries and table, unlink it */
-	R_FREE,        /* unreachable (unlinked or replaced): free it */
-};
-
-/* Retire entries waiting for readers to pass a tick, in FIFO order. */
-struct shm_bucket {
-	uint64_t head, tail;
-	uint64_t count, bytes;
-};
-
-struct shm_undo {
-	uint8_t kind;
-	void *addr;
-	uint64_t old;
-};
-
-struct shm_counters {
-	uint64_t dirs, keys, tombstones;
-	uint64_t retired_objects, retired_bytes;
-};
-
-struct shm_root {
-	struct shm_seg seg;
-	struct shm_arena *arena;
-	struct shm_hdr *hdr;
-	uint8_t *base;
-	uint64_t seed;
-	uint64_t tick; /* published */
-	/* Seeds for new tables, from getrandom in batches: not derivable from
-	 * the seeds a worker has seen. */
-	uint64_t rnd[32];
-	unsigned nrnd;
-	uint64_t rnd_ctr;
-	/* Probe work of the root's lookups (slots + tree nodes), for stat
-	 * and the hash-flooding test. */
-	uint64_t probes, probe_max;
-	uint64_t rebuilds, reseeds;
-	bool building;
-	unsigned applied; /* batches applied to the tick being built */
-
-	/* Bucket for tag t is bk[t % bk_cap], for t in [bk_base, bk_base + bk_cap). */
-	struct shm_bucket *bk;
-	uint64_t bk_base, bk_cap;
-	uint64_t next_safe; /* entries of bucket tick+1 a reclaim may free */
-
-	struct shm_undo *undo;
-	size_t nundo, undo_cap;
-	uint64_t *undone_allocs;
-	size_t nundone, undone_cap;
-
-	/* Change log (writer side). */
-	uint64_t log_head;       /* next write position */
-	uint64_t log_tick_start; /* log_head when the tick being built began */
-	uint64_t min_cursor_hint;
-	uint64_t log_overruns;
-
-	uint64_t empty_names;    /* names whose incarnations are all gone */
-	uint64_t pend, pend_cap; /* the tick's private name array, unpublished */
-	uint64_t *prefix;        /* scratch of shm_retired_bytes_after */
-	size_t prefix_cap;
-	struct shm_counters c;
-	uint64_t reclaimed_objects, reclaimed_bytes;
-	bool poison;
-};
-
-static inline void *shm_at(const struct shm_root *r, uint64_t off)
-{
-	return r->base + off;
-}
 
 static inline uint64_t shm_hash(uint64_t seed, const void *key, size_t len)
 {
@@ -137,12 +85,5 @@ static inline int shm_name_cmp(const char *a, size_t an, const char *b, size_t b
 		return c;
 	return an < bn ? -1 : an > bn;
 }
-
-/* log.c: the writer's side of the change log. */
-/* value: a PUT's value, carried in the record when value_len is at most
- * SHM_LOG_INLINE_MAX (NULL otherwise, and for other kinds). */
-int shm_log_append(struct shm_root *r, int kind, const char *dir, size_t dir_len, const void *key,
-		   size_t key_len, const void *value, size_t value_len);
-void shm_log_reclaim(struct shm_root *r, uint64_t min_cursor, struct shm_reclaim_report *rep);
 
 #endif

@@ -133,7 +133,7 @@ struct shm_slot {
  *  - each table has its own random seed (shm_table.seed), drawn afresh at
  *    every rebuild, so keys found against an old table stop colliding.
  * Why the rebuilds stay amortised against an attacker who reads each new
- * seed is argued next to the code (shm/index.c, table_room). */
+ * seed is argued next to the code (shm/table.h, table_room). */
 #define SHM_PROBE_WINDOW 32u
 
 /* Open addressing, linear probing within the window, power-of-two size.

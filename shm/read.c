@@ -5,7 +5,7 @@
  * (shm_seg_ptr), every length against its limit, and every walk has a step
  * limit, so a corrupt or reused object yields -EIO, never a fault or a loop.
  * Objects a reader can reach at its announced epoch are not freed while it
- * holds that epoch (the retire rule, shm/index.c).
+ * holds that epoch (the retire rule, shm/reclaim.c).
  */
 #include <errno.h>
 #include <string.h>

@@ -167,6 +167,19 @@ bool shm_dir_name_valid(const char *dir, size_t len);
 /* Bytes of change log a batch needs; a batch may use at most half the log. */
 size_t shm_batch_log_bytes(const struct shm_op *ops, size_t n);
 size_t shm_root_max_batch_log_bytes(const struct shm_root *root);
+/* The same limit read from a reader's mapping (a worker sizing its
+ * batches). */
+size_t shm_seg_max_batch_log_bytes(const struct shm_seg *seg);
+
+/* The change log's size in bytes. */
+uint64_t shm_log_size(const struct shm_root *root);
+/* Change-log bytes a reader whose cursor is `tick` still needs: from the
+ * end of that tick to the end of the published one (what its cursor keeps
+ * from being reclaimed). 0 when tick is the published tick or later, and
+ * when its end already fell off the log (that reader gets a reset and
+ * keeps nothing). For a tick more than 4096 ticks back, whose end the root
+ * no longer remembers: every byte the log holds. */
+uint64_t shm_log_bytes_since(const struct shm_root *root, uint64_t tick);
 
 /* Starts building tick T+1. -ENOMEM if the root's private bookkeeping
  * cannot grow. */
@@ -180,7 +193,10 @@ int shm_commit_begin(struct shm_root *root);
  * log is full: publish, then retry), -ENOSPC (segment full). */
 int shm_apply_batch(struct shm_root *root, const struct shm_op *ops, size_t n, size_t *failed_op);
 /* Publishes the tick being built if any batch was applied: returns 1 and sets
- * *tick; returns 0 (nothing published) if the group was empty. */
+ * *tick; returns 0 (nothing published) if the group was empty. Then pushes
+ * what importers read next (the published words and the tick's change-log
+ * records) out of this core's private caches (x86 CLDEMOTE, a no-op
+ * elsewhere). */
 int shm_commit_publish(struct shm_root *root, uint64_t *tick);
 
 struct shm_reclaim_report {

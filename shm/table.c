@@ -1,0 +1,255 @@
+/* The key tables of the root: overflow trees, table seeds, pools and
+ * rebuilds. Lookups and the room check an insert makes are inline in
+ * shm/table.h; why hash flooding stays bounded is argued there, at
+ * table_room.
+ */
+#include <string.h>
+#include <sys/random.h>
+
+#include "table.h"
+
+/* ---- overflow trees ---------------------------------------------------- */
+
+/* Links a new leaf for key (position hash pos, segment hash h, head
+ * `node`) into a tree whose pool has room for two more nodes. shared: the
+ * table is published, so every change is recorded for undo and the leaf
+ * gets its node only once it is linked (an undone leaf is left EMPTY, which
+ * is how dir_iter and the rebuild scan tell it from a key). Otherwise the
+ * table is a rebuild's private copy. Crit-bit insertion: the new internal
+ * node goes above the first node that tests a later bit than the one where
+ * the key parts from its best match, so every key already in the tree is
+ * still reached by its own bits, before and after the one linking store. */
+void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint64_t pos, uint64_t h,
+		     const void *key, size_t klen, uint64_t node, bool shared)
+{
+	uint64_t li = ++p->used, steps = 0;
+	struct shm_onode *leaf = pool_node(p, li);
+	atomic_store_explicit(&leaf->s.hash, h, memory_order_relaxed);
+	atomic_store_explicit(&leaf->s.node, shared ? SHM_SLOT_EMPTY : node, memory_order_relaxed);
+	atomic_store_explicit(&leaf->child[0], 0, memory_order_relaxed);
+	atomic_store_explicit(&leaf->child[1], 0, memory_order_relaxed);
+	leaf->bit = SHM_CB_LEAF;
+	leaf->reserved = 0;
+	_Atomic uint64_t *link = &p->root;
+	uint64_t top = li;
+	struct shm_onode *best = tree_best(p, pos, key, klen, &steps);
+	if (best) {
+		uint64_t bpos =
+			shm_table_pos(seed, atomic_load_explicit(&best->s.hash, memory_order_relaxed));
+		uint32_t c;
+		if (bpos != pos) {
+			c = (uint32_t)__builtin_clzll(pos ^ bpos);
+		} else {
+			/* A full collision of position hashes: the length and
+			 * the bytes decide. */
+			const struct shm_ver *bv =
+				shm_at(r, atomic_load_explicit(&best->s.node, memory_order_relaxed));
+			c = shm_cb_crit(pos, klen, key, bpos, bv->key_len, ver_key(bv));
+		}
+		uint64_t ii = ++p->used;
+		struct shm_onode *in = pool_node(p, ii);
+		atomic_store_explicit(&in->s.hash, 0, memory_order_relaxed);
+		atomic_store_explicit(&in->s.node, 0, memory_order_relaxed);
+		in->bit = c;
+		in->reserved = 0;
+		for (;;) {
+			struct shm_onode *nd = pool_node(p, atomic_load_explicit(link, memory_order_relaxed));
+			if (nd->bit == SHM_CB_LEAF || nd->bit > c)
+				break;
+			link = &nd->child[shm_cb_bit(pos, klen, key, nd->bit)];
+			steps++;
+		}
+		unsigned dir = shm_cb_bit(pos, klen, key, c);
+		atomic_store_explicit(&in->child[dir], li, memory_order_relaxed);
+		atomic_store_explicit(&in->child[!dir], atomic_load_explicit(link, memory_order_relaxed),
+				      memory_order_relaxed);
+		top = ii;
+	}
+	count_probe(r, steps);
+	if (shared) {
+		set_shared(r, link, top);
+		set_shared(r, &leaf->s.node, node);
+		set_plain(r, &p->live, p->live + 1);
+	} else {
+		atomic_store_explicit(link, top, memory_order_release);
+		p->live++;
+	}
+}
+
+/* Unlinks the leaf whose head is `off` (reclamation: no snapshot can see
+ * its key). Its parent is bypassed with one store; a reader standing on
+ * either node still finds them as they were, since pool nodes are never
+ * reused, and the leaf reads DELETED from then on. */
+bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, const void *key, size_t klen,
+		     uint64_t off)
+{
+	struct shm_pool *p = table_pool(r, t);
+	if (!p)
+		return false;
+	_Atomic uint64_t *link = &p->root, *plink = NULL;
+	struct shm_onode *parent = NULL;
+	unsigned pdir = 0;
+	uint64_t idx = atomic_load_explicit(link, memory_order_relaxed);
+	while (idx) {
+		struct shm_onode *nd = pool_node(p, idx);
+		if (nd->bit == SHM_CB_LEAF) {
+			if (atomic_load_explicit(&nd->s.node, memory_order_relaxed) != off)
+				return false;
+			if (!parent)
+				atomic_store_explicit(&p->root, 0, memory_order_release);
+			else
+				atomic_store_explicit(
+					plink,
+					atomic_load_explicit(&parent->child[!pdir], memory_order_relaxed),
+					memory_order_release);
+			atomic_store_explicit(&nd->s.node, SHM_SLOT_DELETED, memory_order_release);
+			p->live--;
+			(void)r;
+			return true;
+		}
+		plink = link;
+		parent = nd;
+		pdir = shm_cb_bit(pos, klen, key, nd->bit);
+		link = &nd->child[pdir];
+		idx = atomic_load_explicit(link, memory_order_relaxed);
+	}
+	return false;
+}
+
+/* ---- tables ------------------------------------------------------------ */
+
+/* A fresh table seed. Batches of getrandom: a worker that has read every
+ * seed so far cannot tell the next one, so it cannot prepare keys for a
+ * table before that table exists. */
+static uint64_t table_seed_new(struct shm_root *r)
+{
+	if (!r->nrnd) {
+		if (getrandom(r->rnd, sizeof(r->rnd), 0) != (ssize_t)sizeof(r->rnd)) {
+			/* Unpredictable no more, but still one seed per
+			 * table: the tree bounds the work either way. */
+			for (unsigned i = 0; i < sizeof(r->rnd) / sizeof(r->rnd[0]); i++) {
+				r->rnd_ctr++;
+				r->rnd[i] = XXH3_64bits_withSeed(&r->rnd_ctr, sizeof(r->rnd_ctr), r->seed);
+			}
+		}
+		r->nrnd = sizeof(r->rnd) / sizeof(r->rnd[0]);
+	}
+	return r->rnd[--r->nrnd];
+}
+
+static uint64_t table_bytes(uint64_t nslots)
+{
+	return sizeof(struct shm_table) + nslots * sizeof(struct shm_slot);
+}
+
+/* Gives a rebuild's private table a pool with `room` free nodes; nodes
+ * keep their indices, so a bigger copy is a memcpy. */
+static int pool_private_reserve(struct shm_root *r, struct shm_table *t, uint64_t room)
+{
+	struct shm_pool *p = table_pool(r, t);
+	if (p && p->cap - p->used >= room)
+		return 0;
+	uint64_t used = p ? p->used : 0, cap = p ? p->cap * 2 : POOL_MIN_NODES, off;
+	while (cap < used + room)
+		cap *= 2;
+	int rc = shm_arena_alloc(r->arena, pool_bytes(cap), false, &off);
+	if (rc < 0)
+		return rc;
+	struct shm_pool *np = shm_at(r, off);
+	pool_init(np, cap);
+	if (p) {
+		memcpy(np->nodes, p->nodes, used * sizeof(struct shm_onode));
+		np->used = used;
+		np->live = p->live;
+		atomic_store_explicit(&np->root, atomic_load_explicit(&p->root, memory_order_relaxed),
+				      memory_order_relaxed);
+		shm_arena_free(r->arena, atomic_load_explicit(&t->pool, memory_order_relaxed));
+	}
+	atomic_store_explicit(&t->pool, off, memory_order_relaxed);
+	return 0;
+}
+
+int shm_table_new(struct shm_root *r, uint64_t nslots, uint64_t *off)
+{
+	int rc = alloc_obj(r, table_bytes(nslots), false, SHM_OBJ_TABLE, off);
+	if (rc < 0)
+		return rc;
+	struct shm_table *t = shm_at(r, *off);
+	t->nslots = nslots;
+	t->used = 0;
+	t->live = 0;
+	t->seed = table_seed_new(r);
+	atomic_store_explicit(&t->pool, 0, memory_order_relaxed);
+	memset(t->slots, 0, nslots * sizeof(struct shm_slot));
+	return 0;
+}
+
+/* Places an entry in a rebuild's private table. */
+static int place_private(struct shm_root *r, struct shm_table *t, uint64_t h, uint64_t node)
+{
+	uint64_t mask = t->nslots - 1, pos = shm_table_pos(t->seed, h), win = window_of(t);
+	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
+		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) == SHM_SLOT_EMPTY) {
+			atomic_store_explicit(&t->slots[i].hash, h, memory_order_relaxed);
+			atomic_store_explicit(&t->slots[i].node, node, memory_order_relaxed);
+			t->used++;
+			return 0;
+		}
+	}
+	int rc = pool_private_reserve(r, t, 2);
+	if (rc < 0)
+		return rc;
+	const struct shm_ver *v = shm_at(r, node);
+	shm_tree_insert(r, table_pool(r, t), t->seed, pos, h, ver_key(v), v->key_len, node, false);
+	return 0;
+}
+
+/* Replaces inc's table by a copy sized for its entries, under a fresh seed,
+ * without DELETED slots or unlinked leaves. */
+int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
+{
+	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
+	struct shm_table *t = shm_at(r, toff);
+	struct shm_pool *op = table_pool(r, t);
+	uint64_t entries = op ? op->live : 0;
+	for (uint64_t i = 0; i < t->nslots; i++)
+		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) > SHM_SLOT_DELETED)
+			entries++;
+	uint64_t n = TABLE_MIN_SLOTS;
+	while (n < (entries + 1) * 2)
+		n *= 2;
+	uint64_t noff;
+	int rc = shm_table_new(r, n, &noff);
+	if (rc < 0)
+		return rc;
+	struct shm_table *nt = shm_at(r, noff);
+	for (uint64_t i = 0; i < t->nslots; i++) {
+		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_relaxed);
+		if (node <= SHM_SLOT_DELETED)
+			continue;
+		rc = place_private(r, nt, atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed),
+				   node);
+		if (rc < 0)
+			return rc; /* nt is retired with the batch's allocations */
+	}
+	for (uint64_t i = 0; op && i < op->used; i++) {
+		struct shm_onode *nd = &op->nodes[i];
+		uint64_t node = atomic_load_explicit(&nd->s.node, memory_order_relaxed);
+		if (nd->bit != SHM_CB_LEAF || node <= SHM_SLOT_DELETED)
+			continue;
+		rc = place_private(r, nt, atomic_load_explicit(&nd->s.hash, memory_order_relaxed), node);
+		if (rc < 0)
+			return rc;
+	}
+	if (table_pool(r, nt) && (rc = pool_private_reserve(r, nt, pool_room(nt))) < 0)
+		return rc;
+	nt->live = t->live;
+	uint64_t old_bytes = obj_bytes(r, toff);
+	set_plain(r, &inc->bytes, inc->bytes - old_bytes + obj_bytes(r, noff));
+	/* Release: a reader that loads the new table sees its slots, seed and
+	 * tree filled. */
+	set_shared(r, &inc->table, noff);
+	retire(r, toff, R_FREE, tag, old_bytes, true);
+	r->rebuilds++;
+	return 0;
+}

@@ -28,121 +28,81 @@
 
 #define SD_MAX_KIDS 256
 
-static pid_t sd_kids[SD_MAX_KIDS];
-static pid_t sd_parent;
+/* The test's parent (sd_init): a child compares getpid() with it. */
+extern pid_t sd_parent;
 
-/* Only the parent kills: a child inherits the atexit handler, and a child
- * that exits normally must not take its siblings with it. */
-static void sd_kill_kids(void)
-{
-	if (getpid() != sd_parent)
-		return;
-	for (int i = 0; i < SD_MAX_KIDS; i++)
-		if (sd_kids[i] > 0)
-			kill(sd_kids[i], SIGKILL);
-}
+/* First thing in main: the test's time limit (SIGALRM kills the children
+ * and fails), the children killed at exit, stdout line-buffered. */
+void sd_init(unsigned seconds);
 
-static void sd_on_alarm(int sig)
-{
-	(void)sig;
-	static const char m[] = "FAIL: the test's time limit ran out: killing its children\n";
-	if (write(2, m, sizeof(m) - 1) < 0) {
-		/* Nothing to do about it in a signal handler. */
-	}
-	sd_kill_kids(); /* kill() and getpid() are async-signal-safe */
-	_exit(1);
-}
-
-static inline void sd_init(unsigned seconds)
-{
-	sd_parent = getpid();
-	atexit(sd_kill_kids);
-	signal(SIGALRM, sd_on_alarm);
-	alarm(seconds);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-}
-
-static inline void sd_track(pid_t pid)
-{
-	for (int i = 0; i < SD_MAX_KIDS; i++)
-		if (sd_kids[i] <= 0) {
-			sd_kids[i] = pid;
-			return;
-		}
-	T_FAIL("more than %d children", SD_MAX_KIDS);
-}
+/* Registers a child forked elsewhere (st_start_root). */
+void sd_track(pid_t pid);
 
 /* fork(), registering the child; the child dies with the parent, so a
  * parent killed from outside leaves nothing behind either. */
-static inline pid_t sd_fork(void)
-{
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	T_ASSERT(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != sd_parent)
-			_exit(1);
-		return 0;
-	}
-	sd_track(pid);
-	return pid;
-}
+pid_t sd_fork(void);
 
-static inline void sd_untrack(pid_t pid)
-{
-	for (int i = 0; i < SD_MAX_KIDS; i++)
-		if (sd_kids[i] == pid)
-			sd_kids[i] = 0;
-}
+/* Forgets a child that was waited for. */
+void sd_untrack(pid_t pid);
 
 /* Waits for a child; returns its exit code, or 128 + the signal. */
-static inline int sd_reap(pid_t pid)
-{
-	int status;
-	pid_t got;
-	do
-		got = waitpid(pid, &status, 0);
-	while (got < 0 && errno == EINTR);
-	T_ASSERT(got == pid);
-	sd_untrack(pid);
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return WEXITSTATUS(status);
-}
+int sd_reap(pid_t pid);
 
 /* A zeroed page (or more) shared by the parent and every child forked
  * after it. */
-static inline void *sd_shared(size_t size)
-{
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	T_ASSERT(p != MAP_FAILED);
-	return p;
-}
+void *sd_shared(size_t size);
 
-static inline int64_t sd_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+/* CLOCK_MONOTONIC in nanoseconds: the same in every process. */
+int64_t sd_now_ns(void);
 
-static inline void sd_sleep_ns(int64_t ns)
-{
-	struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-	}
-}
+/* Sleeps ns, through signals. */
+void sd_sleep_ns(int64_t ns);
+
+/* /proc/loadavg's line, for a time bound that fails: was the machine busy
+ * with other work? ("?" if it cannot be read.) */
+const char *sd_loadavg(void);
 
 /* st_start_root, tracked: killed if the test fails. (The socket appears
  * only once the root listens, so a worker may attach at once.) */
-static inline pid_t sd_start_root(const shmsync_root_opts *o)
-{
-	pid_t pid = st_start_root(o);
-	sd_track(pid);
-	return pid;
-}
+pid_t sd_start_root(const shmsync_root_opts *o);
+
+/* The state a test starts from: a child attaches, builds one batch with
+ * fill(b, arg) and commits it; the test fails unless the commit succeeded. */
+void sd_setup_batch(void (*fill)(shmsync_batch *b, void *arg), void *arg);
+
+/* The 8-byte counter /d/c of the kill tests, read at w's snapshot; fails
+ * the test with "<who>get /d/c: <error>" if it cannot be read. */
+int64_t sd_read_counter(shmsync_worker *w, const char *who);
+
+/* ---- a monitor worker ------------------------------------------------- */
+
+/* The figures a monitor worker publishes in the shared page, and its
+ * counter requests. Part of the test's own shared struct. */
+struct sd_monitor {
+	/* what it last read with shmsync_stat */
+	_Atomic uint64_t iter, tick, bytes;
+	_Atomic unsigned workers;
+	_Atomic unsigned watch_below; /* stamp drop_ns when workers < this */
+	_Atomic int64_t drop_ns;
+	_Atomic int cmd, done; /* read the counter: cmd = n, done when done = n */
+	_Atomic int64_t counter;
+};
+
+/* The monitor's body, in a child, until *stop: publishes the root's figures
+ * as fast as it usefully can, stamps the moment the worker count drops
+ * below watch_below, and reads the counter on demand with read (which
+ * brings the worker online at the published tick). Offline except while it
+ * reads, so it pins nothing. Returns the child's exit code. */
+int sd_monitor_run(struct sd_monitor *m, _Atomic int *stop, int64_t (*read)(shmsync_worker *w));
+
+/* Waits for a fresh reading (two full iterations after now). */
+void sd_monitor_fresh(struct sd_monitor *m);
+
+/* Asks the monitor to read the counter; returns what it read. */
+int64_t sd_monitor_counter(struct sd_monitor *m);
+
+/* The root's bytes_in_use once it held still for still_ns. */
+uint64_t sd_monitor_stable_bytes(struct sd_monitor *m, int64_t still_ns, int64_t timeout_ns);
 
 /* Polls cond every ~50 us until it holds or timeout_ns passes; ok (a
  * bool) says which. */

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bytepattern.h"
 #include "layout.h"
 #include "shm.h"
 #include "testutil.h"
@@ -44,29 +45,6 @@
 
 #define MiB ((size_t)1 << 20)
 #define KiB ((size_t)1 << 10)
-
-static void wait_ok(pid_t pid, const char *what)
-{
-	int st;
-	T_EQ(waitpid(pid, &st, 0), pid);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		T_FAIL("%s: child %s %d", what, WIFEXITED(st) ? "exited" : "killed by signal",
-		       WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-}
-
-static void fill(uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(seed * 131u + i * 7u + 1u);
-}
-
-static int check(const uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != (uint8_t)(seed * 131u + i * 7u + 1u))
-			return 0;
-	return 1;
-}
 
 /* Fails unless `call` failed (returned `bad`) with one of the errnos given. */
 #define T_REFUSED(call, bad, ...)                                                                            \
@@ -161,7 +139,7 @@ static void test_readonly_path(void)
 		fflush(NULL);
 		_exit(0);
 	}
-	wait_ok(pid, "read-only path");
+	t_wait_ok(pid, "read-only path");
 	/* Nothing the worker did reached the root's bytes, the size or the file. */
 	T_ASSERT(check(seg.base + SHM_HDR_SIZE, size - SHM_HDR_SIZE, 1));
 	T_EQ(shm_seg_published_size(&seg), size);
@@ -197,7 +175,7 @@ static void hostile_then_grow(const char *name, int (*attack)(int wfd, size_t ca
 		fflush(NULL);
 		_exit(0);
 	}
-	wait_ok(pid, name);
+	t_wait_ok(pid, name);
 	memset(&err, 0, sizeof(err));
 	int rc = shm_seg_grow(&seg, 4 * MiB, &err);
 	if (rc < 0)
@@ -743,7 +721,7 @@ static void test_bad_batches(void)
 		fflush(NULL);
 		_exit(0);
 	}
-	wait_ok(pid, "reader of the bad-batch state");
+	t_wait_ok(pid, "reader of the bad-batch state");
 	close(rfd);
 	free(huge_value);
 	shm_root_destroy(root);

@@ -27,73 +27,13 @@
 #include <stdint.h>
 
 #include "shm.h"
+#include "shmtest.h"
 #include "testutil.h"
 
 static struct shm_root *root;
 static struct shm_seg *seg;
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static struct shm_op op_put(const char *dir, const void *k, size_t kn, const void *v, size_t vn)
-{
-	struct shm_op o = {.kind = SHM_OP_PUT,
-			   .dir = dir,
-			   .dir_len = strlen(dir),
-			   .key = k,
-			   .key_len = kn,
-			   .value = v,
-			   .value_len = vn};
-	return o;
-}
-
-static struct shm_op op_puts(const char *dir, const char *k, const char *v)
-{
-	return op_put(dir, k, strlen(k), v, strlen(v));
-}
-
-static struct shm_op op_kind(int kind, const char *dir, const char *k)
-{
-	struct shm_op o = {
-		.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = k ? strlen(k) : 0};
-	return o;
-}
-
-static struct shm_op op_mkdir(const char *dir)
-{
-	return op_kind(SHM_OP_MKDIR, dir, NULL);
-}
-
-static struct shm_op op_rmdir(const char *dir)
-{
-	return op_kind(SHM_OP_RMDIR, dir, NULL);
-}
-
-static struct shm_op op_del(const char *dir, const char *k)
-{
-	return op_kind(SHM_OP_DEL, dir, k);
-}
-
-static struct shm_op op_add(const char *dir, const char *k, int64_t delta)
-{
-	struct shm_op o = op_kind(SHM_OP_ADD, dir, k);
-	o.delta = delta;
-	return o;
-}
-
-static struct shm_op op_if_absent(const char *dir, const char *k, const char *v)
-{
-	struct shm_op o = op_puts(dir, k, v);
-	o.kind = SHM_OP_PUT_IF_ABSENT;
-	return o;
-}
-
-static struct shm_op op_if_tick(const char *dir, const char *k, const char *v, uint64_t expected)
-{
-	struct shm_op o = op_puts(dir, k, v);
-	o.kind = SHM_OP_PUT_IF_TICK;
-	o.expected_tick = expected;
-	return o;
-}
 
 /* One batch as its own group. Returns the batch's result; checks that publish
  * published exactly when the batch was accepted and that the tick moved by

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "shm.h"
+#include "shmtest.h"
 #include "testutil.h"
 
 static struct shm_root *root;
@@ -28,45 +29,6 @@ static struct shm_seg *seg;
 static uint64_t pos_of[MAX_TICKS];
 
 /* ---- ops -------------------------------------------------------------- */
-
-static struct shm_op op_put(const char *dir, const void *k, size_t kn, const void *v, size_t vn)
-{
-	struct shm_op o = {.kind = SHM_OP_PUT,
-			   .dir = dir,
-			   .dir_len = strlen(dir),
-			   .key = k,
-			   .key_len = kn,
-			   .value = v,
-			   .value_len = vn};
-	return o;
-}
-
-static struct shm_op op_puts(const char *dir, const char *k, const char *v)
-{
-	return op_put(dir, k, strlen(k), v, strlen(v));
-}
-
-static struct shm_op op_kind(int kind, const char *dir, const char *k)
-{
-	struct shm_op o = {
-		.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = k ? strlen(k) : 0};
-	return o;
-}
-
-static struct shm_op op_mkdir(const char *dir)
-{
-	return op_kind(SHM_OP_MKDIR, dir, NULL);
-}
-
-static struct shm_op op_rmdir(const char *dir)
-{
-	return op_kind(SHM_OP_RMDIR, dir, NULL);
-}
-
-static struct shm_op op_del(const char *dir, const char *k)
-{
-	return op_kind(SHM_OP_DEL, dir, k);
-}
 
 static void record_pos(void)
 {
@@ -80,13 +42,7 @@ static void record_pos(void)
 /* One batch as one tick; returns the new tick. */
 static uint64_t commit_n(const struct shm_op *ops, size_t n)
 {
-	size_t f = SIZE_MAX;
-	shm_commit_begin(root);
-	int rc = shm_apply_batch(root, ops, n, &f);
-	if (rc != 0)
-		T_FAIL("batch rejected: %d (%s) at op %zu", rc, strerror(-rc), f);
-	uint64_t t;
-	T_EQ(shm_commit_publish(root, &t), 1);
+	uint64_t t = commit_ops(root, ops, n);
 	record_pos();
 	return t;
 }
@@ -674,6 +630,76 @@ static void case_reset(void)
 	printf("reset: ok\n");
 }
 
+/* ---- log positions (shm_log_bytes_since and friends) ------------------ */
+
+static void case_log_positions(void)
+{
+	struct shm_reclaim_report rep;
+	struct shm_stats st;
+	shm_root_stats(root, &st);
+	T_EQ(shm_log_size(root), st.log_size);
+	T_EQ(shm_root_max_batch_log_bytes(root), st.log_size / 2);
+	T_EQ(shm_seg_max_batch_log_bytes(seg), st.log_size / 2);
+
+	/* Nothing behind t0: the tail is at its end. */
+	uint64_t t0 = shm_root_tick(root);
+	T_OK(shm_reclaim(root, UINT64_MAX, t0, 0, &rep));
+	T_EQ(shm_log_bytes_since(root, t0), 0);
+	COMMIT(op_mkdir("/p/"), op_puts("/p/", "a", "1"));
+	uint64_t t1 = shm_root_tick(root);
+	uint64_t t2 = COMMIT(op_puts("/p/", "b", "2"), op_del("/p/", "a"));
+	T_EQ(shm_log_bytes_since(root, t0), pos_of[t2] - pos_of[t0]);
+	T_EQ(shm_log_bytes_since(root, t1), pos_of[t2] - pos_of[t1]);
+	T_EQ(shm_log_bytes_since(root, t2), 0);
+	T_EQ(shm_log_bytes_since(root, t2 + 7), 0); /* a cursor from the future */
+
+	/* Only the published end counts: a tick being built adds nothing. */
+	size_t f;
+	const struct shm_op more[] = {op_puts("/p/", "c", "3")};
+	T_OK(shm_commit_begin(root));
+	T_EQ(shm_apply_batch(root, more, 1, &f), 0);
+	T_EQ(shm_log_bytes_since(root, t1), pos_of[t2] - pos_of[t1]);
+	uint64_t t3;
+	T_EQ(shm_commit_publish(root, &t3), 1);
+	record_pos();
+	T_EQ(shm_log_bytes_since(root, t1), pos_of[t3] - pos_of[t1]);
+	/* A group whose every batch failed publishes nothing, moves nothing. */
+	const struct shm_op bad[] = {op_mkdir("/p/")};
+	T_OK(shm_commit_begin(root));
+	T_EQ(shm_apply_batch(root, bad, 1, &f), -EEXIST);
+	T_EQ(shm_commit_publish(root, NULL), 0);
+	T_EQ(shm_log_bytes_since(root, t1), pos_of[t3] - pos_of[t1]);
+
+	/* Records of t1 go: a cursor at t0 fell off the log and keeps nothing
+	 * (it gets a reset); t1's end is the new tail. */
+	T_OK(shm_reclaim(root, UINT64_MAX, t1, 0, &rep));
+	T_EQ(shm_log_bytes_since(root, t0), 0);
+	T_EQ(shm_log_bytes_since(root, t1), pos_of[t3] - pos_of[t1]);
+	T_EQ(shm_log_bytes_since(root, t2), pos_of[t3] - pos_of[t2]);
+
+	/* More ticks than the root remembers ends of (4096), the cursor held
+	 * at t1: t1 is counted from the tail, which is where it ends; a tick
+	 * further back than the window counts everything the log holds. */
+	uint64_t tn = t3;
+	for (int i = 0; i < 4200; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "k%d", i % 64);
+		tn = COMMIT(op_puts("/p/", k, "x"));
+		T_OK(shm_reclaim(root, tn, t1, 0, &rep));
+	}
+	T_ASSERT(tn - t1 > 4096);
+	T_EQ(shm_log_bytes_since(root, t1), pos_of[tn] - pos_of[t1]);
+	T_EQ(shm_log_bytes_since(root, t0), pos_of[tn] - pos_of[t1]);
+	T_EQ(shm_log_bytes_since(root, tn - 1), pos_of[tn] - pos_of[tn - 1]);
+	T_EQ(shm_log_bytes_since(root, tn - 100), pos_of[tn] - pos_of[tn - 100]);
+	/* The cursor catches up: nothing kept. */
+	T_OK(shm_reclaim(root, UINT64_MAX, tn, 0, &rep));
+	T_EQ(shm_log_bytes_since(root, tn), 0);
+	T_EQ(shm_log_bytes_since(root, tn - 1), 0);
+	COMMIT(op_rmdir("/p/"));
+	printf("log positions: ok (t1 %" PRIu64 ", tn %" PRIu64 ")\n", t1, tn);
+}
+
 int main(void)
 {
 	struct shm_root_opts opts = {.capacity = (size_t)128 << 20, .poison = true};
@@ -693,6 +719,7 @@ int main(void)
 	case_prefix();
 	case_log_free();
 	case_pad_cursor();
+	case_log_positions();
 	shm_root_destroy(root);
 	case_reset();
 	printf("test_log: ok\n");

@@ -23,45 +23,15 @@
 
 #include "layout.h"
 #include "shm.h"
+#include "shmtest.h"
 #include "testutil.h"
 
 static struct shm_root *root;
 static struct shm_seg *seg;
 
-static struct shm_op op_put(const char *dir, const void *k, size_t kn, const void *v, size_t vn)
-{
-	struct shm_op o = {.kind = SHM_OP_PUT,
-			   .dir = dir,
-			   .dir_len = strlen(dir),
-			   .key = k,
-			   .key_len = kn,
-			   .value = v,
-			   .value_len = vn};
-	return o;
-}
-
-static struct shm_op op_puts(const char *dir, const char *k, const char *v)
-{
-	return op_put(dir, k, strlen(k), v, strlen(v));
-}
-
-static struct shm_op op_kind(int kind, const char *dir, const char *k)
-{
-	struct shm_op o = {
-		.kind = kind, .dir = dir, .dir_len = strlen(dir), .key = k, .key_len = k ? strlen(k) : 0};
-	return o;
-}
-
 static uint64_t commit_n(const struct shm_op *ops, size_t n)
 {
-	size_t f = SIZE_MAX;
-	shm_commit_begin(root);
-	int rc = shm_apply_batch(root, ops, n, &f);
-	if (rc != 0)
-		T_FAIL("batch rejected: %d (%s) at op %zu", rc, strerror(-rc), f);
-	uint64_t t;
-	T_EQ(shm_commit_publish(root, &t), 1);
-	return t;
+	return commit_ops(root, ops, n);
 }
 
 #define COMMIT(...)                                                                                          \

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bytepattern.h"
 #include "layout.h"
 #include "shm.h"
 #include "testutil.h"
@@ -203,15 +204,6 @@ static void *shared_page(size_t len)
 	return p;
 }
 
-static void wait_ok(pid_t pid, const char *what)
-{
-	int st;
-	T_EQ(waitpid(pid, &st, 0), pid);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		T_FAIL("%s: child %s %d", what, WIFEXITED(st) ? "exited" : "killed by signal",
-		       WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-}
-
 /* In a child: lower RLIMIT_AS's soft limit to `limit`, then ask for the
  * default capacity and try to create a segment with it. */
 static void capacity_under_rlimit(uint64_t limit, struct child_result *res)
@@ -247,7 +239,7 @@ static void capacity_under_rlimit(uint64_t limit, struct child_result *res)
 		}
 		_exit(0);
 	}
-	wait_ok(pid, "capacity under RLIMIT_AS");
+	t_wait_ok(pid, "capacity under RLIMIT_AS");
 }
 
 static void test_capacity_rlimit(void)
@@ -324,20 +316,6 @@ static void test_capacity_rlimit(void)
 }
 
 /* ---- create / grow ------------------------------------------------------- */
-
-static void fill(uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(seed * 131u + i * 7u + 1u);
-}
-
-static int check(const uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != (uint8_t)(seed * 131u + i * 7u + 1u))
-			return 0;
-	return 1;
-}
 
 static void test_create_grow(void)
 {
@@ -418,7 +396,7 @@ static void test_grow_failure(void)
 		fflush(NULL);
 		_exit(0);
 	}
-	wait_ok(pid, "grow failure");
+	t_wait_ok(pid, "grow failure");
 }
 
 /* ---- a reader in another process ----------------------------------------- */
@@ -500,7 +478,7 @@ static void test_reader_process(void)
 	T_OK(shm_seg_grow(&seg, 4 * MiB, &err));
 	fill(seg.base + off2, len, 12);
 	xwrite(p2c[1], 'w');
-	wait_ok(pid, "reader process");
+	t_wait_ok(pid, "reader process");
 	close(p2c[1]);
 	close(c2p[0]);
 	close(rfd);

@@ -329,18 +329,13 @@ static int casser(void *arg)
 
 /* ---- the parent ----------------------------------------------------------- */
 
-static int setup(void *arg)
+/* The state the test starts from, one batch. */
+static void fill_setup(shmsync_batch *b, void *arg)
 {
 	(void)arg;
-	shmsync_worker *w = st_attach();
-	shmsync_batch *b;
-	T_OK(shmsync_begin(w, &b));
 	T_OK(shmsync_mkdir(b, "/cnt/"));
 	T_OK(shmsync_mkdir(b, "/pia/"));
 	T_OK(shmsync_mkdir(b, "/cas/"));
-	T_ASSERT(st_commit(b) > 0);
-	shmsync_detach(w);
-	return 0;
 }
 
 /* Reads the final state in a fresh worker and checks every part's result. */
@@ -423,12 +418,10 @@ int main(void)
 {
 	cv_setup(120, 110);
 	seed = t_seed(0xc0de);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_conditional: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_conditional: signal path %s\n", st_signal_name());
 	sh = cv_shared(sizeof(*sh));
 	pid_t root = cv_start_root(NULL);
-	pid_t p = cv_spawn("setup", setup, NULL);
-	cv_wait_all(&p, 1, 30);
+	cv_setup_batch(fill_setup, NULL);
 
 	run_group("adders", adder);
 	run_group("put_if_absent racers", racer);
@@ -439,7 +432,7 @@ int main(void)
 
 	run_group("put_if_tick cassers", casser);
 
-	p = cv_spawn("checker", checker, NULL);
+	pid_t p = cv_spawn("checker", checker, NULL);
 	cv_wait_all(&p, 1, 30);
 	cv_stop_root(root);
 	printf("sync_conditional: ok\n");

@@ -391,21 +391,16 @@ static int worker(void *arg)
 	return 0;
 }
 
-static int setup(void *arg)
+/* The state the test starts from, one batch. */
+static void fill_setup(shmsync_batch *b, void *arg)
 {
 	(void)arg;
-	shmsync_worker *w = st_attach();
-	shmsync_batch *b;
-	T_OK(shmsync_begin(w, &b));
 	for (int i = 0; i < 4; i++) {
 		char d[16];
 		snprintf(d, sizeof(d), "/s/%d/", i);
 		T_OK(shmsync_mkdir(b, d));
 	}
 	T_OK(shmsync_mkdir(b, "/c/"));
-	T_ASSERT(st_commit(b) > 0);
-	shmsync_detach(w);
-	return 0;
 }
 
 /* Attaches once every batch is acked: its snapshot is the final state. */
@@ -704,15 +699,12 @@ int main(void)
 {
 	cv_setup(150, 140);
 	seed = t_seed(0xc0ffee);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_converge: %d workers x %d batches, signal path %s\n", NW, BATCHES,
-	       sig && *sig ? sig : "default");
+	printf("sync_converge: %d workers x %d batches, signal path %s\n", NW, BATCHES, st_signal_name());
 	sh = cv_shared(sizeof(*sh));
 	/* A small export ring, so that NONBLOCK exports meet a full one. */
 	shmsync_root_opts o = {.port_ring_bytes = 8192};
 	pid_t root = cv_start_root(&o);
-	pid_t p = cv_spawn("setup", setup, NULL);
-	cv_wait_all(&p, 1, 30);
+	cv_setup_batch(fill_setup, NULL);
 
 	cv_gate_init(&gate);
 	pid_t kids[NW];
@@ -728,7 +720,7 @@ int main(void)
 		usleep(1000);
 	}
 	double t_export = st_now() - t0;
-	p = cv_spawn("late", late, NULL);
+	pid_t p = cv_spawn("late", late, NULL);
 	cv_wait_all(&p, 1, 30);
 	cv_wait_all(kids, NW, 60);
 	cv_gate_done(&gate);

@@ -50,13 +50,7 @@ static const char *const mode_name[] = {"mid-export", "asleep in import_next", "
 /* The page the processes of part (a) share. */
 struct ctl {
 	_Atomic int stop;
-	/* monitor: what it last read with shmsync_stat */
-	_Atomic uint64_t m_iter, m_tick, m_bytes;
-	_Atomic unsigned m_workers;
-	_Atomic unsigned watch_below; /* stamp drop_ns when workers < this */
-	_Atomic int64_t drop_ns;
-	_Atomic int m_cmd, m_done; /* read the counter: m_cmd = n, done when m_done = n */
-	_Atomic int64_t m_counter;
+	struct sd_monitor m; /* the monitor */
 	/* honest worker */
 	_Atomic int h_run, h_paused;
 	_Atomic uint64_t h_commits;
@@ -66,32 +60,6 @@ struct ctl {
 };
 
 static struct ctl *C;
-
-/* For a time bound that fails: was the machine busy with other work? */
-static const char *loadavg(void)
-{
-	static char buf[64] = "?";
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f) {
-		if (!fgets(buf, sizeof(buf), f))
-			snprintf(buf, sizeof(buf), "?");
-		fclose(f);
-		buf[strcspn(buf, "\n")] = 0;
-	}
-	return buf;
-}
-
-static int64_t read_counter(shmsync_worker *w)
-{
-	shmsync_view v;
-	int rc = shmsync_get(w, "/d/", "c", 1, &v);
-	if (rc < 0)
-		T_FAIL("get /d/c: %s", shmsync_strerror(rc));
-	T_EQ(v.len, 8);
-	int64_t n;
-	memcpy(&n, v.data, 8);
-	return n;
-}
 
 /* Imports until the snapshot is the published tick. */
 static void catch_up(shmsync_worker *w)
@@ -107,35 +75,11 @@ static void catch_up(shmsync_worker *w)
 	}
 }
 
-/* Publishes the root's figures as fast as it usefully can, stamps the
- * moment the worker count drops, and reads the counter on demand. Offline
- * except while it reads, so it pins nothing. */
-static int monitor(void)
+/* What the monitor does on demand: the counter at the published tick. */
+static int64_t monitor_read(shmsync_worker *w)
 {
-	shmsync_worker *w = st_attach();
-	shmsync_offline(w);
-	while (!atomic_load(&C->stop)) {
-		shmsync_stats s;
-		T_OK(shmsync_stat(w, &s));
-		atomic_store(&C->m_tick, s.tick);
-		atomic_store(&C->m_bytes, s.bytes_in_use);
-		atomic_store(&C->m_workers, s.workers);
-		unsigned watch = atomic_load(&C->watch_below);
-		if (watch && s.workers < watch && atomic_load(&C->drop_ns) == 0)
-			atomic_store(&C->drop_ns, sd_now_ns());
-		int cmd = atomic_load(&C->m_cmd);
-		if (cmd != atomic_load(&C->m_done)) {
-			catch_up(w);
-			atomic_store(&C->m_counter, read_counter(w));
-			shmsync_offline(w);
-			atomic_store(&C->m_done, cmd);
-		}
-		atomic_fetch_add(&C->m_iter, 1);
-		/* Short sleeps, not a spin: two cores are shared with the root. */
-		sd_sleep_ns(20000);
-	}
-	shmsync_detach(w);
-	return 0;
+	catch_up(w);
+	return sd_read_counter(w, "");
 }
 
 /* Overwrites one 16-byte value again and again (so its bytes in use stay
@@ -217,34 +161,13 @@ static void pause_honest(void)
 		T_FAIL("the honest worker did not pause");
 }
 
-/* A fresh reading from the monitor (two full iterations after now). */
-static void monitor_fresh(void)
-{
-	uint64_t it = atomic_load(&C->m_iter);
-	bool ok;
-	SD_WAIT(ok, atomic_load(&C->m_iter) >= it + 2, 2000 * MS);
-	if (!ok)
-		T_FAIL("the monitor is stuck");
-}
-
-static int64_t monitor_counter(void)
-{
-	int cmd = atomic_load(&C->m_cmd) + 1;
-	atomic_store(&C->m_cmd, cmd);
-	bool ok;
-	SD_WAIT(ok, atomic_load(&C->m_done) == cmd, 10000 * MS);
-	if (!ok)
-		T_FAIL("the monitor did not read the counter");
-	return atomic_load(&C->m_counter);
-}
-
 /* Polls until the root's bytes_in_use is `want` and has stayed there for
  * `still_ns`; false after timeout_ns. */
 static bool bytes_settle(uint64_t want, int64_t still_ns, int64_t timeout_ns)
 {
 	int64_t end = sd_now_ns() + timeout_ns, since = 0;
 	while (sd_now_ns() < end) {
-		uint64_t b = atomic_load(&C->m_bytes);
+		uint64_t b = atomic_load(&C->m.bytes);
 		if (b == want) {
 			if (!since)
 				since = sd_now_ns();
@@ -258,28 +181,20 @@ static bool bytes_settle(uint64_t want, int64_t still_ns, int64_t timeout_ns)
 	return false;
 }
 
-/* The root's bytes_in_use once it has not changed for still_ns. */
-static uint64_t stable_bytes(int64_t still_ns, int64_t timeout_ns)
-{
-	int64_t end = sd_now_ns() + timeout_ns, since = sd_now_ns();
-	uint64_t last = atomic_load(&C->m_bytes);
-	while (sd_now_ns() - since < still_ns) {
-		if (sd_now_ns() > end)
-			T_FAIL("bytes_in_use did not settle in %.1f s", (double)timeout_ns / 1e9);
-		sd_sleep_ns(MS);
-		uint64_t b = atomic_load(&C->m_bytes);
-		if (b != last) {
-			last = b;
-			since = sd_now_ns();
-		}
-	}
-	return last;
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* The state the test starts from, one batch. */
+static void fill_setup_a(shmsync_batch *b, void *arg)
+{
+	(void)arg;
+	T_OK(shmsync_mkdir(b, "/d/"));
+	T_OK(shmsync_mkdir(b, "/h/"));
+	T_OK(shmsync_add(b, "/d/", "c", 1, 0));
+	T_OK(shmsync_put(b, "/h/", "k", 1, "h-initial-value", 16));
 }
 
 static void part_a(int rounds, unsigned long long seed)
@@ -290,28 +205,15 @@ static void part_a(int rounds, unsigned long long seed)
 	C = sd_shared(sizeof(*C));
 	pid_t root = sd_start_root(NULL);
 	/* The state: /d/c the counter, /h/k the honest worker's value. */
-	pid_t setup = sd_fork();
-	if (setup == 0) {
-		shmsync_worker *w = st_attach();
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		T_OK(shmsync_mkdir(b, "/d/"));
-		T_OK(shmsync_mkdir(b, "/h/"));
-		T_OK(shmsync_add(b, "/d/", "c", 1, 0));
-		T_OK(shmsync_put(b, "/h/", "k", 1, "h-initial-value", 16));
-		T_ASSERT(st_commit(b) > 0);
-		shmsync_detach(w);
-		exit(0);
-	}
-	T_EQ(sd_reap(setup), 0);
+	sd_setup_batch(fill_setup_a, NULL);
 	pid_t mon = sd_fork();
 	if (mon == 0)
-		exit(monitor());
+		exit(sd_monitor_run(&C->m, &C->stop, monitor_read));
 	pid_t hon = sd_fork();
 	if (hon == 0)
 		exit(honest());
 	bool ok;
-	SD_WAIT(ok, atomic_load(&C->m_workers) == 2 && atomic_load(&C->h_paused), 5000 * MS);
+	SD_WAIT(ok, atomic_load(&C->m.workers) == 2 && atomic_load(&C->h_paused), 5000 * MS);
 	T_ASSERT(ok);
 	/* Warm up: the honest worker's overwrites leave garbage that the root
 	 * frees; the baseline is the level once all of it is gone. */
@@ -319,10 +221,10 @@ static void part_a(int rounds, unsigned long long seed)
 	SD_WAIT(ok, atomic_load(&C->h_commits) >= 50, 10000 * MS);
 	T_ASSERT(ok);
 	pause_honest();
-	monitor_fresh();
-	uint64_t tick0 = atomic_load(&C->m_tick), base = stable_bytes(300 * MS, 5000 * MS);
-	T_EQ(atomic_load(&C->m_tick), tick0);
-	int64_t counter = monitor_counter();
+	sd_monitor_fresh(&C->m);
+	uint64_t tick0 = atomic_load(&C->m.tick), base = sd_monitor_stable_bytes(&C->m, 300 * MS, 5000 * MS);
+	T_EQ(atomic_load(&C->m.tick), tick0);
+	int64_t counter = sd_monitor_counter(&C->m);
 	T_EQ(counter, 0);
 	printf("baseline: %llu bytes in use at tick %llu\n", (unsigned long long)base,
 	       (unsigned long long)tick0);
@@ -341,10 +243,10 @@ static void part_a(int rounds, unsigned long long seed)
 		pid_t v = sd_fork();
 		if (v == 0)
 			exit(victim(mode));
-		SD_WAIT(ok, atomic_load(&C->v_state) == 2 && atomic_load(&C->m_workers) == 3, 10000 * MS);
+		SD_WAIT(ok, atomic_load(&C->v_state) == 2 && atomic_load(&C->m.workers) == 3, 10000 * MS);
 		if (!ok)
 			T_FAIL("round %d: the victim did not start (state %d, workers %u)", round,
-			       atomic_load(&C->v_state), atomic_load(&C->m_workers));
+			       atomic_load(&C->v_state), atomic_load(&C->m.workers));
 		if (mode != MODE_IMPORT_LOOP)
 			pause_honest();
 		/* A random moment: up to 20 ms into the export loop (ring full and
@@ -359,16 +261,16 @@ static void part_a(int rounds, unsigned long long seed)
 				T_FAIL("round %d: the victim imports nothing", round);
 		}
 		sd_sleep_ns(delay);
-		atomic_store(&C->drop_ns, 0);
-		atomic_store(&C->watch_below, 3);
+		atomic_store(&C->m.drop_ns, 0);
+		atomic_store(&C->m.watch_below, 3);
 		int64_t kill_ns = sd_now_ns();
 		T_OK(kill(v, SIGKILL));
-		SD_WAIT(ok, atomic_load(&C->drop_ns) != 0, 5000 * MS);
+		SD_WAIT(ok, atomic_load(&C->m.drop_ns) != 0, 5000 * MS);
 		if (!ok)
 			T_FAIL("round %d (%s): the victim's slot was not released within 5 s", round,
 			       mode_name[mode]);
-		int64_t took = atomic_load(&C->drop_ns) - kill_ns;
-		atomic_store(&C->watch_below, 0);
+		int64_t took = atomic_load(&C->m.drop_ns) - kill_ns;
+		atomic_store(&C->m.watch_below, 0);
 		T_EQ(sd_reap(v), 128 + SIGKILL);
 		if (took > worst[mode])
 			worst[mode] = took;
@@ -382,7 +284,7 @@ static void part_a(int rounds, unsigned long long seed)
 			       "%.0f ms "
 			       "(load average %s)",
 			       round, mode_name[mode], (double)took / 1e6, (double)RELEASE_BOUND_NS / 1e6,
-			       loadavg());
+			       sd_loadavg());
 		if (mode == MODE_IMPORT_LOOP) {
 			/* The others went on committing across the kill. */
 			uint64_t h = atomic_load(&C->h_commits);
@@ -393,20 +295,20 @@ static void part_a(int rounds, unsigned long long seed)
 			pause_honest();
 		}
 		/* Bytes back to baseline with no further commit. */
-		monitor_fresh();
-		uint64_t t0 = atomic_load(&C->m_tick);
+		sd_monitor_fresh(&C->m);
+		uint64_t t0 = atomic_load(&C->m.tick);
 		if (!bytes_settle(base, 0, 1000 * MS))
 			T_FAIL("round %d (%s): bytes_in_use %llu, baseline %llu, 1 s after the release",
-			       round, mode_name[mode], (unsigned long long)atomic_load(&C->m_bytes),
+			       round, mode_name[mode], (unsigned long long)atomic_load(&C->m.bytes),
 			       (unsigned long long)base);
-		monitor_fresh();
-		if (atomic_load(&C->m_tick) != t0)
+		sd_monitor_fresh(&C->m);
+		if (atomic_load(&C->m.tick) != t0)
 			T_FAIL("round %d: a commit happened (tick %llu -> %llu) while nobody exported", round,
-			       (unsigned long long)t0, (unsigned long long)atomic_load(&C->m_tick));
+			       (unsigned long long)t0, (unsigned long long)atomic_load(&C->m.tick));
 		/* Published batches applied: at least every export that returned 0,
 		 * at most one more. */
 		uint64_t vok = atomic_load(&C->v_ok);
-		int64_t now = monitor_counter();
+		int64_t now = sd_monitor_counter(&C->m);
 		int64_t got = now - counter;
 		if (got < (int64_t)vok || got > (int64_t)vok + 1)
 			T_FAIL("round %d (%s): the counter grew by %lld, %llu exports returned 0", round,
@@ -435,7 +337,7 @@ static void part_a(int rounds, unsigned long long seed)
 	       (double)median / 1e6, (double)all_took[nall - 1] / 1e6, nall, (double)RELEASE_BOUND_NS / 1e6);
 	if (median > RELEASE_BOUND_NS)
 		T_FAIL("the median release took %.3f ms, bound %.0f ms (load average %s)",
-		       (double)median / 1e6, (double)RELEASE_BOUND_NS / 1e6, loadavg());
+		       (double)median / 1e6, (double)RELEASE_BOUND_NS / 1e6, sd_loadavg());
 	free(all_took);
 	atomic_store(&C->stop, 1);
 	T_EQ(sd_reap(hon), 0);
@@ -544,6 +446,13 @@ static char proc_state(pid_t pid)
 	return p && p[1] && p[2] ? p[2] : '?';
 }
 
+/* The state the test starts from, one batch. */
+static void fill_setup_b(shmsync_batch *b, void *arg)
+{
+	(void)arg;
+	T_OK(shmsync_mkdir(b, "/r/"));
+}
+
 /* One run of part b; false if a waiter missed the time bound (the other
  * checks fail the test at once). */
 static bool part_b_once(bool stop_root)
@@ -553,17 +462,7 @@ static bool part_b_once(bool stop_root)
 	/* A small ring, so a few exports fill it. */
 	shmsync_root_opts o = {.port_ring_bytes = 4096};
 	pid_t root = sd_start_root(&o);
-	pid_t setup = sd_fork();
-	if (setup == 0) {
-		shmsync_worker *w = st_attach();
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		T_OK(shmsync_mkdir(b, "/r/"));
-		T_ASSERT(st_commit(b) > 0);
-		shmsync_detach(w);
-		exit(0);
-	}
-	T_EQ(sd_reap(setup), 0);
+	sd_setup_batch(fill_setup_b, NULL);
 	pid_t kids[NW];
 	for (int i = 0; i < NW; i++) {
 		kids[i] = sd_fork();
@@ -609,7 +508,8 @@ static bool part_b_once(bool stop_root)
 			       shmsync_strerror(me->rc));
 		if (took > SHUTDOWN_BOUND_NS) {
 			printf("%s returned %.3f ms after the kill, bound %.0f ms (load average %s)\n",
-			       w_name[kind], (double)took / 1e6, (double)SHUTDOWN_BOUND_NS / 1e6, loadavg());
+			       w_name[kind], (double)took / 1e6, (double)SHUTDOWN_BOUND_NS / 1e6,
+			       sd_loadavg());
 			late = true;
 		}
 		for (int k = 0; k < 4; k++)
@@ -645,8 +545,7 @@ int main(int argc, char **argv)
 	int rounds = argc > 1 ? atoi(argv[1]) : 30;
 	T_ASSERT(rounds > 0);
 	unsigned long long seed = t_seed(20250301);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_death: signal path %s, %d kill rounds\n", sig && *sig ? sig : "default", rounds);
+	printf("sync_death: signal path %s, %d kill rounds\n", st_signal_name(), rounds);
 	part_b(true);
 	part_b(false);
 	part_a(rounds, seed);

@@ -58,16 +58,9 @@ static int writer(void *arg)
 	cv_gen_init(&g, seed);
 	uint64_t tick = start;
 	for (int i = 0; i < cur_round->batches; i++) {
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		cv_gen_batch(&g, &ref, b, tick + 1);
-		int64_t t = st_commit(b);
-		if (t < 0)
-			T_FAIL("batch %d was rejected: %s", i, shmsync_strerror((int)t));
 		/* One writer, each batch waited for: each is its own tick, so
 		 * the state at tick start + n is the replay of n batches. */
-		T_EQ(t, (int64_t)tick + 1);
-		tick = (uint64_t)t;
+		tick = cv_gen_commit(&g, &ref, w, tick, i);
 		/* The every-tick reader must import each tick on its own. */
 		double end = st_now() + 10;
 		while (atomic_load(&sh->every_cur) < tick) {
@@ -279,8 +272,7 @@ int main(void)
 {
 	cv_setup(120, 110);
 	seed = t_seed(0x5eed0de1);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_deletions: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_deletions: signal path %s\n", st_signal_name());
 	sh = cv_shared(sizeof(*sh));
 	static const struct round rounds[] = {
 		{"retained", 0, 6000, 30, 0, false},

@@ -294,25 +294,21 @@ static int tester(void)
 	return 0;
 }
 
+/* The state the test starts from, one batch. */
+static void fill_setup(shmsync_batch *b, void *arg)
+{
+	(void)arg;
+	T_OK(shmsync_mkdir(b, "/e/"));
+}
+
 int main(void)
 {
 	sd_init(60);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_embed: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_embed: signal path %s\n", st_signal_name());
 	T_OK(pipe2(cmd_pipe, O_CLOEXEC));
 	T_OK(pipe2(reply_pipe, O_CLOEXEC));
 	pid_t root = sd_start_root(NULL);
-	pid_t setup = sd_fork();
-	if (setup == 0) {
-		shmsync_worker *w = st_attach();
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		T_OK(shmsync_mkdir(b, "/e/"));
-		T_ASSERT(st_commit(b) > 0);
-		shmsync_detach(w);
-		exit(0);
-	}
-	T_EQ(sd_reap(setup), 0);
+	sd_setup_batch(fill_setup, NULL);
 	pid_t com = sd_fork();
 	if (com == 0)
 		exit(committer());

@@ -205,6 +205,17 @@ static int player(int pair, bool is_a)
 	return 0;
 }
 
+/* The state the test starts from, one batch. */
+static void fill_setup(shmsync_batch *b, void *arg)
+{
+	int pairs = *(const int *)arg;
+	for (int k = 0; k < pairs; k++) {
+		char dir[16];
+		snprintf(dir, sizeof(dir), "/p%d/", k);
+		T_OK(shmsync_mkdir(b, dir));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	sd_init(MAX_SECONDS + 30);
@@ -213,27 +224,12 @@ int main(int argc, char **argv)
 	int pairs = npairs;
 	stall_ns = (argc > 3 ? atoll(argv[3]) : 0) * MS;
 	T_ASSERT(target > 0 && pairs >= 1 && pairs <= MAX_PAIRS && stall_ns >= 0);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
 	printf("sync_hammer: signal path %s, %d pairs, target %llu sleep/wake rounds, stall bound %lld ms "
 	       "(0: none)\n",
-	       sig && *sig ? sig : "default", pairs, (unsigned long long)target, (long long)(stall_ns / MS));
+	       st_signal_name(), pairs, (unsigned long long)target, (long long)(stall_ns / MS));
 	C = sd_shared(sizeof(*C));
 	pid_t root = sd_start_root(NULL);
-	pid_t setup = sd_fork();
-	if (setup == 0) {
-		shmsync_worker *w = st_attach();
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		for (int k = 0; k < pairs; k++) {
-			char dir[16];
-			snprintf(dir, sizeof(dir), "/p%d/", k);
-			T_OK(shmsync_mkdir(b, dir));
-		}
-		T_ASSERT(st_commit(b) > 0);
-		shmsync_detach(w);
-		exit(0);
-	}
-	T_EQ(sd_reap(setup), 0);
+	sd_setup_batch(fill_setup, &pairs);
 	pid_t kids[2 * MAX_PAIRS];
 	int64_t t0 = sd_now_ns();
 	for (int k = 0; k < 2 * pairs; k++) {

@@ -494,19 +494,6 @@ static void part_lies(void)
 
 /* ---- raw attach -------------------------------------------------------- */
 
-static int raw_connect(void)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", st_sock);
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	T_ASSERT(fd >= 0);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		T_FAIL("connect %s: %s", st_sock, strerror(errno));
-	struct timeval tv = {5, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
 /* Sends `len` bytes of hello, receives the welcome and its fds. */
 static struct welcome raw_hello(int fd, const void *hello, size_t len, int *fds, int *nfds)
 {
@@ -604,7 +591,7 @@ static void part_fds(void)
 {
 	pid_t k = sd_fork();
 	if (k == 0) {
-		int fd = raw_connect();
+		int fd = st_connect_raw();
 		struct hello h = good_hello();
 		int fds[3] = {-1, -1, -1}, nfds = 3;
 		struct welcome wl = raw_hello(fd, &h, sizeof(h), fds, &nfds);
@@ -657,7 +644,7 @@ static void part_hello(void)
 		cases[0].want[0] = want_layout[0];
 		cases[0].want[1] = want_layout[1];
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-			int fd = raw_connect();
+			int fd = st_connect_raw();
 			int fds[3], nfds = 3;
 			struct welcome wl = raw_hello(fd, &cases[i].h, cases[i].len, fds, &nfds);
 			for (int j = 0; j < nfds; j++)
@@ -694,7 +681,7 @@ static void part_silent(void)
 		enum { N = MAX_PENDING + 4 };
 		int fds[N];
 		for (int i = 0; i < N; i++)
-			fds[i] = raw_connect();
+			fds[i] = st_connect_raw();
 		/* Meanwhile: either attach works, or it is refused with a clear
 		 * error, never a hang. */
 		shmsync_worker *w;
@@ -802,28 +789,24 @@ static void final_state(void)
 	T_EQ(sd_reap(k), 0);
 }
 
+/* The state the test starts from, one batch. */
+static void fill_setup(shmsync_batch *b, void *arg)
+{
+	(void)arg;
+	T_OK(shmsync_mkdir(b, "/h/"));
+	T_OK(shmsync_mkdir(b, "/x/"));
+}
+
 int main(int argc, char **argv)
 {
 	sd_init(150);
 	int rounds = argc > 1 ? atoi(argv[1]) : 60;
 	unsigned long long seed = t_seed(20250302);
 	C = sd_shared(sizeof(*C));
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_hostile: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_hostile: signal path %s\n", st_signal_name());
 
 	root_pid = sd_start_root(NULL);
-	pid_t setup = sd_fork();
-	if (setup == 0) {
-		shmsync_worker *w = st_attach();
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		T_OK(shmsync_mkdir(b, "/h/"));
-		T_OK(shmsync_mkdir(b, "/x/"));
-		T_ASSERT(st_commit(b) > 0);
-		shmsync_detach(w);
-		exit(0);
-	}
-	T_EQ(sd_reap(setup), 0);
+	sd_setup_batch(fill_setup, NULL);
 	pid_t hon = sd_fork();
 	if (hon == 0)
 		exit(honest());

@@ -57,15 +57,7 @@ static pid_t root_pid;
 
 /* Checks that go on after a failure, so one run shows every hole. */
 static int soft_fails;
-#define CHECK(cond, ...)                                                                                     \
-	do {                                                                                                 \
-		if (!(cond)) {                                                                               \
-			fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                \
-			fprintf(stderr, __VA_ARGS__);                                                        \
-			fputc('\n', stderr);                                                                 \
-			soft_fails++;                                                                        \
-		}                                                                                            \
-	} while (0)
+#define CHECK(cond, ...) T_CHECK(soft_fails, cond, __VA_ARGS__)
 
 static bool readable(int fd, int timeout_ms)
 {
@@ -317,19 +309,6 @@ static bool case_fd(void)
 #define GROW_VALUE ((size_t)64 << 10)
 #define GROW_KEYS 160 /* 10 MiB of values: more than the segment's initial size */
 
-static int raw_connect(void)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", st_sock);
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	T_ASSERT(fd >= 0);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		T_FAIL("connect %s: %s", st_sock, strerror(errno));
-	struct timeval tv = {5, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
 #define EXPECT_EPERM(call)                                                                                   \
 	do {                                                                                                 \
 		errno = 0;                                                                                   \
@@ -344,7 +323,7 @@ static int raw_connect(void)
 static int grow_body(void)
 {
 	alarm(60);
-	int conn = raw_connect();
+	int conn = st_connect_raw();
 	struct hello h = {HELLO_MAGIC, SHM_LAYOUT_VERSION, PORT_VERSION, WIRE_VERSION, 0};
 	T_OK(att_send(conn, &h, sizeof(h), NULL, 0));
 	struct welcome wl;
@@ -548,8 +527,7 @@ int main(void)
 	 * we inherited through exec: an embedder's root may run so, and a
 	 * root that writes to a pipe without a reader must not die of it. */
 	signal(SIGPIPE, SIG_DFL);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_hostile_fds: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_hostile_fds: signal path %s\n", st_signal_name());
 
 	int failed = 0, skipped = 0;
 	struct {

@@ -62,11 +62,7 @@ static const char *const ph_name[NPH] = {"forked (before attach)", "in attach", 
 
 struct ctl {
 	_Atomic int stop;
-	/* the monitor: what it last read with shmsync_stat */
-	_Atomic uint64_t m_iter, m_tick, m_bytes;
-	_Atomic unsigned m_workers;
-	_Atomic int m_cmd, m_done; /* read the counter: m_cmd = n, done when m_done = n */
-	_Atomic int64_t m_counter;
+	struct sd_monitor m; /* the monitor */
 	/* steady workers */
 	_Atomic int s_run;
 	_Atomic unsigned s_want_gen; /* pause request */
@@ -80,18 +76,6 @@ struct ctl {
 static struct ctl *C;
 
 /* ---- the monitor ------------------------------------------------------ */
-
-static int64_t read_counter(shmsync_worker *w)
-{
-	shmsync_view v;
-	int rc = shmsync_get(w, "/d/", "c", 1, &v);
-	if (rc < 0)
-		T_FAIL("monitor: get /d/c: %s", shmsync_strerror(rc));
-	T_EQ(v.len, 8);
-	int64_t n;
-	memcpy(&n, v.data, 8);
-	return n;
-}
 
 /* Online at the published tick (import_until also brings an offline
  * worker whose cursor is there back online). */
@@ -109,30 +93,11 @@ static void catch_up(shmsync_worker *w)
 	}
 }
 
-/* Publishes the root's figures, reads the counter on demand; offline
- * except while it reads, so it pins nothing. */
-static int monitor(void)
+/* What the monitor does on demand: the counter at the published tick. */
+static int64_t monitor_read(shmsync_worker *w)
 {
-	shmsync_worker *w = st_attach();
-	shmsync_offline(w);
-	while (!atomic_load(&C->stop)) {
-		shmsync_stats s;
-		T_OK(shmsync_stat(w, &s));
-		atomic_store(&C->m_tick, s.tick);
-		atomic_store(&C->m_bytes, s.bytes_in_use);
-		atomic_store(&C->m_workers, s.workers);
-		int cmd = atomic_load(&C->m_cmd);
-		if (cmd != atomic_load(&C->m_done)) {
-			catch_up(w);
-			atomic_store(&C->m_counter, read_counter(w));
-			shmsync_offline(w);
-			atomic_store(&C->m_done, cmd);
-		}
-		atomic_fetch_add(&C->m_iter, 1);
-		sd_sleep_ns(20000);
-	}
-	shmsync_detach(w);
-	return 0;
+	catch_up(w);
+	return sd_read_counter(w, "monitor: ");
 }
 
 /* ---- steady workers ----------------------------------------------------- */
@@ -301,26 +266,6 @@ static int victim(unsigned long long seed)
 
 /* ---- the parent --------------------------------------------------------- */
 
-static void monitor_fresh(void)
-{
-	uint64_t it = atomic_load(&C->m_iter);
-	bool ok;
-	SD_WAIT(ok, atomic_load(&C->m_iter) >= it + 2, 2000 * MS);
-	if (!ok)
-		T_FAIL("the monitor is stuck");
-}
-
-static int64_t monitor_counter(void)
-{
-	int cmd = atomic_load(&C->m_cmd) + 1;
-	atomic_store(&C->m_cmd, cmd);
-	bool ok;
-	SD_WAIT(ok, atomic_load(&C->m_done) == cmd, 10000 * MS);
-	if (!ok)
-		T_FAIL("the monitor did not read the counter");
-	return atomic_load(&C->m_counter);
-}
-
 static void pause_steady(void)
 {
 	atomic_store(&C->s_run, 0);
@@ -341,38 +286,6 @@ static uint64_t steady_commits(void)
 	return n;
 }
 
-/* The root's bytes_in_use once it held still for still_ns. */
-static uint64_t stable_bytes(int64_t still_ns, int64_t timeout_ns)
-{
-	int64_t end = sd_now_ns() + timeout_ns, since = sd_now_ns();
-	uint64_t last = atomic_load(&C->m_bytes);
-	while (sd_now_ns() - since < still_ns) {
-		if (sd_now_ns() > end)
-			T_FAIL("bytes_in_use did not settle in %.1f s", (double)timeout_ns / 1e9);
-		sd_sleep_ns(MS);
-		uint64_t b = atomic_load(&C->m_bytes);
-		if (b != last) {
-			last = b;
-			since = sd_now_ns();
-		}
-	}
-	return last;
-}
-
-/* For a time bound that fails: was the machine busy with other work? */
-static const char *loadavg(void)
-{
-	static char buf[64] = "?";
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f) {
-		if (!fgets(buf, sizeof(buf), f))
-			snprintf(buf, sizeof(buf), "?");
-		fclose(f);
-		buf[strcspn(buf, "\n")] = 0;
-	}
-	return buf;
-}
-
 static void root_alive(pid_t root, int round)
 {
 	int status;
@@ -390,6 +303,24 @@ static void unlink_sock(void)
 		unlink(st_sock);
 }
 
+/* The state the test starts from, one batch. */
+static void fill_setup(shmsync_batch *b, void *arg)
+{
+	(void)arg;
+	T_OK(shmsync_mkdir(b, "/d/"));
+	T_OK(shmsync_add(b, "/d/", "c", 1, 0));
+	char val[256], dir[8], key[4];
+	for (unsigned i = 0; i < NSTEADY; i++) {
+		snprintf(dir, sizeof(dir), "/s%u/", i);
+		T_OK(shmsync_mkdir(b, dir));
+		for (unsigned k = 0; k < SKEYS; k++) {
+			snprintf(key, sizeof(key), "k%u", k);
+			steady_value(val, i, k, 0);
+			T_OK(shmsync_put(b, dir, key, strlen(key), val, steady_len(k)));
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	int kills = argc > 1 ? atoi(argv[1]) : 200;
@@ -402,31 +333,10 @@ int main(int argc, char **argv)
 	C = sd_shared(sizeof(*C));
 	pid_t root = sd_start_root(NULL);
 
-	pid_t setup = sd_fork();
-	if (setup == 0) {
-		shmsync_worker *w = st_attach();
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		T_OK(shmsync_mkdir(b, "/d/"));
-		T_OK(shmsync_add(b, "/d/", "c", 1, 0));
-		char val[256], dir[8], key[4];
-		for (unsigned i = 0; i < NSTEADY; i++) {
-			snprintf(dir, sizeof(dir), "/s%u/", i);
-			T_OK(shmsync_mkdir(b, dir));
-			for (unsigned k = 0; k < SKEYS; k++) {
-				snprintf(key, sizeof(key), "k%u", k);
-				steady_value(val, i, k, 0);
-				T_OK(shmsync_put(b, dir, key, strlen(key), val, steady_len(k)));
-			}
-		}
-		T_ASSERT(st_commit(b) > 0);
-		shmsync_detach(w);
-		exit(0);
-	}
-	T_EQ(sd_reap(setup), 0);
+	sd_setup_batch(fill_setup, NULL);
 	pid_t mon = sd_fork();
 	if (mon == 0)
-		exit(monitor());
+		exit(sd_monitor_run(&C->m, &C->stop, monitor_read));
 	pid_t st[NSTEADY];
 	for (unsigned i = 0; i < NSTEADY; i++) {
 		st[i] = sd_fork();
@@ -434,7 +344,7 @@ int main(int argc, char **argv)
 			exit(steady(i, seed));
 	}
 	bool ok;
-	SD_WAIT(ok, atomic_load(&C->m_workers) == NSTEADY + 1, 5000 * MS);
+	SD_WAIT(ok, atomic_load(&C->m.workers) == NSTEADY + 1, 5000 * MS);
 	if (!ok)
 		T_FAIL("the steady workers and the monitor did not attach");
 	/* Warm up, then the baseline: everyone offline, nothing retired left. */
@@ -442,12 +352,12 @@ int main(int argc, char **argv)
 	SD_WAIT(ok, steady_commits() >= 100, 10000 * MS);
 	T_ASSERT(ok);
 	pause_steady();
-	monitor_fresh();
-	uint64_t base = stable_bytes(300 * MS, 5000 * MS);
-	int64_t counter = monitor_counter();
+	sd_monitor_fresh(&C->m);
+	uint64_t base = sd_monitor_stable_bytes(&C->m, 300 * MS, 5000 * MS);
+	int64_t counter = sd_monitor_counter(&C->m);
 	T_EQ(counter, 0);
 	printf("baseline: %llu bytes in use at tick %llu (steady workers and monitor offline)\n",
-	       (unsigned long long)base, (unsigned long long)atomic_load(&C->m_tick));
+	       (unsigned long long)base, (unsigned long long)atomic_load(&C->m.tick));
 
 	int by_phase[NPH] = {0};
 	uint64_t ok_total = 0, acked_total = 0, steps_total = 0, reads_total = 0;
@@ -483,11 +393,11 @@ int main(int argc, char **argv)
 		by_phase[ph]++;
 		/* Released: the worker count is back to the steady workers and
 		 * the monitor (also when it died before its attach completed). */
-		monitor_fresh();
-		SD_WAIT(ok, atomic_load(&C->m_workers) == NSTEADY + 1, 2000 * MS);
+		sd_monitor_fresh(&C->m);
+		SD_WAIT(ok, atomic_load(&C->m.workers) == NSTEADY + 1, 2000 * MS);
 		if (!ok)
 			T_FAIL("round %d (killed %s): %u workers 2 s after the kill, want %d", round,
-			       ph_name[ph], atomic_load(&C->m_workers), NSTEADY + 1);
+			       ph_name[ph], atomic_load(&C->m.workers), NSTEADY + 1);
 		int64_t released = sd_now_ns() - kill_ns;
 		/* The steady workers go offline; then every byte retired
 		 * meanwhile must be freed. */
@@ -495,18 +405,18 @@ int main(int argc, char **argv)
 		if (steady_commits() > sc0)
 			steady_moved++;
 		int64_t t_pause = sd_now_ns();
-		monitor_fresh();
-		SD_WAIT(ok, atomic_load(&C->m_bytes) == base, 1000 * MS);
+		sd_monitor_fresh(&C->m);
+		SD_WAIT(ok, atomic_load(&C->m.bytes) == base, 1000 * MS);
 		if (!ok)
 			T_FAIL("round %d (killed %s): bytes_in_use %llu, baseline %llu, 1 s after the steady "
 			       "workers went offline (load average %s)",
-			       round, ph_name[ph], (unsigned long long)atomic_load(&C->m_bytes),
-			       (unsigned long long)base, loadavg());
+			       round, ph_name[ph], (unsigned long long)atomic_load(&C->m.bytes),
+			       (unsigned long long)base, sd_loadavg());
 		int64_t settled = sd_now_ns() - t_pause;
 		/* No acked batch lost; at most one more (published, export not
 		 * yet returned). */
 		uint64_t vok = atomic_load(&C->v_ok), vacked = atomic_load(&C->v_acked);
-		int64_t now = monitor_counter();
+		int64_t now = sd_monitor_counter(&C->m);
 		int64_t got = now - counter;
 		if (got < (int64_t)vok || got > (int64_t)vok + 1)
 			T_FAIL("round %d (killed %s): the counter grew by %lld, but %llu exports returned 0 "

@@ -150,14 +150,7 @@ static int writer(void *arg)
 				usleep(1000);
 			}
 		}
-		shmsync_batch *b;
-		T_OK(shmsync_begin(w, &b));
-		cv_gen_batch(&g, &ref, b, tick + 1);
-		int64_t t = st_commit(b);
-		if (t < 0)
-			T_FAIL("batch %d was rejected: %s", i, shmsync_strerror((int)t));
-		T_EQ(t, (int64_t)tick + 1); /* one writer: each batch is a tick */
-		tick = (uint64_t)t;
+		tick = cv_gen_commit(&g, &ref, w, tick, i); /* one writer: each batch is a tick */
 	}
 	atomic_store(&sh->final, tick);
 	T_ASSERT(shmsync_import_until(w, tick, 5000000000LL, NULL, NULL) >= 0);
@@ -282,8 +275,7 @@ int main(void)
 {
 	cv_setup(120, 110);
 	seed = t_seed(0x1a7e);
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_late: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_late: signal path %s\n", st_signal_name());
 	sh = cv_shared(sizeof(*sh));
 	part_ryw();
 	part_late();

@@ -221,15 +221,7 @@ static int attach_as(long uid, const char *env)
  * once; the part fails at its end. */
 static int part_fails;
 
-#define CHECK(cond, ...)                                                                                     \
-	do {                                                                                                 \
-		if (!(cond)) {                                                                               \
-			fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                \
-			fprintf(stderr, __VA_ARGS__);                                                        \
-			fputc('\n', stderr);                                                                 \
-			part_fails++;                                                                        \
-		}                                                                                            \
-	} while (0)
+#define CHECK(cond, ...) T_CHECK(part_fails, cond, __VA_ARGS__)
 
 static void end_part(const char *what)
 {
@@ -579,8 +571,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i <= 5; i++)
 		want[i] = want[i] || argc == 1;
 	C = sd_shared(sizeof(*C));
-	const char *sig = getenv("SHMSYNC_SIGNAL");
-	printf("sync_trust: signal path %s\n", sig && *sig ? sig : "default");
+	printf("sync_trust: signal path %s\n", st_signal_name());
 	unsetenv("SHMSYNC_ROOT_UIDS");
 	is_root = geteuid() == 0;
 	snprintf(dir, sizeof(dir), "/tmp/shmsync-trust-XXXXXX");

@@ -5,9 +5,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #define T_SKIP 77
 
@@ -23,6 +25,18 @@
 	do {                                                                                                 \
 		if (!(cond))                                                                                 \
 			T_FAIL("assertion failed: %s", #cond);                                               \
+	} while (0)
+
+/* A check that goes on after it fails, so one run shows every hole: says
+ * why as T_FAIL does and counts the failure in `fails`. */
+#define T_CHECK(fails, cond, ...)                                                                            \
+	do {                                                                                                 \
+		if (!(cond)) {                                                                               \
+			fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                \
+			fprintf(stderr, __VA_ARGS__);                                                        \
+			fputc('\n', stderr);                                                                 \
+			(fails)++;                                                                           \
+		}                                                                                            \
 	} while (0)
 
 /* Checks a call that returns 0 or a negative errno. */
@@ -43,26 +57,12 @@
 
 /* A seed from $SHMSYNC_TEST_SEED or the given default; printed so a failure
  * can be replayed. */
-static inline unsigned long long t_seed(unsigned long long dflt)
-{
-	const char *s = getenv("SHMSYNC_TEST_SEED");
-	unsigned long long seed = dflt;
-	if (s && *s)
-		seed = strtoull(s, NULL, 0);
-	printf("seed %llu (set SHMSYNC_TEST_SEED to replay)\n", seed);
-	fflush(stdout);
-	return seed;
-}
+unsigned long long t_seed(unsigned long long dflt);
 
 /* xorshift64*: deterministic, good enough for test workloads. */
-static inline unsigned long long t_rand(unsigned long long *state)
-{
-	unsigned long long x = *state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*state = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
+unsigned long long t_rand(unsigned long long *state);
+
+/* Waits for the child pid; fails the test, naming what, unless it exited 0. */
+void t_wait_ok(pid_t pid, const char *what);
 
 #endif

@@ -29,693 +29,12 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "demo.h"
 #include "shmsync.h"
 #include "tool.h"
 
-#define MAX_WORKERS 256
-#define SAMPLES 8192    /* propagation samples kept per worker (reservoir) */
-#define WINDOW 8        /* batches a worker has in flight */
-#define MAX_OPS 16      /* per batch */
-#define SHARED_KEYS 256 /* /demo/shared/k000.. */
-#define COUNTERS 16     /* /demo/counters/c00.. */
-#define OWN_MAX 256     /* live keys in a worker's own directory */
-#define SESSIONS_MAX 4  /* live session directories per worker */
-#define WAIT_NS 10000000000LL
-#define PHASE_TIMEOUT_S 30.0
-
-static const char SHARED[] = "/demo/shared/";
-static const char COUNTERS_DIR[] = "/demo/counters/";
-
-enum phase {
-	PH_SETUP,    /* workers attach and create their directories */
-	PH_BASELINE, /* worker 0 records the statistics at start */
-	PH_RUN,      /* the load */
-	PH_STOP,     /* stop writing, report the last tick */
-	PH_CONVERGE, /* import until final_tick, hash, report */
-	PH_SETTLE,   /* everyone offline; worker 0 waits for reclamation, records the end */
-	PH_EXIT,     /* detach and exit */
-};
-
-/* Failed sorts below every other state, so no wait mistakes it for progress. */
-enum wstate { WS_FAILED = -1, WS_STARTING, WS_READY, WS_STOPPED, WS_CONVERGED };
-
-struct wres {
-	_Atomic int state;
-	_Atomic uint64_t commits, updates, last_tick;
-	/* Written before the state moves on (release), read after (acquire). */
-	uint64_t published_at_stop;
-	uint64_t dels, rmdirs, imports, resets, changes;
-	int64_t delta_sum;
-	uint64_t final_cursor, snap_hash, replica_hash, ndirs, nkeys;
-	int64_t counter_sum;
-	uint64_t nseen, nsamples;
-	int64_t samples[SAMPLES];
-	char err[256];
-};
-
-struct shared {
-	_Atomic int phase;
-	_Atomic int baseline_done, settle_done;
-	uint64_t final_tick;
-	uint64_t bytes_start, bytes_end, tomb_start, tomb_end, reclaimed_start, reclaimed_end, capacity;
-	char root_signal[8], worker_signal[8];
-	struct wres w[];
-};
-
-struct opts {
-	unsigned workers;
-	double seconds;
-	const char *socket;
-	size_t capacity;
-};
-
-static struct shared *sh;
-static pid_t parent_pid;
-
-/* ---- small things ----------------------------------------------------------- */
-
-static uint64_t rng_next(uint64_t *s)
-{
-	*s ^= *s >> 12; /* xorshift64* */
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545F4914F6CDD1DULL;
-}
-
-static uint64_t rnd(uint64_t *s, uint64_t n)
-{
-	return rng_next(s) % n;
-}
-
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const void *p)
-{
-	const uint8_t *b = p;
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | b[i];
-	return v;
-}
-
-/* ---- the replica: directories in name order, each with its keys in order ---- */
-
-struct rkey {
-	uint8_t *k;
-	size_t kn;
-	uint64_t vh; /* hash of the value */
-};
-
-struct rdir {
-	char *name;
-	struct rkey *keys;
-	size_t n, cap;
-};
-
-struct replica {
-	struct rdir *dirs;
-	size_t n, cap;
-	bool oom;
-};
-
-static void *xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n);
-	if (!q) {
-		fprintf(stderr, "shmsync: demo: out of memory\n");
-		_exit(1);
-	}
-	return q;
-}
-
-/* Index of the first directory >= name (its place if absent). */
-static size_t dir_lower(const struct replica *r, const char *name)
-{
-	size_t lo = 0, hi = r->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (strcmp(r->dirs[mid].name, name) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-static void dir_free(struct rdir *d)
-{
-	for (size_t i = 0; i < d->n; i++)
-		free(d->keys[i].k);
-	free(d->keys);
-	free(d->name);
-}
-
-static struct rdir *rep_dir(struct replica *r, const char *name, bool create)
-{
-	size_t i = dir_lower(r, name);
-	if (i < r->n && strcmp(r->dirs[i].name, name) == 0)
-		return &r->dirs[i];
-	if (!create)
-		return NULL;
-	if (r->n == r->cap) {
-		r->cap = r->cap ? 2 * r->cap : 16;
-		r->dirs = xrealloc(r->dirs, r->cap * sizeof(*r->dirs));
-	}
-	memmove(&r->dirs[i + 1], &r->dirs[i], (r->n - i) * sizeof(*r->dirs));
-	r->dirs[i] = (struct rdir){0};
-	r->dirs[i].name = strdup(name);
-	if (!r->dirs[i].name)
-		xrealloc(NULL, 0);
-	r->n++;
-	return &r->dirs[i];
-}
-
-static int key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
-{
-	int c = memcmp(a, b, an < bn ? an : bn);
-	return c ? c : (an > bn) - (an < bn);
-}
-
-static size_t key_lower(const struct rdir *d, const void *k, size_t kn, bool *found)
-{
-	size_t lo = 0, hi = d->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (key_cmp(d->keys[mid].k, d->keys[mid].kn, k, kn) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*found = lo < d->n && key_cmp(d->keys[lo].k, d->keys[lo].kn, k, kn) == 0;
-	return lo;
-}
-
-static void rep_put(struct replica *r, const char *dir, const void *k, size_t kn, uint64_t vh)
-{
-	/* Lenient: a put into a directory the replica lacks creates it. The
-	 * final comparison with the snapshot is what judges. */
-	struct rdir *d = rep_dir(r, dir, true);
-	bool found;
-	size_t i = key_lower(d, k, kn, &found);
-	if (found) {
-		d->keys[i].vh = vh;
-		return;
-	}
-	if (d->n == d->cap) {
-		d->cap = d->cap ? 2 * d->cap : 8;
-		d->keys = xrealloc(d->keys, d->cap * sizeof(*d->keys));
-	}
-	memmove(&d->keys[i + 1], &d->keys[i], (d->n - i) * sizeof(*d->keys));
-	d->keys[i].k = xrealloc(NULL, kn ? kn : 1);
-	memcpy(d->keys[i].k, k, kn);
-	d->keys[i].kn = kn;
-	d->keys[i].vh = vh;
-	d->n++;
-}
-
-static void rep_del(struct replica *r, const char *dir, const void *k, size_t kn)
-{
-	struct rdir *d = rep_dir(r, dir, false);
-	if (!d)
-		return;
-	bool found;
-	size_t i = key_lower(d, k, kn, &found);
-	if (!found)
-		return;
-	free(d->keys[i].k);
-	memmove(&d->keys[i], &d->keys[i + 1], (d->n - i - 1) * sizeof(*d->keys));
-	d->n--;
-}
-
-/* A new incarnation: empty, whatever the replica had under that name. */
-static void rep_mkdir(struct replica *r, const char *dir)
-{
-	struct rdir *d = rep_dir(r, dir, true);
-	for (size_t i = 0; i < d->n; i++)
-		free(d->keys[i].k);
-	d->n = 0;
-}
-
-/* Removes dir and every directory whose name starts with it: in name order
- * they follow dir, all together. */
-static void rep_rmdir(struct replica *r, const char *dir)
-{
-	size_t len = strlen(dir), i = dir_lower(r, dir), j = i;
-	while (j < r->n && strncmp(r->dirs[j].name, dir, len) == 0)
-		dir_free(&r->dirs[j++]);
-	if (j == i)
-		return; /* none (and dirs may still be NULL) */
-	memmove(&r->dirs[i], &r->dirs[j], (r->n - j) * sizeof(*r->dirs));
-	r->n -= j - i;
-}
-
-static void rep_clear(struct replica *r)
-{
-	for (size_t i = 0; i < r->n; i++)
-		dir_free(&r->dirs[i]);
-	r->n = 0;
-}
-
-static uint64_t rep_hash(const struct replica *r, uint64_t *nkeys)
-{
-	XXH3_state_t *st = XXH3_createState();
-	if (!st)
-		xrealloc(NULL, 0);
-	XXH3_64bits_reset(st);
-	*nkeys = 0;
-	for (size_t i = 0; i < r->n; i++) {
-		const struct rdir *d = &r->dirs[i];
-		uint64_t n = d->n;
-		XXH3_64bits_update(st, d->name, strlen(d->name) + 1);
-		XXH3_64bits_update(st, &n, sizeof(n));
-		for (size_t j = 0; j < d->n; j++) {
-			uint64_t kn = d->keys[j].kn;
-			XXH3_64bits_update(st, &kn, sizeof(kn));
-			XXH3_64bits_update(st, d->keys[j].k, d->keys[j].kn);
-			XXH3_64bits_update(st, &d->keys[j].vh, sizeof(d->keys[j].vh));
-		}
-		*nkeys += n;
-	}
-	uint64_t h = XXH3_64bits_digest(st);
-	XXH3_freeState(st);
-	return h;
-}
-
-/* ---- reading the snapshot --------------------------------------------------- */
-
-struct snap {
-	shmsync_worker *w;
-	struct replica *r;
-	const char *dir;
-	int64_t counter_sum;
-	int rc;
-};
-
-static int snap_key(const void *k, size_t kn, shmsync_view v, void *arg)
-{
-	struct snap *s = arg;
-	rep_put(s->r, s->dir, k, kn, XXH3_64bits(v.data, v.len));
-	if (strcmp(s->dir, COUNTERS_DIR) == 0 && v.len == 8)
-		s->counter_sum += (int64_t)get_le64(v.data);
-	return 0;
-}
-
-static int snap_dir(const char *dir, void *arg)
-{
-	struct snap *s = arg;
-	rep_mkdir(s->r, dir);
-	s->dir = dir;
-	s->rc = shmsync_dir_iter(s->w, dir, snap_key, s);
-	return s->rc < 0 ? 1 : 0;
-}
-
-/* The whole state at the worker's snapshot, into r. */
-static int read_snapshot(shmsync_worker *w, struct replica *r, int64_t *counter_sum)
-{
-	struct snap s = {w, r, NULL, 0, 0};
-	rep_clear(r);
-	int rc = shmsync_dirs_iter(w, NULL, snap_dir, &s);
-	if (s.rc < 0)
-		return s.rc;
-	if (rc < 0)
-		return rc;
-	if (counter_sum)
-		*counter_sum = s.counter_sum;
-	return 0;
-}
-
-/* ---- a worker ---------------------------------------------------------------- */
-
-struct inflight {
-	uint64_t seq;
-	unsigned nops, ndels, nrmdirs, nnew;
-	int64_t delta;
-	uint64_t new_keys[MAX_OPS];
-	int64_t new_session; /* -1: none */
-};
-
-struct worker {
-	unsigned id;
-	shmsync_worker *w;
-	struct wres *res;
-	uint64_t rng;
-	struct replica rep;
-	char own_dir[64], ts_key[32];
-	uint64_t own[OWN_MAX]; /* committed own keys, not being deleted */
-	unsigned nown, npending_own;
-	int64_t sessions[SESSIONS_MAX]; /* committed sessions, oldest first */
-	unsigned nsessions, npending_sessions;
-	uint64_t next_key, next_session;
-	struct inflight win[WINDOW];
-	unsigned win_head, win_n;
-};
-
-static _Noreturn void worker_fail(struct worker *k, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static _Noreturn void worker_fail(struct worker *k, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(k->res->err, sizeof(k->res->err), fmt, ap);
-	va_end(ap);
-	atomic_store_explicit(&k->res->state, WS_FAILED, memory_order_release);
-	_exit(1);
-}
-
-static void wait_phase(struct worker *k, int phase)
-{
-	int64_t deadline = tool_now_ns() + (int64_t)(3 * PHASE_TIMEOUT_S * 1e9);
-	while (atomic_load_explicit(&sh->phase, memory_order_acquire) < phase) {
-		if (tool_now_ns() > deadline || getppid() != parent_pid)
-			worker_fail(k, "worker %u: gave up waiting for phase %d", k->id, phase);
-		sleep_ns(1000000);
-	}
-}
-
-static void sample(struct worker *k, int64_t ns)
-{
-	struct wres *r = k->res;
-	uint64_t seen = r->nseen++;
-	if (seen < SAMPLES)
-		r->samples[r->nsamples++] = ns;
-	else {
-		/* Reservoir: every sample equally likely to be kept. */
-		uint64_t j = rnd(&k->rng, seen + 1);
-		if (j < SAMPLES)
-			r->samples[j] = ns;
-	}
-}
-
-static int on_change(const shmsync_change *c, void *arg)
-{
-	struct worker *k = arg;
-	k->res->changes++;
-	switch (c->kind) {
-	case SHMSYNC_PUT:
-		rep_put(&k->rep, c->dir, c->key, c->key_len, XXH3_64bits(c->value, c->value_len));
-		/* Another worker's timestamped put: export-to-import latency. */
-		if (c->key_len > 4 && memcmp(c->key, "ts-w", 4) == 0 && c->value_len >= 8 &&
-		    strcmp(c->dir, SHARED) == 0 &&
-		    !(c->key_len == strlen(k->ts_key) && memcmp(c->key, k->ts_key, c->key_len) == 0)) {
-			int64_t ns = tool_now_ns() - (int64_t)get_le64(c->value);
-			if (ns >= 0)
-				sample(k, ns);
-		}
-		break;
-	case SHMSYNC_DEL:
-		rep_del(&k->rep, c->dir, c->key, c->key_len);
-		break;
-	case SHMSYNC_MKDIR:
-		rep_mkdir(&k->rep, c->dir);
-		break;
-	case SHMSYNC_RMDIR:
-		rep_rmdir(&k->rep, c->dir);
-		break;
-	case SHMSYNC_RESET:
-		k->res->resets++;
-		rep_clear(&k->rep);
-		break;
-	}
-	return 0;
-}
-
-static void import(struct worker *k, int64_t timeout_ns)
-{
-	int rc = shmsync_import_next(k->w, timeout_ns, on_change, k);
-	if (rc >= 0)
-		k->res->imports++;
-	else if (rc != -ETIMEDOUT)
-		worker_fail(k, "worker %u: import: %s", k->id, shmsync_strerror(rc));
-}
-
-static uint64_t commit_now(struct worker *k, shmsync_batch *b, bool exist_ok, const char *what)
-{
-	uint64_t seq, tick = 0;
-	int rc = shmsync_export(b, 0, &seq);
-	if (rc == 0)
-		rc = shmsync_wait_committed(k->w, seq, &tick, WAIT_NS);
-	if (rc == -EEXIST && exist_ok)
-		return 0;
-	if (rc < 0)
-		worker_fail(k, "worker %u: %s: %s", k->id, what, shmsync_strerror(rc));
-	return tick;
-}
-
-static void mkdir_now(struct worker *k, const char *dir, bool exist_ok)
-{
-	shmsync_batch *b;
-	int rc = shmsync_begin(k->w, &b);
-	if (rc == 0)
-		rc = shmsync_mkdir(b, dir);
-	if (rc < 0)
-		worker_fail(k, "worker %u: mkdir %s: %s", k->id, dir, shmsync_strerror(rc));
-	commit_now(k, b, exist_ok, dir);
-}
-
-/* Waits for the oldest batch in flight and books it. Every batch is valid
- * against what this worker knows for sure (it deletes only keys and
- * sessions whose creation was acknowledged), so a rejection is a bug. */
-static void retire_oldest(struct worker *k)
-{
-	struct inflight *f = &k->win[k->win_head];
-	uint64_t tick;
-	int rc = shmsync_wait_committed(k->w, f->seq, &tick, WAIT_NS);
-	if (rc < 0)
-		worker_fail(k, "worker %u: batch %" PRIu64 " rejected: %s", k->id, f->seq,
-			    shmsync_strerror(rc));
-	struct wres *r = k->res;
-	for (unsigned i = 0; i < f->nnew; i++)
-		k->own[k->nown++] = f->new_keys[i];
-	k->npending_own -= f->nnew;
-	if (f->new_session >= 0) {
-		k->sessions[k->nsessions++] = f->new_session;
-		k->npending_sessions--;
-	}
-	r->dels += f->ndels;
-	r->rmdirs += f->nrmdirs;
-	r->delta_sum += f->delta;
-	atomic_fetch_add_explicit(&r->commits, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&r->updates, f->nops, memory_order_relaxed);
-	if (tick > atomic_load_explicit(&r->last_tick, memory_order_relaxed))
-		atomic_store_explicit(&r->last_tick, tick, memory_order_relaxed);
-	k->win_head = (k->win_head + 1) % WINDOW;
-	k->win_n--;
-}
-
-static void add_op(struct worker *k, int rc, const char *what)
-{
-	if (rc < 0)
-		worker_fail(k, "worker %u: building a batch (%s): %s", k->id, what, shmsync_strerror(rc));
-}
-
-/* One batch of 1..8 random operations (a session adds up to 4 more). */
-static void one_batch(struct worker *k)
-{
-	shmsync_batch *b;
-	uint8_t val[256];
-	char key[48], sdir[64];
-	int rc = shmsync_begin(k->w, &b);
-	if (rc < 0)
-		worker_fail(k, "worker %u: begin: %s", k->id, shmsync_strerror(rc));
-	struct inflight *f = &k->win[(k->win_head + k->win_n) % WINDOW];
-	*f = (struct inflight){.new_session = -1};
-	unsigned nops = 1 + (unsigned)rnd(&k->rng, 8);
-	bool session_done = false;
-	for (unsigned i = 0; i < nops; i++) {
-		uint64_t r = rnd(&k->rng, 100);
-		if (r < 35) {
-			/* Shared keys: every worker overwrites them. Random
-			 * bytes, so values are binary. */
-			size_t vn = 8 + (size_t)rnd(&k->rng, 193);
-			for (size_t j = 0; j < vn; j += 8) {
-				uint64_t x = rng_next(&k->rng);
-				memcpy(val + j, &x, vn - j < 8 ? vn - j : 8);
-			}
-			snprintf(key, sizeof(key), "k%03u", (unsigned)rnd(&k->rng, SHARED_KEYS));
-			add_op(k, shmsync_put(b, SHARED, key, strlen(key), val, vn), "put");
-			f->nops++;
-		} else if (r < 60) {
-			int64_t delta = 1 + (int64_t)rnd(&k->rng, 9);
-			snprintf(key, sizeof(key), "c%02u", (unsigned)rnd(&k->rng, COUNTERS));
-			add_op(k, shmsync_add(b, COUNTERS_DIR, key, strlen(key), delta), "add");
-			f->delta += delta;
-			f->nops++;
-		} else if (r < 75 && k->nown + k->npending_own < OWN_MAX) {
-			/* Fresh names only: a deleted key is never put again, so
-			 * every del makes a tombstone that is later freed. */
-			uint64_t id = k->next_key++;
-			snprintf(key, sizeof(key), "o%" PRIu64, id);
-			size_t vn = 8 + (size_t)rnd(&k->rng, 57);
-			memset(val, 'a' + (int)(id % 26), vn);
-			add_op(k, shmsync_put(b, k->own_dir, key, strlen(key), val, vn), "put own");
-			f->new_keys[f->nnew++] = id;
-			k->npending_own++;
-			f->nops++;
-		} else if (r < 88 && k->nown > 0) {
-			unsigned j = (unsigned)rnd(&k->rng, k->nown);
-			snprintf(key, sizeof(key), "o%" PRIu64, k->own[j]);
-			k->own[j] = k->own[--k->nown];
-			add_op(k, shmsync_del(b, k->own_dir, key, strlen(key)), "del");
-			f->ndels++;
-			f->nops++;
-		} else if (!session_done) {
-			/* Session churn: directories come and go, one change of
-			 * them per batch. */
-			session_done = true;
-			if (k->nsessions > 0 &&
-			    (k->nsessions + k->npending_sessions >= SESSIONS_MAX || rnd(&k->rng, 2) == 0)) {
-				snprintf(sdir, sizeof(sdir), "/demo/sessions/w%u-%" PRId64 "/", k->id,
-					 k->sessions[0]);
-				memmove(&k->sessions[0], &k->sessions[1],
-					--k->nsessions * sizeof(k->sessions[0]));
-				add_op(k, shmsync_rmdir(b, sdir), "rmdir");
-				f->nrmdirs++;
-				f->nops++;
-			} else if (k->nsessions + k->npending_sessions < SESSIONS_MAX) {
-				int64_t s = (int64_t)k->next_session++;
-				snprintf(sdir, sizeof(sdir), "/demo/sessions/w%u-%" PRId64 "/", k->id, s);
-				add_op(k, shmsync_mkdir(b, sdir), "mkdir");
-				unsigned n = 1 + (unsigned)rnd(&k->rng, 3);
-				for (unsigned j = 0; j < n; j++) {
-					snprintf(key, sizeof(key), "attr%u", j);
-					add_op(k, shmsync_put(b, sdir, key, strlen(key), sdir, strlen(sdir)),
-					       "put session");
-				}
-				f->nops += 1 + n;
-				f->new_session = s;
-				k->npending_sessions++;
-			}
-		}
-	}
-	/* One batch in four carries a timestamp for the others to measure. */
-	if (rnd(&k->rng, 4) == 0) {
-		put_le64(val, (uint64_t)tool_now_ns());
-		memset(val + 8, 't', 24);
-		add_op(k, shmsync_put(b, SHARED, k->ts_key, strlen(k->ts_key), val, 32), "put ts");
-		f->nops++;
-	}
-	if (f->nops == 0) {
-		shmsync_abort(b);
-		return;
-	}
-	rc = shmsync_export(b, 0, &f->seq);
-	if (rc < 0)
-		worker_fail(k, "worker %u: export: %s", k->id, shmsync_strerror(rc));
-	k->win_n++;
-}
-
-static int worker_main(unsigned id, const char *socket)
-{
-	struct worker k = {.id = id, .res = &sh->w[id]};
-	k.rng = 0x9E3779B97F4A7C15ULL * (id + 1) ^ (uint64_t)tool_now_ns();
-	snprintf(k.own_dir, sizeof(k.own_dir), "/demo/w%u/", id);
-	snprintf(k.ts_key, sizeof(k.ts_key), "ts-w%u", id);
-
-	char err[256] = "";
-	int rc = shmsync_attach_msg(&k.w, socket, err, sizeof(err));
-	if (rc < 0)
-		worker_fail(&k, "worker %u: attach: %s", id, err[0] ? err : shmsync_strerror(rc));
-	mkdir_now(&k, SHARED, true);
-	mkdir_now(&k, COUNTERS_DIR, true);
-	mkdir_now(&k, k.own_dir, false);
-	/* The replica starts from a snapshot; imports carry it from there. */
-	shmsync_stats st;
-	rc = shmsync_stat(k.w, &st);
-	if (rc == 0)
-		rc = shmsync_import_until(k.w, st.tick, WAIT_NS, NULL, NULL);
-	if (rc >= 0)
-		rc = read_snapshot(k.w, &k.rep, NULL);
-	if (rc < 0)
-		worker_fail(&k, "worker %u: first snapshot: %s", id, shmsync_strerror(rc));
-	atomic_store_explicit(&k.res->state, WS_READY, memory_order_release);
-
-	wait_phase(&k, PH_BASELINE);
-	if (id == 0) {
-		if (shmsync_stat(k.w, &st) < 0)
-			worker_fail(&k, "worker 0: stat failed");
-		sh->bytes_start = st.bytes_in_use;
-		sh->tomb_start = st.tombstones;
-		sh->reclaimed_start = st.reclaimed;
-		sh->capacity = st.capacity;
-		snprintf(sh->root_signal, sizeof(sh->root_signal), "%s", st.root_signal);
-		snprintf(sh->worker_signal, sizeof(sh->worker_signal), "%s", st.signal);
-		atomic_store_explicit(&sh->baseline_done, 1, memory_order_release);
-	}
-	wait_phase(&k, PH_RUN);
-
-	for (uint64_t iter = 0; atomic_load_explicit(&sh->phase, memory_order_relaxed) == PH_RUN; iter++) {
-		if (k.win_n == WINDOW)
-			retire_oldest(&k);
-		one_batch(&k);
-		/* Mostly a poll; now and then a real wait (offline while it
-		 * sleeps), as a server between requests would. */
-		import(&k, iter % 16 == 15 ? 1000000 : 0);
-	}
-	while (k.win_n)
-		retire_oldest(&k);
-	if (shmsync_stat(k.w, &st) < 0)
-		worker_fail(&k, "worker %u: stat failed", id);
-	k.res->published_at_stop = st.tick;
-	atomic_store_explicit(&k.res->state, WS_STOPPED, memory_order_release);
-
-	wait_phase(&k, PH_CONVERGE);
-	uint64_t final = sh->final_tick;
-	rc = shmsync_import_until(k.w, final, WAIT_NS, on_change, &k);
-	if (rc < 0)
-		worker_fail(&k, "worker %u: import until the final tick %" PRIu64 ": %s", id, final,
-			    shmsync_strerror(rc));
-	struct replica snap = {0};
-	rc = read_snapshot(k.w, &snap, &k.res->counter_sum);
-	if (rc < 0)
-		worker_fail(&k, "worker %u: final snapshot: %s", id, shmsync_strerror(rc));
-	uint64_t nkeys;
-	k.res->final_cursor = shmsync_cursor(k.w);
-	k.res->snap_hash = rep_hash(&snap, &k.res->nkeys);
-	k.res->replica_hash = rep_hash(&k.rep, &nkeys);
-	k.res->ndirs = snap.n;
-	rep_clear(&snap);
-	free(snap.dirs);
-	atomic_store_explicit(&k.res->state, WS_CONVERGED, memory_order_release);
-	/* Pin nothing, so reclamation can finish before the end figures. */
-	shmsync_offline(k.w);
-
-	wait_phase(&k, PH_SETTLE);
-	if (id == 0) {
-		/* Tombstones go one reclamation after every reader passed them;
-		 * wait (bounded) until they are gone and the figures hold still. */
-		int64_t deadline = tool_now_ns() + 3000000000LL;
-		uint64_t last_bytes = 0;
-		int still = 0;
-		do {
-			sleep_ns(20000000);
-			if (shmsync_stat(k.w, &st) < 0)
-				worker_fail(&k, "worker 0: stat failed");
-			still = st.bytes_in_use == last_bytes && st.tombstones <= sh->tomb_start ? still + 1
-												 : 0;
-			last_bytes = st.bytes_in_use;
-		} while (still < 5 && tool_now_ns() < deadline);
-		sh->bytes_end = st.bytes_in_use;
-		sh->tomb_end = st.tombstones;
-		sh->reclaimed_end = st.reclaimed;
-		atomic_store_explicit(&sh->settle_done, 1, memory_order_release);
-	}
-	wait_phase(&k, PH_EXIT);
-	shmsync_detach(k.w);
-	rep_clear(&k.rep);
-	free(k.rep.dirs);
-	return 0;
-}
+struct shared *sh;
+pid_t parent_pid;
 
 /* ---- the root's process -------------------------------------------------------- */
 
@@ -1128,6 +447,81 @@ static void shut_down(struct run *r)
 	}
 }
 
+/* The root first, before anything holds it: the workers forked after it
+ * inherit none of its mappings or descriptors. Readiness comes from the
+ * root itself, not from the socket's path: with --socket the path may
+ * belong to another root, whose workers the demo must not join. Returns -1
+ * once the root listens, else the exit code. */
+static int start_root(struct run *r, const struct opts *o)
+{
+	int ready[2];
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		tool_err("pipe: %s", strerror(errno));
+		return TOOL_FAIL;
+	}
+	r->root_pid = spawn(SIGTERM);
+	if (r->root_pid == 0) {
+		close(ready[0]);
+		_exit(root_main(o, ready[1]));
+	}
+	close(ready[1]);
+	if (r->root_pid < 0) {
+		close(ready[0]);
+		tool_err("fork: %s", strerror(errno));
+		return TOOL_FAIL;
+	}
+	struct pollfd pfd = {ready[0], POLLIN, 0};
+	char byte;
+	int polled;
+	while ((polled = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)
+		;
+	ssize_t got = polled > 0 ? read(ready[0], &byte, 1) : -1;
+	close(ready[0]);
+	if (got != 1) {
+		int status = 0;
+		if (polled == 0) {
+			tool_err("the root did not start in 10 s");
+			kill(r->root_pid, SIGKILL);
+		}
+		waitpid(r->root_pid, &status, 0);
+		/* Otherwise it said why on stderr. */
+		return WIFEXITED(status) && WEXITSTATUS(status) == TOOL_USAGE ? TOOL_USAGE : TOOL_FAIL;
+	}
+	return -1;
+}
+
+/* The phases, in order, each waited for; returns whether all passed. */
+static bool run_phases(struct run *r, double *elapsed)
+{
+	const struct opts *o = r->o;
+	bool ok = !r->failed && wait_workers(r, WS_READY, NULL, "attach");
+	if (ok) {
+		atomic_store_explicit(&sh->phase, PH_BASELINE, memory_order_release);
+		ok = wait_workers(r, 0, &sh->baseline_done, "record the baseline");
+	}
+	ok = ok && run_load(r, elapsed) && wait_workers(r, WS_STOPPED, NULL, "stop");
+	if (ok) {
+		/* Nobody writes now: the last tick anyone committed or saw is
+		 * the final one. */
+		uint64_t final = 0;
+		for (unsigned i = 0; i < o->workers; i++) {
+			uint64_t t = atomic_load(&sh->w[i].last_tick);
+			final = t > final ? t : final;
+			final = sh->w[i].published_at_stop > final ? sh->w[i].published_at_stop : final;
+		}
+		sh->final_tick = final;
+		atomic_store_explicit(&sh->phase, PH_CONVERGE, memory_order_release);
+		ok = wait_workers(r, WS_CONVERGED, NULL, "converge");
+	}
+	if (ok) {
+		atomic_store_explicit(&sh->phase, PH_SETTLE, memory_order_release);
+		ok = wait_workers(r, 0, &sh->settle_done, "settle");
+	}
+	if (ok)
+		ok = report(r, *elapsed);
+	return ok;
+}
+
 int demo_main(int argc, char **argv)
 {
 	struct opts o = {0};
@@ -1150,44 +544,8 @@ int demo_main(int argc, char **argv)
 	fflush(NULL); /* nothing buffered is written twice by the children */
 
 	struct run r = {.o = &o};
-	/* The root first, before anything holds it: the workers forked after
-	 * it inherit none of its mappings or descriptors. */
-	/* Readiness comes from the root itself, not from the socket's path:
-	 * with --socket the path may belong to another root, whose workers
-	 * the demo must not join. */
-	int ready[2];
-	if (pipe2(ready, O_CLOEXEC) < 0) {
-		tool_err("pipe: %s", strerror(errno));
-		return TOOL_FAIL;
-	}
-	r.root_pid = spawn(SIGTERM);
-	if (r.root_pid == 0) {
-		close(ready[0]);
-		_exit(root_main(&o, ready[1]));
-	}
-	close(ready[1]);
-	if (r.root_pid < 0) {
-		close(ready[0]);
-		tool_err("fork: %s", strerror(errno));
-		return TOOL_FAIL;
-	}
-	struct pollfd pfd = {ready[0], POLLIN, 0};
-	char byte;
-	int polled;
-	while ((polled = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)
-		;
-	ssize_t got = polled > 0 ? read(ready[0], &byte, 1) : -1;
-	close(ready[0]);
-	if (got != 1) {
-		int status = 0;
-		if (polled == 0) {
-			tool_err("the root did not start in 10 s");
-			kill(r.root_pid, SIGKILL);
-		}
-		waitpid(r.root_pid, &status, 0);
-		/* Otherwise it said why on stderr. */
-		return WIFEXITED(status) && WEXITSTATUS(status) == TOOL_USAGE ? TOOL_USAGE : TOOL_FAIL;
-	}
+	if ((ret = start_root(&r, &o)) >= 0)
+		return ret;
 
 	struct sigaction sa = {0};
 	sa.sa_handler = on_interrupt;
@@ -1207,31 +565,7 @@ int demo_main(int argc, char **argv)
 		r.pids[i] = pid;
 	}
 	double elapsed = 0;
-	bool ok = !r.failed && wait_workers(&r, WS_READY, NULL, "attach");
-	if (ok) {
-		atomic_store_explicit(&sh->phase, PH_BASELINE, memory_order_release);
-		ok = wait_workers(&r, 0, &sh->baseline_done, "record the baseline");
-	}
-	ok = ok && run_load(&r, &elapsed) && wait_workers(&r, WS_STOPPED, NULL, "stop");
-	if (ok) {
-		/* Nobody writes now: the last tick anyone committed or saw is
-		 * the final one. */
-		uint64_t final = 0;
-		for (unsigned i = 0; i < o.workers; i++) {
-			uint64_t t = atomic_load(&sh->w[i].last_tick);
-			final = t > final ? t : final;
-			final = sh->w[i].published_at_stop > final ? sh->w[i].published_at_stop : final;
-		}
-		sh->final_tick = final;
-		atomic_store_explicit(&sh->phase, PH_CONVERGE, memory_order_release);
-		ok = wait_workers(&r, WS_CONVERGED, NULL, "converge");
-	}
-	if (ok) {
-		atomic_store_explicit(&sh->phase, PH_SETTLE, memory_order_release);
-		ok = wait_workers(&r, 0, &sh->settle_done, "settle");
-	}
-	if (ok)
-		ok = report(&r, elapsed);
+	bool ok = run_phases(&r, &elapsed);
 	shut_down(&r);
 	if (temp_socket)
 		unlink(o.socket);

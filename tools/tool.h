@@ -61,5 +61,7 @@ int tool_socket(const char *given, const char **out);
 
 /* The demo subcommand (tools/demo.c). */
 int demo_main(int argc, char **argv);
+/* shmsync run (tools/run.c): argv[0] is "run". */
+int tool_run(int argc, char **argv);
 
 #endif

@@ -339,6 +339,10 @@ typedef struct shmsync_stats {
 	 * the slice's end. And how often the root's idle timer found ring work
 	 * (a lost doorbell wake, or one still on its way). */
 	uint64_t late_wakes, root_timer_found_work;
+	/* The segment's memory policy as the kernel reports it
+	 * (get_mempolicy), a JSON object such as
+	 * {"policy":"interleave","nodes":"0-1"}, or null. */
+	char numa[96];
 } shmsync_stats;
 
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s);
@@ -358,6 +362,7 @@ typedef struct shmsync_worker_info {
 	uint64_t epoch;        /* its snapshot; UINT64_MAX when offline */
 	uint64_t lag;          /* ticks its cursor is behind */
 	uint64_t pinned_bytes; /* what it keeps from being freed: versions and change-log bytes */
+	int node;              /* the NUMA node its CPUs are on; -1: not placed on one node */
 } shmsync_worker_info;
 
 /* The attached workers as the root last published them (at every attach and

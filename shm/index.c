@@ -71,7 +71,8 @@ int shm_root_create(struct shm_root **out, const struct shm_root_opts *opts, str
 	struct shm_root *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	rc = shm_seg_create(&r->seg, o.capacity, SHM_HDR_SIZE + o.log_bytes + ((size_t)1 << 20), err);
+	rc = shm_seg_create_numa(&r->seg, o.capacity, SHM_HDR_SIZE + o.log_bytes + ((size_t)1 << 20),
+				 o.numa_policy, o.numa_node, err);
 	if (rc < 0) {
 		free(r);
 		return rc;

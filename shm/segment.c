@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "layout.h"
+#include "numa.h"
 #include "shm.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -232,6 +233,12 @@ int shm_capacity_default(size_t *capacity, struct shm_err *err)
 
 int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct shm_err *err)
 {
+	return shm_seg_create_numa(seg, capacity, initial, SHM_NUMA_DEFAULT, 0, err);
+}
+
+int shm_seg_create_numa(struct shm_seg *seg, size_t capacity, size_t initial, int numa_policy, int numa_node,
+			struct shm_err *err)
+{
 	char a[32];
 	size_t page = sys_page();
 	memset(seg, 0, sizeof(*seg));
@@ -269,10 +276,21 @@ int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct 
 	}
 	/* A forked child must not inherit the writable mapping. */
 	madvise(base, capacity, MADV_DONTFORK);
+	/* The policy belongs to the file's pages: applied before the first is
+	 * populated, and read back through any mapping (a worker's stat). */
+	char nmsg[sizeof(seg->numa_notice)] = "";
+	int nrc = shm_numa_apply(base, capacity, numa_policy, numa_node, nmsg, sizeof(nmsg));
+	if (nrc < 0) {
+		munmap(base, capacity);
+		close(fd);
+		return fail(err, nrc, "%s", nmsg);
+	}
 	seg->fd = fd;
 	seg->base = base;
 	seg->capacity = capacity;
 	seg->writable = true;
+	if (nrc == SHM_NUMA_SKIPPED)
+		snprintf(seg->numa_notice, sizeof(seg->numa_notice), "%s", nmsg);
 	seg->hdr = base;
 	int rc = shm_seg_grow(seg, initial, err);
 	if (rc < 0) {

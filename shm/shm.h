@@ -32,6 +32,7 @@ struct shm_seg {
 	size_t size;     /* root: bytes backed by the file; reader: last seen */
 	bool writable;
 	struct shm_hdr *hdr;
+	char numa_notice[200]; /* root: why no NUMA policy was applied (unavailable here), or "" */
 };
 
 /* Smallest capacity accepted: header, log and a few pages of data. */
@@ -49,6 +50,12 @@ int shm_capacity_default(size_t *capacity, struct shm_err *err);
 /* Creates a memfd segment of `capacity` bytes of reserved address space with
  * `initial` bytes backed and populated. */
 int shm_seg_create(struct shm_seg *seg, size_t capacity, size_t initial, struct shm_err *err);
+/* The same with a NUMA memory policy (numa.h's SHM_NUMA_*) applied to the
+ * whole reservation before any page is populated. A bad node is -EINVAL
+ * naming the nodes; where NUMA is unavailable the policy is skipped and
+ * seg->numa_notice says so. shm_seg_create interleaves (SHM_NUMA_DEFAULT). */
+int shm_seg_create_numa(struct shm_seg *seg, size_t capacity, size_t initial, int numa_policy, int numa_node,
+			struct shm_err *err);
 /* Backs the segment up to new_size (ftruncate + MADV_POPULATE_WRITE), then
  * publishes the size with release order. -ENOSPC when either fails. */
 int shm_seg_grow(struct shm_seg *seg, size_t new_size, struct shm_err *err);
@@ -126,6 +133,8 @@ struct shm_root_opts {
 	size_t log_bytes; /* 0: default (capacity / 16, clamped) */
 	size_t headroom;  /* 0: default (capacity / 64, at least 256 KiB) */
 	bool poison;      /* fill freed objects with SHM_POISON_BYTE */
+	int numa_policy;  /* SHM_NUMA_* (numa.h): the segment's memory policy; 0: interleave */
+	int numa_node;    /* for SHM_NUMA_BIND / _PREFERRED */
 };
 
 #define SHM_POISON_BYTE 0xa5

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "numa.h"
 #include "shm.h"
 #include "shmsync.h"
 
@@ -73,3 +74,8 @@ _Static_assert((int)SHMSYNC_PUT == (int)SHM_CHANGE_PUT && (int)SHMSYNC_DEL == (i
 		       (int)SHMSYNC_RMDIR == (int)SHM_CHANGE_RMDIR &&
 		       (int)SHMSYNC_RESET == (int)SHM_CHANGE_RESET,
 	       "public change kinds differ from shm's");
+_Static_assert((int)SHMSYNC_NUMA_DEFAULT == (int)SHM_NUMA_DEFAULT &&
+		       (int)SHMSYNC_NUMA_INTERLEAVE == (int)SHM_NUMA_INTERLEAVE &&
+		       (int)SHMSYNC_NUMA_BIND == (int)SHM_NUMA_BIND &&
+		       (int)SHMSYNC_NUMA_NONE == (int)SHM_NUMA_NONE,
+	       "public NUMA policies differ from shm's");

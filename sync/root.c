@@ -89,6 +89,10 @@ static int check_opts(const shmsync_root_opts *o, size_t *ring, unsigned *maxw)
 		setmsg(o, "max_workers must be at most 4096");
 		return -EINVAL;
 	}
+	if (o->numa_policy < SHMSYNC_NUMA_DEFAULT || o->numa_policy > SHMSYNC_NUMA_NONE) {
+		setmsg(o, "numa_policy must be SHMSYNC_NUMA_DEFAULT, _INTERLEAVE, _BIND or _NONE");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -96,8 +100,12 @@ static int check_opts(const shmsync_root_opts *o, size_t *ring, unsigned *maxw)
  * table in its extension area. */
 static int open_segment(shmsync_root *r, const shmsync_root_opts *o, unsigned maxw, char *msg, size_t msglen)
 {
-	struct shm_root_opts so = {
-		.capacity = o->capacity, .log_bytes = o->log_bytes, .poison = o->debug_poison != 0};
+	struct shm_root_opts so = {.capacity = o->capacity,
+				   .log_bytes = o->log_bytes,
+				   .poison = o->debug_poison != 0,
+				   .numa_policy = o->numa_policy,
+				   .numa_node = o->numa_node};
+	r->numa_policy = o->numa_policy;
 	struct shm_err err = {{0}};
 	int rc = shm_root_create(&r->shm, &so, &err);
 	if (rc < 0) {
@@ -260,6 +268,13 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 	if (rc < 0)
 		goto fail;
 	r->last_idle_reclaim = sig_now_ns();
+	if (r->seg->numa_notice[0] && r->numa_policy != SHMSYNC_NUMA_NONE) {
+		r->numa_notified = true;
+		if (r->warn)
+			r->warn(r->seg->numa_notice, r->warn_arg);
+		else
+			fprintf(stderr, "shmsync root: %s\n", r->seg->numa_notice);
+	}
 	*out = r;
 	return 0;
 fail:

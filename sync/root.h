@@ -88,6 +88,8 @@ struct ack_pending {
 };
 
 struct shmsync_root {
+	int numa_policy;    /* SHMSYNC_NUMA_*: NONE leaves ports where they fall too */
+	bool numa_notified; /* the "NUMA unavailable" notice was given */
 	struct shm_root *shm;
 	struct shm_seg *seg;
 	int ro_fd;

@@ -11,6 +11,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#include "numa.h"
 #include "root.h"
 
 #ifndef SO_PEERPIDFD
@@ -80,7 +85,35 @@ static void refuse(int fd, int status, const char *fmt, const char *arg)
 	att_send(fd, &w, sizeof(w), NULL, 0);
 }
 
-static int make_port(shmsync_root *r, struct slot *s, unsigned idx, int *port_fd)
+static void root_notice(shmsync_root *r, const char *msg)
+{
+	if (r->warn)
+		r->warn(msg, r->warn_arg);
+	else
+		fprintf(stderr, "shmsync root: %s\n", msg);
+}
+
+/* The port's pages go on the node the worker runs on (the supervisor
+ * placed it there), before they are populated. Placement is a matter of
+ * speed: a failure is a warning, never a refused attach. */
+static void place_port(shmsync_root *r, void *p, size_t size, pid_t pid)
+{
+	if (r->numa_policy == SHMSYNC_NUMA_NONE)
+		return;
+	int node = shm_numa_pid_node(pid);
+	if (node < 0)
+		return; /* not placed on one node: first touch decides */
+	char m[200] = "";
+	int rc = shm_numa_apply(p, size, SHM_NUMA_PREFERRED, node, m, sizeof(m));
+	if (rc == SHM_NUMA_SKIPPED && !r->numa_notified) {
+		r->numa_notified = true;
+		root_notice(r, m);
+	} else if (rc < 0) {
+		root_notice(r, m);
+	}
+}
+
+static int make_port(shmsync_root *r, struct slot *s, unsigned idx, pid_t pid, int *port_fd)
 {
 	size_t ring = r->port_ring_bytes;
 	size_t acks = PORT_NACKS * sizeof(struct port_ack);
@@ -90,9 +123,14 @@ static int make_port(shmsync_root *r, struct slot *s, unsigned idx, int *port_fd
 		return -errno;
 	if (ftruncate(fd, (off_t)size) < 0)
 		goto fail;
-	struct port_hdr *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	struct port_hdr *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		goto fail;
+	place_port(r, p, size, pid);
+	if (madvise(p, size, MADV_POPULATE_WRITE) < 0) {
+		munmap(p, size);
+		goto fail;
+	}
 	madvise(p, size, MADV_DONTFORK);
 	/* The worker can neither shrink the port under the root (SIGBUS) nor
 	 * grow it, nor change the seals. */
@@ -166,11 +204,11 @@ static bool hello_ok(int fd, const struct pending *pd, const struct hello *h, ss
 /* Makes slot idx's port (and the doorbell fd the backend hands out) and
  * sends the welcome with their fds. 0 and *doorbell; or < 0 with the port
  * undone (the worker was told why when it could be). */
-static int send_welcome(shmsync_root *r, unsigned idx, int fd, int *doorbell)
+static int send_welcome(shmsync_root *r, unsigned idx, int fd, pid_t pid, int *doorbell)
 {
 	struct slot *s = &r->slots[idx];
 	int port_fd = -1, db = -1;
-	int rc = make_port(r, s, idx, &port_fd);
+	int rc = make_port(r, s, idx, pid, &port_fd);
 	if (rc == 0)
 		rc = r->be->make_doorbell(r, &db);
 	if (rc < 0) {
@@ -253,7 +291,7 @@ void root_finish_attach(shmsync_root *r, struct pending *pd)
 		goto drop;
 	}
 	int db = -1;
-	if (send_welcome(r, idx, fd, &db) < 0)
+	if (send_welcome(r, idx, fd, pd->pid, &db) < 0)
 		goto drop;
 	install_slot(r, pd, idx, fd, db);
 	return;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "layout.h"
+#include "numa.h"
 #include "sync.h"
 
 /* Announces the published tick as the read epoch, until it holds still. */
@@ -525,6 +526,9 @@ int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 	s->resets = w->resets;
 	s->late_wakes = w->late_wakes;
 	s->root_timer_found_work = atomic_load_explicit(&h->stat_timer_found_work, memory_order_relaxed);
+	int nj = shm_numa_json(w->seg.base, s->numa, sizeof(s->numa));
+	if (nj < 0 || (size_t)nj >= sizeof(s->numa))
+		snprintf(s->numa, sizeof(s->numa), "null");
 	return 0;
 }
 
@@ -534,18 +538,19 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 	int rc = shmsync_stat(w, &s);
 	if (rc < 0)
 		return rc;
-	return snprintf(
-		buf, len,
-		"{\"tick\":%" PRIu64 ",\"cursor\":%" PRIu64 ",\"read_epoch\":%" PRId64
-		",\"min_epoch\":%" PRId64 ",\"signal\":\"%s\",\"uring_ops\":%" PRIu64
-		",\"bytes_in_use\":%" PRIu64 ",\"capacity\":%" PRIu64 ",\"tombstones\":%" PRIu64
-		",\"reclaimed\":%" PRIu64 ",\"slot\":%u,\"batches_exported\":%" PRIu64
-		",\"batches_committed\":%" PRIu64 ",\"batches_rejected\":%" PRIu64 ",\"imports\":%" PRIu64
-		",\"resets\":%" PRIu64 ",\"late_wakes\":%" PRIu64 ",\"root_timer_found_work\":%" PRIu64 "}",
-		s.tick, s.cursor, s.read_epoch == UINT64_MAX ? -1 : (int64_t)s.read_epoch,
-		s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops, s.bytes_in_use,
-		s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported, s.batches_committed,
-		s.batches_rejected, s.imports, s.resets, s.late_wakes, s.root_timer_found_work);
+	return snprintf(buf, len,
+			"{\"tick\":%" PRIu64 ",\"cursor\":%" PRIu64 ",\"read_epoch\":%" PRId64
+			",\"min_epoch\":%" PRId64 ",\"signal\":\"%s\",\"uring_ops\":%" PRIu64
+			",\"bytes_in_use\":%" PRIu64 ",\"capacity\":%" PRIu64 ",\"tombstones\":%" PRIu64
+			",\"reclaimed\":%" PRIu64 ",\"slot\":%u,\"batches_exported\":%" PRIu64
+			",\"batches_committed\":%" PRIu64 ",\"batches_rejected\":%" PRIu64
+			",\"imports\":%" PRIu64 ",\"resets\":%" PRIu64 ",\"late_wakes\":%" PRIu64
+			",\"root_timer_found_work\":%" PRIu64 ",\"numa\":%s}",
+			s.tick, s.cursor, s.read_epoch == UINT64_MAX ? -1 : (int64_t)s.read_epoch,
+			s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops,
+			s.bytes_in_use, s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported,
+			s.batches_committed, s.batches_rejected, s.imports, s.resets, s.late_wakes,
+			s.root_timer_found_work, s.numa);
 }
 
 int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)
@@ -580,8 +585,14 @@ int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)
 			count++;
 		}
 		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&t->seq, memory_order_relaxed) == s1)
+		if (atomic_load_explicit(&t->seq, memory_order_relaxed) == s1) {
+			/* Outside the seqlock: a system call per worker. */
+			for (unsigned i = 0; i < count && i < max; i++) {
+				int node = shm_numa_pid_node(out[i].pid);
+				out[i].node = node < 0 ? -1 : node;
+			}
 			return (int)count;
+		}
 	}
 	return -EAGAIN;
 }

@@ -23,6 +23,12 @@ bg_pids=()
 
 cleanup() {
 	local p
+	# The background pids are timeout(1)'s: SIGTERM, which it passes on
+	# to the tool, first; a SIGKILL alone would leave the tool running.
+	for p in "${bg_pids[@]}" $serve_pid; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	sleep 0.2
 	for p in "${bg_pids[@]}" $serve_pid; do
 		kill -KILL "$p" 2>/dev/null
 	done
@@ -159,6 +165,24 @@ err_has "a backslash starts"
 run 2 get '/a\x00/' k
 err_has "NUL"
 
+# --numa (issue 11, item 2): a bad policy is a usage error; a node that
+# does not exist is refused by the library, which names the nodes there are.
+run 2 serve --numa sometimes
+err_has "--numa: interleave, bind:NODE or none, not 'sometimes'"
+run 2 serve --numa bind:x
+err_has "--numa bind:NODE"
+run 2 serve --numa bind:5000
+err_has "out of range"
+run 2 put --numa none /a/ k v
+err_has "option '--numa' does not apply to put"
+if [ ! -e /sys/devices/system/node/node7 ]; then
+	run 2 serve --numa bind:7 --socket "$tmp/numa.sock" --capacity 64M -q
+	err_has "node 7 does not exist"
+	[ ! -e "$tmp/numa.sock" ] || fail "serve --numa bind:7 left its socket behind"
+fi
+run 2 stat --json --prometheus
+err_has "--json and --prometheus exclude each other"
+
 # No root there: exit 1, and it says so.
 run 1 get /a/ k
 err_has "no root serves"
@@ -166,7 +190,7 @@ err_has "no root serves"
 # ---- a root -----------------------------------------------------------------------
 
 timeout 280 "$SHMSYNC" serve --socket "$sock" --capacity 256M --stall-policy revoke \
-	--max-read-pin 30 --max-read-pin-bytes 64M 2>"$tmp/serve.err" &
+	--max-read-pin 30 --max-read-pin-bytes 64M --numa interleave 2>"$tmp/serve.err" &
 serve_pid=$!
 wait_for 10 test -S "$sock" || fail "serve did not create $sock"
 run 1 serve --socket "$sock" --capacity 64M
@@ -482,16 +506,64 @@ for k in ("tick", "min_epoch", "signal", "uring_ops", "bytes_in_use", "capacity"
 assert s["tick"] > 0 and s["capacity"] == 256 << 20 and s["bytes_in_use"] > 0
 assert len(s["workers"]) == 2, s["workers"]
 for w in s["workers"]:
-    for k in ("slot", "pid", "cursor", "epoch", "lag", "pinned_bytes", "state"):
+    for k in ("slot", "pid", "cursor", "epoch", "lag", "pinned_bytes", "state", "node"):
         assert k in w, k
     assert w["state"] in ("live", "offline", "lagging"), w
     assert w["pid"] != os.getpid()
+    assert w["node"] is None or (type(w["node"]) is int and w["node"] >= 0), w
+# The segment policy: the library object (interleave, as serve was told;
+# "unavailable" where the kernel refuses to say), or null.
+n = s["numa"]
+assert n is None or (type(n) is dict and n.get("policy") in ("interleave", "unavailable")), n
 if os.environ.get("SHMSYNC_SIGNAL") == "futex":
     assert s["signal"] == "futex" and s["client_signal"] == "futex" and s["uring_ops"] == 0, s
 ' "$tmp/out" || fail "stat --json: $(cat "$tmp/out")"
 fi
 run 0 stat
 grep -q '^tick ' "$tmp/out" && grep -q 'pinned' "$tmp/out" || fail "stat prints no table"
+grep -qE '^numa +[a-z]' "$tmp/out" || fail "stat prints no numa line"
+grep -qE '^ *slot +pid +state +node ' "$tmp/out" || fail "stat's table has no node column"
+[ "$(grep -cE '^ +[0-9]+ +[0-9]+ +[a-z]+ +([0-9]+|-) ' "$tmp/out")" -eq 2 ] ||
+	fail "stat's table does not show the two watchers with a node"
+
+# The Prometheus text format (issue 11, item 3): every sample line is well
+# formed, every metric has HELP and TYPE, and the figures are there.
+run 0 stat --prometheus
+if [ -n "$PY" ]; then
+	"$PY" - "$tmp/out" <<'PYEOF' || fail "stat --prometheus: $(cat "$tmp/out")"
+import re, sys
+sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf]+$')
+helps, types, names = set(), {}, []
+for line in open(sys.argv[1]).read().splitlines():
+    if line.startswith("# HELP "):
+        helps.add(line.split()[2])
+    elif line.startswith("# TYPE "):
+        _, _, name, kind = line.split()
+        assert kind in ("gauge", "counter"), line
+        types[name] = kind
+    else:
+        assert sample.match(line), "bad sample line: %r" % line
+        name = re.match(r'[a-zA-Z_:][a-zA-Z0-9_:]*', line).group(0)
+        assert name.startswith("shmsync_"), line
+        names.append((name, line))
+for name, line in names:
+    assert name in helps and name in types, "no HELP or TYPE for %s" % name
+have = {n for n, _ in names}
+for want in ("shmsync_tick", "shmsync_bytes_in_use", "shmsync_capacity_bytes", "shmsync_tombstones",
+             "shmsync_reclaimed_objects_total", "shmsync_workers", "shmsync_worker_lag_ticks",
+             "shmsync_worker_pinned_bytes", "shmsync_worker_state", "shmsync_worker_node"):
+    assert want in have, want
+lines = dict((l.split(" ")[0], l.split(" ")[1]) for _, l in names if "{" not in l)
+assert lines["shmsync_workers"] == "2" and lines["shmsync_capacity_bytes"] == str(256 << 20), lines
+lag = [l for n, l in names if n == "shmsync_worker_lag_ticks"]
+assert len(lag) == 2 and all(re.search(r'\{slot="\d+",pid="\d+"\}', l) for l in lag), lag
+# One state per worker is 1.
+on = [l for n, l in names if n == "shmsync_worker_state" and l.endswith(" 1")]
+assert len(on) == 2, on
+PYEOF
+else
+	grep -q '^# TYPE shmsync_tick gauge' "$tmp/out" || fail "stat --prometheus: no TYPE of shmsync_tick"
+fi
 
 kill -INT "$watch_pid"
 wait "$watch_pid"

@@ -51,6 +51,47 @@ bad "command not found" -n 2 -- "$tmp/missing"
 bad "unknown option" --bogus -- true
 bad "stall-policy" --stall-policy sometimes -- true
 bad "grace" --grace -1 -- true
+bad "--numa: interleave, bind:NODE or none" --numa sometimes -- true
+bad "--numa bind:NODE" --numa bind:x -- true
+bad "is not a number" --metrics 127.0.0.1:http -- true
+bad "out of range" --metrics 127.0.0.1:70000 -- true
+bad "out of range" --metrics 0 -- true
+bad "not a numeric" --metrics localhost:9464 -- true
+
+# A free port on the loopback (bound and closed: nothing else here takes it
+# in between, in practice).
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+have_py=0
+command -v python3 >/dev/null && have_py=1
+if [ $have_py = 1 ]; then
+	# A port something listens on already: refused before anything starts.
+	port=$(free_port)
+	python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(30)' "$port" &
+	holder=$!
+	for _ in $(seq 100); do
+		python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+			"$port" 2>/dev/null && break
+		sleep 0.05
+	done
+	bad "cannot listen on 127.0.0.1:$port" --metrics "127.0.0.1:$port" -- true
+	kill $holder
+	wait $holder 2>/dev/null
+fi
+
+# A NUMA node that does not exist: the library's message names the nodes
+# there are; a usage error, as for serve.
+if [ ! -e /sys/devices/system/node/node7 ]; then
+	timeout 30 "$S" run -n 1 --numa bind:7 -- true >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" != 2 ] || ! tail -n 1 "$tmp/err" | grep -q "node 7 does not exist"; then
+		fail "run --numa bind:7: exit $rc: $(cat "$tmp/err")"
+	else
+		echo "ok: run --numa bind:7 -> $(tail -n 1 "$tmp/err")"
+	fi
+fi
 
 # A socket a root answers on already.
 sock="$tmp/taken.sock"
@@ -125,6 +166,88 @@ if [ "$rc" != 0 ] || [ -n "$left" ] || [ "$ms" -gt 5000 ]; then
 	fail "SIGTERM: exit $rc after $ms ms, left:$left; $(cat "$tmp/err")"
 else
 	echo "ok: SIGTERM: exit 0 after $ms ms, no process left (pids $(echo $pids))"
+fi
+
+# --metrics: the root's figures over HTTP from a process of run's own (not
+# the master), with the workers' series; SIGTERM stops it with the rest.
+# The workers are watchers, so that they attach (sleep would not).
+if [ $have_py = 1 ]; then
+	port=$(free_port)
+	"$S" run -n 2 --grace 2 --numa none --metrics "127.0.0.1:$port" -- "$S" watch >/dev/null 2>"$tmp/err" &
+	run=$!
+	cat >"$tmp/scrape.py" <<'PYEOF'
+import re, sys, urllib.error, urllib.request
+url = "http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2])
+try:
+    r = urllib.request.urlopen(url, timeout=5)
+except urllib.error.HTTPError as e:
+    print(e.code)
+    sys.exit(1)
+if sys.argv[2] != "/metrics":
+    sys.exit(0)
+body = r.read().decode()
+assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers["Content-Type"]
+sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf]+$')
+helps, types, samples = set(), set(), []
+for line in body.splitlines():
+    if line.startswith("# HELP "):
+        helps.add(line.split()[2])
+    elif line.startswith("# TYPE "):
+        types.add(line.split()[2])
+    else:
+        assert sample.match(line), "bad sample line: %r" % line
+        samples.append(line)
+for line in samples:
+    name = re.match(r'[a-zA-Z_:][a-zA-Z0-9_:]*', line).group(0)
+    assert name in helps and name in types, "no HELP or TYPE for " + name
+lag = [l for l in samples if l.startswith("shmsync_worker_lag_ticks{")]
+if len(lag) != 2 or "shmsync_workers 2" not in samples:
+    sys.exit(2)  # not both attached yet
+assert any(l.startswith("shmsync_tick ") for l in samples), body
+assert any(l.startswith("shmsync_capacity_bytes ") for l in samples), body
+assert len([l for l in samples if l.startswith("shmsync_worker_state{") and l.endswith(" 1")]) == 2, body
+assert len([l for l in samples if l.startswith("shmsync_worker_pinned_bytes{")]) == 2, body
+print(" ".join(re.search(r'pid="(\d+)"', l).group(1) for l in lag))
+PYEOF
+	ok=0
+	for _ in $(seq 100); do
+		if python3 "$tmp/scrape.py" "$port" /metrics >"$tmp/scrape.out" 2>"$tmp/scrape.err"; then
+			ok=1
+			break
+		fi
+		[ -s "$tmp/scrape.err" ] && grep -q AssertionError "$tmp/scrape.err" && break
+		sleep 0.1
+	done
+	pids=$(children $run)
+	if [ $ok != 1 ]; then
+		fail "--metrics: no good scrape: $(cat "$tmp/scrape.out" "$tmp/scrape.err"); $(cat "$tmp/err")"
+	else
+		# The two series are the two workers, children of run.
+		for p in $(cat "$tmp/scrape.out"); do
+			echo " $pids " | grep -q " $p " || fail "--metrics: pid $p is no worker of run ($pids)"
+		done
+		echo "ok: --metrics: GET /metrics: well formed, 2 worker series (pids $(cat "$tmp/scrape.out"))"
+	fi
+	code=$(python3 "$tmp/scrape.py" "$port" /nothing-here)
+	[ "$code" = 404 ] || fail "--metrics: GET /nothing-here answered '$code', not 404"
+	# The root, 2 workers and the metrics keeper; the server is the keeper's.
+	grandchildren=""
+	for p in $pids; do grandchildren="$grandchildren $(children "$p")"; done
+	[ "$(echo $pids | wc -w)" = 4 ] || fail "--metrics: expected 4 children of run, found: $pids"
+	kill -TERM $run
+	wait $run
+	rc=$?
+	left=""
+	for p in $pids $grandchildren; do [ -e /proc/"$p" ] && left="$left $p"; done
+	if [ "$rc" != 0 ] || [ -n "$left" ]; then
+		fail "--metrics: SIGTERM: exit $rc, left:$left; $(cat "$tmp/err")"
+	elif python3 "$tmp/scrape.py" "$port" / 2>/dev/null; then
+		fail "--metrics: the port still answers after run exited"
+	else
+		echo "ok: --metrics: SIGTERM: exit 0, nothing left (pids $(echo $pids $grandchildren))"
+	fi
+else
+	echo "run_cli_test: --metrics skipped (no python3)"
 fi
 
 [ "$fails" = 0 ] || exit 1

@@ -30,6 +30,8 @@ enum {
 	O_RING = 1 << 12,
 	O_FORCE = 1 << 13,
 	O_ALLOW = 1 << 14,
+	O_NUMA = 1 << 15,
+	O_PROM = 1 << 16, /* --prometheus */
 };
 
 struct ctx;
@@ -58,7 +60,8 @@ struct ctx {
 	size_t ring_bytes;
 	uid_t allow_uids[64];
 	unsigned n_allow_uids;
-	bool force;
+	bool force, prometheus;
+	int numa_policy, numa_node; /* SHMSYNC_NUMA_*, 0: the default (interleave) */
 	char **args;
 	int nargs;
 	shmsync_worker *w;

@@ -59,6 +59,10 @@ static const struct {
 	{O_RING, "      --ring-bytes SIZE each worker's export ring, a power of two from 4K to 1G\n"
 		 "                        (default 256K); a put's value must fit in half of it\n"
 		 "                        (about 128K by default; 64M lets values reach 16M)"},
+	{O_NUMA, "      --numa POLICY     the segment's memory: interleave (default: across the NUMA\n"
+		 "                        nodes), bind:NODE (on that node only) or none (the\n"
+		 "                        kernel's first touch)"},
+	{O_PROM, "      --prometheus      the Prometheus text exposition format"},
 	{O_FORCE, "  -f, --force           allow removing / (every directory)"},
 	{O_ALLOW, "      --allow-uid UID   also let UID attach (repeatable; numeric or a user name);\n"
 		  "                        the socket is then made mode 0666 and every other uid is\n"
@@ -85,6 +89,8 @@ enum {
 	LO_MAX_READ_PIN_BYTES,
 	LO_RING_BYTES,
 	LO_ALLOW_UID,
+	LO_NUMA,
+	LO_PROMETHEUS,
 };
 
 static const struct option long_options[] = {
@@ -106,6 +112,8 @@ static const struct option long_options[] = {
 	{"max-read-pin-bytes", required_argument, NULL, LO_MAX_READ_PIN_BYTES},
 	{"ring-bytes", required_argument, NULL, LO_RING_BYTES},
 	{"allow-uid", required_argument, NULL, LO_ALLOW_UID},
+	{"numa", required_argument, NULL, LO_NUMA},
+	{"prometheus", no_argument, NULL, LO_PROMETHEUS},
 	{"force", no_argument, NULL, 'f'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -146,6 +154,10 @@ static unsigned option_bit(int opt)
 		return O_RING;
 	case LO_ALLOW_UID:
 		return O_ALLOW;
+	case LO_NUMA:
+		return O_NUMA;
+	case LO_PROMETHEUS:
+		return O_PROM;
 	case 'f':
 		return O_FORCE;
 	}
@@ -277,6 +289,10 @@ static int apply_value_option(struct ctx *c, struct parsed *p, int opt, const ch
 		return parse_ring_bytes(c, arg);
 	case LO_ALLOW_UID:
 		return parse_allow_uid(c, arg);
+	case LO_NUMA:
+		if (tool_parse_numa(arg, &c->numa_policy, &c->numa_node) < 0)
+			return TOOL_USAGE;
+		break;
 	}
 	return -1;
 }
@@ -313,6 +329,9 @@ static int apply_option(struct ctx *c, struct parsed *p, int opt, const char *ar
 		break;
 	case 'f':
 		c->force = true;
+		break;
+	case LO_PROMETHEUS:
+		c->prometheus = true;
 		break;
 	default:
 		return apply_value_option(c, p, opt, arg);
@@ -391,7 +410,8 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 /* ---- main ------------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
-	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW, 0, 0, "",
+	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW | O_NUMA,
+	 0, 0, "",
 	 "Runs a root in the foreground, serving workers on the socket, until SIGTERM or\n"
 	 "SIGINT; then removes the socket and exits 0. The state lives as long as it does."},
 	{"put", cmd_put, O_SOCKET | O_TIMEOUT | O_ENC | O_RAW | O_COND | O_STDIN, 3, 3, "DIR KEY VALUE",
@@ -420,8 +440,9 @@ static const struct cmd cmds[] = {
 	 "Prints one line per imported change, `TICK KIND DIR KEY VALUE` (KIND: put, del,\n"
 	 "mkdir, rmdir, reset; fields a kind lacks are left out; spaces in fields are\n"
 	 "escaped), only changes under DIR if given, until SIGINT or SIGTERM."},
-	{"stat", cmd_stat, O_SOCKET | O_JSON, 0, 0, "",
-	 "Prints the root's statistics and its workers (this command's own slot left out)."},
+	{"stat", cmd_stat, O_SOCKET | O_JSON | O_PROM, 0, 0, "",
+	 "Prints the root's statistics, the segment's NUMA policy and its workers (this\n"
+	 "command's own slot left out), each with the NUMA node it runs on."},
 };
 
 static void usage(FILE *f)

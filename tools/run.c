@@ -3,11 +3,17 @@
  * $SHMSYNC_SOCKET set, until SIGTERM or SIGINT (see shmsync_supervise in
  * include/shmsync.h).
  *
- *   shmsync run [-n N] [--socket PATH] [--stall-policy P] [--grace SECONDS] -- COMMAND ARGS...
+ *   shmsync run [-n N] [--socket PATH] [--stall-policy P] [--grace SECONDS]
+ *               [--numa POLICY] [--metrics [HOST:]PORT] -- COMMAND ARGS...
  *
  * Everything that can be checked is checked before anything starts: a bad
  * option, no command, a command that is not found, a socket a root answers
- * on already: one line on stderr and exit 2.
+ * on already, a metrics address that cannot be listened on: one line on
+ * stderr and exit 2.
+ *
+ * --metrics serves the root's figures over HTTP from a process of its own
+ * (tools/metrics.c), not from the master, which holds no state and never
+ * maps the segment.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +27,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "shmsync.h"
 #include "tool.h"
 
@@ -46,13 +53,20 @@ static void usage(void)
 	       "      --max-read-pin SECONDS, --max-read-pin-bytes SIZE\n"
 	       "                        the bounds the policy applies past\n"
 	       "      --grace SECONDS   SIGTERM -> SIGKILL grace (default 5)\n"
+	       "      --numa POLICY     the segment's memory: interleave (default), bind:NODE or\n"
+	       "                        none; worker i runs on node i mod the number of nodes\n"
+	       "                        (CPUs and memory) unless none\n"
+	       "      --metrics [HOST:]PORT\n"
+	       "                        serve GET /metrics (Prometheus text format) on HOST\n"
+	       "                        (a numeric address; default 127.0.0.1) from a process of\n"
+	       "                        its own, restarted if it dies\n"
 	       "      --crash-limit N   crashes within --crash-window that make a crash loop (default 5)\n"
 	       "      --crash-window SECONDS (default 10)\n"
 	       "  -h, --help            this help\n\n"
 	       "Exit status: 0 stopped cleanly, 1 failed, 2 usage error.\n");
 }
 
-enum { LO_STALL = 256, LO_PIN, LO_PIN_BYTES, LO_GRACE, LO_CLIMIT, LO_CWINDOW };
+enum { LO_STALL = 256, LO_PIN, LO_PIN_BYTES, LO_GRACE, LO_CLIMIT, LO_CWINDOW, LO_NUMA, LO_METRICS };
 
 static const struct option run_options[] = {
 	{"workers", required_argument, NULL, 'n'},
@@ -64,6 +78,8 @@ static const struct option run_options[] = {
 	{"grace", required_argument, NULL, LO_GRACE},
 	{"crash-limit", required_argument, NULL, LO_CLIMIT},
 	{"crash-window", required_argument, NULL, LO_CWINDOW},
+	{"numa", required_argument, NULL, LO_NUMA},
+	{"metrics", required_argument, NULL, LO_METRICS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -106,6 +122,26 @@ static int socket_taken(const char *path)
 	return taken;
 }
 
+/* A socket path in a fresh directory only we can enter (nobody can bind
+ * the path first or connect as someone else), as shmsync_supervise makes
+ * one: under $XDG_RUNTIME_DIR, else /tmp. Returns 0, or -1 after a
+ * message. */
+static int private_socket(char *dir, size_t dlen, char *path, size_t plen)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
+	if (!base || base[0] != '/' || stat(base, &st) < 0 || !S_ISDIR(st.st_mode) || strlen(base) > 60)
+		base = "/tmp";
+	snprintf(dir, dlen, "%s/shmsync-XXXXXX", base);
+	if (!mkdtemp(dir)) {
+		tool_err("cannot make a private directory in %s: %s", base, strerror(errno));
+		dir[0] = 0;
+		return -1;
+	}
+	snprintf(path, plen, "%s/root.sock", dir);
+	return 0;
+}
+
 static int run_worker(unsigned index, void *arg)
 {
 	char **cmd = arg;
@@ -140,7 +176,7 @@ int tool_run(int argc, char **argv)
 {
 	tool_cmd = "run";
 	shmsync_supervise_opts o = {0};
-	const char *sock = NULL;
+	const char *sock = NULL, *metrics = NULL;
 	int policy = -1;
 	unsigned long long u;
 	double secs;
@@ -184,6 +220,13 @@ int tool_run(int argc, char **argv)
 			if (tool_parse_uint("--crash-limit", optarg, 1, 64, &u) < 0)
 				return TOOL_USAGE;
 			o.crash_limit = (unsigned)u;
+			break;
+		case LO_NUMA:
+			if (tool_parse_numa(optarg, &o.root.numa_policy, &o.root.numa_node) < 0)
+				return TOOL_USAGE;
+			break;
+		case LO_METRICS:
+			metrics = optarg;
 			break;
 		case LO_CWINDOW:
 			if (tool_parse_seconds("--crash-window", optarg, 0.001, 86400, &secs) < 0)
@@ -233,12 +276,43 @@ int tool_run(int argc, char **argv)
 		if (policy == SHMSYNC_STALL_WAIT && !o.root.max_read_pin_ns && !o.root.max_read_pin_bytes)
 			o.root.max_read_pin_ns = INT64_MAX;
 	}
+	char shown[96], dir[PATH_MAX] = "", path[PATH_MAX];
+	int lfd = -1;
+	pid_t keeper = -1;
+	if (metrics) {
+		lfd = tool_metrics_listen(metrics, shown, sizeof(shown));
+		if (lfd < 0)
+			return TOOL_USAGE;
+		/* The metrics server attaches by path, so it must know the
+		 * path before the supervisor would make up a private one. */
+		if (!sock) {
+			if (private_socket(dir, sizeof(dir), path, sizeof(path)) < 0) {
+				close(lfd);
+				return TOOL_FAIL;
+			}
+			sock = path;
+		}
+		keeper = tool_metrics_start(lfd, sock, shown);
+		close(lfd);
+		if (keeper < 0) {
+			if (dir[0])
+				rmdir(dir);
+			return TOOL_FAIL;
+		}
+	}
 	o.socket_path = sock;
 	o.log = run_log;
 	char err[512] = "";
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	int rc = shmsync_supervise(&o, run_worker, cmd);
+	/* Last, after the root: its figures are wanted while the workers
+	 * stop. */
+	tool_metrics_stop(keeper);
+	if (dir[0]) {
+		unlink(path); /* the root removes it; a killed root does not */
+		rmdir(dir);
+	}
 	if (rc < 0) {
 		tool_err("%s", err[0] ? err : shmsync_strerror(rc));
 		return rc == -EINVAL || rc == -EADDRINUSE ? TOOL_USAGE : TOOL_FAIL;

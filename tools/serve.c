@@ -30,6 +30,8 @@ int cmd_serve(struct ctx *c)
 	o.port_ring_bytes = c->ring_bytes;
 	o.allow_uids = c->n_allow_uids ? c->allow_uids : NULL;
 	o.n_allow_uids = c->n_allow_uids;
+	o.numa_policy = c->numa_policy;
+	o.numa_node = c->numa_node;
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	shmsync_root *r;

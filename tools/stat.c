@@ -1,47 +1,15 @@
-/* shmsync stat: the root's statistics and its workers. */
+/* shmsync stat: the root's statistics and its workers, as text, JSON or in
+ * the Prometheus text format (tools/metrics.c). */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cmd.h"
+#include "metrics.h"
 
 /* ---- stat ------------------------------------------------------------------- */
-
-static const char *state_name(int state)
-{
-	switch (state) {
-	case SHMSYNC_WORKER_LIVE:
-		return "live";
-	case SHMSYNC_WORKER_OFFLINE:
-		return "offline";
-	case SHMSYNC_WORKER_LAGGING:
-		return "lagging";
-	}
-	return "unknown";
-}
-
-/* Reads the worker table, growing the buffer until it fits. */
-static int read_workers(shmsync_worker *w, shmsync_worker_info **out)
-{
-	unsigned cap = 64;
-	for (int tries = 0; tries < 100; tries++) {
-		shmsync_worker_info *v = malloc(cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		int n = shmsync_workers(w, v, cap);
-		if (n >= 0 && (unsigned)n <= cap) {
-			*out = v;
-			return n;
-		}
-		free(v);
-		if (n >= 0)
-			cap = (unsigned)n + 16;
-		else if (n != -EAGAIN)
-			return n;
-	}
-	return -EAGAIN;
-}
 
 static json_t *json_u64_or_null(uint64_t v)
 {
@@ -67,6 +35,11 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	json_object_set_new(o, "tombstones", json_integer((json_int_t)sp->tombstones));
 	json_object_set_new(o, "reclaimed", json_integer((json_int_t)sp->reclaimed));
 	json_object_set_new(o, "root_timer_found_work", json_integer((json_int_t)sp->root_timer_found_work));
+	/* The library's object as it is; null if it is not one. */
+	json_t *numa = json_loads(sp->numa, JSON_DECODE_ANY, NULL);
+	json_object_set_new(o, "numa", json_is_object(numa) ? numa : json_null());
+	if (!json_is_object(numa))
+		json_decref(numa);
 	for (int i = 0; i < m; i++) {
 		json_t *e = json_object();
 		json_object_set_new(e, "slot", json_integer(info[i].slot));
@@ -75,7 +48,8 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 		json_object_set_new(e, "epoch", json_u64_or_null(info[i].epoch));
 		json_object_set_new(e, "lag", json_integer((json_int_t)info[i].lag));
 		json_object_set_new(e, "pinned_bytes", json_integer((json_int_t)info[i].pinned_bytes));
-		json_object_set_new(e, "state", json_string(state_name(info[i].state)));
+		json_object_set_new(e, "state", json_string(tool_state_name(info[i].state)));
+		json_object_set_new(e, "node", info[i].node < 0 ? json_null() : json_integer(info[i].node));
 		json_array_append_new(ws, e);
 	}
 	json_object_set_new(o, "workers", ws);
@@ -86,9 +60,25 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	return TOOL_OK;
 }
 
+/* "interleave on nodes 0-1" from the library's JSON object; the text as
+ * it is if it is not one. */
+static void print_numa(const char *numa)
+{
+	json_t *o = json_loads(numa, 0, NULL);
+	const char *policy = json_string_value(json_object_get(o, "policy"));
+	const char *nodes = json_string_value(json_object_get(o, "nodes"));
+	if (!policy)
+		printf("numa          %s\n", strcmp(numa, "null") == 0 ? "unknown" : numa);
+	else if (nodes && nodes[0])
+		printf("numa          %s on nodes %s\n", policy, nodes);
+	else
+		printf("numa          %s\n", policy);
+	json_decref(o);
+}
+
 static void print_stat_text(const shmsync_stats *sp, const shmsync_worker_info *info, int m)
 {
-	char b1[32], b2[32];
+	char b1[32], b2[32], b3[16];
 	printf("tick          %" PRIu64 "\n", sp->tick);
 	if (sp->min_epoch == UINT64_MAX)
 		printf("min_epoch     none (no worker online)\n");
@@ -101,43 +91,49 @@ static void print_stat_text(const shmsync_stats *sp, const shmsync_worker_info *
 	printf("capacity      %s (%" PRIu64 ")\n", tool_bytes(b1, sizeof(b1), sp->capacity), sp->capacity);
 	printf("tombstones    %" PRIu64 " (live)\n", sp->tombstones);
 	printf("reclaimed     %" PRIu64 " (objects, total)\n", sp->reclaimed);
+	print_numa(sp->numa);
 	printf("workers       %d (besides this one)\n", m);
 	if (m) {
-		printf("\n%5s %8s %-8s %10s %10s %8s %12s\n", "slot", "pid", "state", "cursor", "epoch",
-		       "lag", "pinned");
+		printf("\n%5s %8s %-8s %4s %10s %10s %8s %12s\n", "slot", "pid", "state", "node", "cursor",
+		       "epoch", "lag", "pinned");
 		for (int i = 0; i < m; i++) {
 			if (info[i].epoch == UINT64_MAX)
 				snprintf(b2, sizeof(b2), "-");
 			else
 				snprintf(b2, sizeof(b2), "%" PRIu64, info[i].epoch);
-			printf("%5u %8d %-8s %10" PRIu64 " %10s %8" PRIu64 " %12s\n", info[i].slot,
-			       (int)info[i].pid, state_name(info[i].state), info[i].cursor, b2, info[i].lag,
-			       tool_bytes(b1, sizeof(b1), info[i].pinned_bytes));
+			if (info[i].node < 0)
+				snprintf(b3, sizeof(b3), "-");
+			else
+				snprintf(b3, sizeof(b3), "%d", info[i].node);
+			printf("%5u %8d %-8s %4s %10" PRIu64 " %10s %8" PRIu64 " %12s\n", info[i].slot,
+			       (int)info[i].pid, tool_state_name(info[i].state), b3, info[i].cursor, b2,
+			       info[i].lag, tool_bytes(b1, sizeof(b1), info[i].pinned_bytes));
 		}
 	}
 }
 
 int cmd_stat(struct ctx *c)
 {
+	if (c->json && c->prometheus) {
+		tool_err("--json and --prometheus exclude each other");
+		return TOOL_USAGE;
+	}
 	int ret = attach(c);
 	if (ret != TOOL_OK)
 		return ret;
 	shmsync_stats s;
 	shmsync_worker_info *info = NULL;
-	int rc = shmsync_stat(c->w, &s);
-	int n = rc < 0 ? rc : read_workers(c->w, &info);
-	if (rc < 0 || n < 0) {
-		tool_err("reading statistics: %s", shmsync_strerror(rc < 0 ? rc : n));
+	int m = tool_read_stats(c->w, &s, &info);
+	if (m < 0) {
+		free(info);
+		tool_err("reading statistics: %s", shmsync_strerror(m));
 		return TOOL_FAIL;
 	}
-	/* This command is a worker too: leave its own slot out. */
-	int m = 0;
-	for (int i = 0; i < n; i++)
-		if (info[i].slot != s.slot)
-			info[m++] = info[i];
 	ret = TOOL_OK;
 	if (c->json)
 		ret = print_stat_json(&s, info, m);
+	else if (c->prometheus)
+		tool_prometheus(stdout, &s, info, m);
 	else
 		print_stat_text(&s, info, m);
 	free(info);

@@ -28,6 +28,10 @@ int tool_parse_uint(const char *what, const char *s, unsigned long long min, uns
 		    unsigned long long *out);
 int tool_parse_int64(const char *what, const char *s, int64_t *out);
 int tool_parse_seconds(const char *what, const char *s, double min, double max, double *out);
+/* --numa interleave|bind:NODE|none into SHMSYNC_NUMA_* and the node (0
+ * unless bind). Whether the node exists is the library's to say, with the
+ * list of those that do. */
+int tool_parse_numa(const char *s, int *policy, int *node);
 
 /* How keys and values are read from arguments and written to output. */
 enum tool_enc {

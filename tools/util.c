@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "shmsync.h"
 #include "tool.h"
 
 const char *tool_cmd;
@@ -70,6 +71,27 @@ int tool_parse_int64(const char *what, const char *s, int64_t *out)
 		return -1;
 	}
 	*out = (int64_t)v;
+	return 0;
+}
+
+int tool_parse_numa(const char *s, int *policy, int *node)
+{
+	unsigned long long n;
+	*node = 0;
+	if (strcmp(s, "interleave") == 0) {
+		*policy = SHMSYNC_NUMA_INTERLEAVE;
+	} else if (strcmp(s, "none") == 0) {
+		*policy = SHMSYNC_NUMA_NONE;
+	} else if (strncmp(s, "bind:", 5) == 0) {
+		/* The kernel's bound on node numbers (MAX_NUMNODES at most 1024). */
+		if (tool_parse_uint("--numa bind:NODE", s + 5, 0, 1023, &n) < 0)
+			return -1;
+		*policy = SHMSYNC_NUMA_BIND;
+		*node = (int)n;
+	} else {
+		tool_err("--numa: interleave, bind:NODE or none, not '%s'", s);
+		return -1;
+	}
 	return 0;
 }
 

@@ -16,7 +16,10 @@ int shm_root_ext(struct shm_root *r, size_t size, void **area)
 	if (r->hdr->ext_off)
 		return -EEXIST;
 	uint64_t off;
-	int rc = shm_arena_alloc(r->arena, size ? size : 8, true, &off);
+	/* Past the largest slab class the arena hands out whole pages, so the
+	 * area starts on a page and shares no line with another object. */
+	uint64_t want = size > SHM_ARENA_MAX_SMALL ? size : SHM_ARENA_MAX_SMALL + 1;
+	int rc = shm_arena_alloc(r->arena, want, true, &off);
 	if (rc < 0)
 		return rc;
 	memset(shm_at(r, off), 0, size);

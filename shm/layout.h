@@ -10,13 +10,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "shm.h"
 #include "shmsync.h"
 
 #define SHM_MAGIC 0x434e595353484d53ull /* "SHMSSYNC" read as little-endian bytes */
-/* 3: tables carry their own seed and an overflow tree (struct shm_table,
- * struct shm_pool): a reader of layout 2 would probe a table with the
- * segment's hash and never look in the tree, missing keys. */
-#define SHM_LAYOUT_VERSION 3u
+/* SHM_LAYOUT_VERSION is in shm.h: the layer above checks it in its
+ * handshake without seeing this file. */
 #define SHM_HDR_SIZE 4096u /* the data area starts here */
 
 /* Segment header, at offset 0. Padded to SHM_HDR_SIZE. */
@@ -33,13 +32,10 @@ struct shm_hdr {
 	_Atomic uint64_t size;
 
 	/* Publication. tick is stored (release) after every byte of the commit
-	 * is in place; tick_futex is the sync layer's wake-up word: the root
-	 * changes it after each publish and each round of acks
-	 * (sync/root.c, wake_workers). pub_seq is a
-	 * seqlock over (pub_tick, pub_log_end): odd while the root writes. */
+	 * is in place. pub_seq is a seqlock over (pub_tick, pub_log_end): odd
+	 * while the root writes. (The sync layer's wake-up word is in its own
+	 * area, sync/shared.h.) */
 	_Atomic uint64_t tick;
-	_Atomic uint32_t tick_futex;
-	uint32_t reserved1;
 	_Atomic uint64_t pub_seq;
 	_Atomic uint64_t pub_tick;
 	_Atomic uint64_t pub_log_end;
@@ -60,13 +56,10 @@ struct shm_hdr {
 	_Atomic uint64_t stat_tombstones;
 	_Atomic uint64_t stat_reclaimed_objects;
 	_Atomic uint64_t stat_reclaimed_bytes;
-	_Atomic uint64_t stat_min_epoch; /* as the root last computed it */
-	_Atomic uint32_t stat_signal;    /* how the root waits: 1 io_uring, 2 futex/poll */
-	_Atomic uint32_t stat_workers;
-	_Atomic uint64_t stat_timer_found_work; /* ring work the idle timer found */
 
-	/* An area for the layer above (the worker table), set once before any
-	 * reader exists: its offset and size. */
+	/* An area for the layer above (sync/shared.h: its wake-up word, its
+	 * statistics, the worker table), set once before any reader exists:
+	 * its offset (page-aligned) and size. */
 	uint64_t ext_off;
 	uint64_t ext_size;
 };

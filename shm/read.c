@@ -383,6 +383,19 @@ int shm_dirs_iter(const struct shm_seg *seg, uint64_t epoch, const char *prefix,
 	return 0;
 }
 
+void shm_seg_stats(const struct shm_seg *seg, struct shm_seg_stats *st)
+{
+	const struct shm_hdr *h = seg->hdr;
+	*st = (struct shm_seg_stats){
+		.capacity = h->capacity,
+		.size = atomic_load_explicit(&h->size, memory_order_relaxed),
+		.bytes_in_use = atomic_load_explicit(&h->stat_bytes_in_use, memory_order_relaxed),
+		.tombstones = atomic_load_explicit(&h->stat_tombstones, memory_order_relaxed),
+		.reclaimed_objects = atomic_load_explicit(&h->stat_reclaimed_objects, memory_order_relaxed),
+		.reclaimed_bytes = atomic_load_explicit(&h->stat_reclaimed_bytes, memory_order_relaxed),
+	};
+}
+
 const void *shm_seg_ext(const struct shm_seg *seg, uint64_t *size)
 {
 	uint64_t off = seg->hdr->ext_off, n = seg->hdr->ext_size;

@@ -16,6 +16,17 @@
 
 #include "shmsync.h"
 
+/* The version of the segment's layout (shm/layout.h), which a reader
+ * checks when it maps a segment and the sync layer's handshake compares.
+ * 3: tables carry their own seed and an overflow tree (struct shm_table,
+ * struct shm_pool): a reader of layout 2 would probe a table with the
+ * segment's hash and never look in the tree, missing keys.
+ * 4: the sync layer's words (the tick futex word and its statistics) left
+ * the header for the extension area, ahead of the worker table
+ * (sync/shared.h): a worker of layout 3 would wait on a word the root no
+ * longer changes and look for the worker table where they now are. */
+#define SHM_LAYOUT_VERSION 4u
+
 /* A message for the caller: what failed, the limit involved, what to set. */
 struct shm_err {
 	char msg[256];
@@ -69,6 +80,17 @@ int shm_seg_open_reader(struct shm_seg *seg, int fd, struct shm_err *err);
 void shm_seg_close(struct shm_seg *seg);
 /* The published size (acquire). */
 uint64_t shm_seg_published_size(const struct shm_seg *seg);
+/* What the root last published about the segment, for stat (relaxed
+ * loads: each value is recent, together they are no snapshot). */
+struct shm_seg_stats {
+	uint64_t capacity;
+	uint64_t size; /* bytes backed by the file */
+	uint64_t bytes_in_use;
+	uint64_t tombstones;
+	uint64_t reclaimed_objects;
+	uint64_t reclaimed_bytes;
+};
+void shm_seg_stats(const struct shm_seg *seg, struct shm_seg_stats *st);
 /* Checked access: a pointer to [off, off+len) if it lies in the data area,
  * below the published size and `align`-aligned; NULL otherwise. */
 const void *shm_seg_ptr(const struct shm_seg *seg, uint64_t off, uint64_t len, uint64_t align);
@@ -236,9 +258,13 @@ uint64_t shm_retired_bytes(const struct shm_root *root, uint64_t tick);
  * O(ticks retained + n log n). */
 void shm_retired_bytes_after(struct shm_root *root, const uint64_t *epochs, uint64_t *pinned, size_t n);
 /* Reserves, once and before any reader fd exists, an area of the segment for
- * the layer above; readers find it with shm_seg_ext. */
+ * the layer above; readers find it with shm_seg_ext. The area starts on a
+ * page (SHM_ARENA_PAGE) boundary, so the layer above can give its words
+ * cache lines of their own. */
 int shm_root_ext(struct shm_root *root, size_t size, void **area);
-/* The area reserved with shm_root_ext, checked; NULL if there is none. */
+/* The area reserved with shm_root_ext, checked against the published size
+ * (8-byte aligned, inside the data area); NULL if there is none. What is
+ * in it comes from the root: the caller checks its contents. */
 const void *shm_seg_ext(const struct shm_seg *seg, uint64_t *size);
 
 struct shm_stats {

@@ -63,7 +63,6 @@ void shmsync_root_close(shmsync_root *r)
 	free(r->live_pinned);
 	free(r->epochs);
 	free(r->pinned);
-	free(r->tle);
 	free(r->allow);
 	free(r->path);
 	free(r->rec);
@@ -96,8 +95,8 @@ static int check_opts(const shmsync_root_opts *o, size_t *ring, unsigned *maxw)
 	return 0;
 }
 
-/* The root segment, the read-only fd workers map it with, and the worker
- * table in its extension area. */
+/* The root segment, the read-only fd workers map it with, and in its
+ * extension area the sync layer's words and the worker table (shared.h). */
 static int open_segment(shmsync_root *r, const shmsync_root_opts *o, unsigned maxw, char *msg, size_t msglen)
 {
 	struct shm_root_opts so = {.capacity = o->capacity,
@@ -120,12 +119,16 @@ static int open_segment(shmsync_root *r, const shmsync_root_opts *o, unsigned ma
 	}
 	r->ro_fd = rc;
 	void *area;
-	rc = shm_root_ext(r->shm, sizeof(struct wtab) + maxw * sizeof(struct wtab_entry), &area);
+	rc = shm_root_ext(r->shm, sync_shared_bytes(maxw), &area);
 	if (rc < 0) {
 		snprintf(msg, msglen, "reserving the worker table failed: %s", strerror(-rc));
 		return rc;
 	}
-	r->wtab = area;
+	/* Filled in before the socket exists: no worker has seen it yet. */
+	r->shared = area;
+	r->shared->magic = SYNC_SHARED_MAGIC;
+	r->shared->size = sizeof(struct sync_shared);
+	r->wtab = sync_shared_wtab(r->shared);
 	r->wtab->magic = WTAB_MAGIC;
 	r->wtab->n = maxw;
 	return 0;
@@ -159,7 +162,6 @@ static int alloc_tables(shmsync_root *r, const shmsync_root_opts *o, unsigned ma
 	r->live_pinned = calloc(maxw, sizeof(*r->live_pinned));
 	r->epochs = calloc(maxw, sizeof(*r->epochs));
 	r->pinned = calloc(maxw, sizeof(*r->pinned));
-	r->tle = calloc(TLE_CAP, sizeof(*r->tle));
 	r->rec_cap = ring / 2;
 	r->rec = malloc(r->rec_cap);
 	r->ops = malloc(WIRE_MAX_OPS * sizeof(*r->ops));
@@ -167,7 +169,7 @@ static int alloc_tables(shmsync_root *r, const shmsync_root_opts *o, unsigned ma
 	r->allow = malloc(nallow * sizeof(uid_t));
 	r->path = strdup(o->socket_path);
 	if (!r->slots || !r->live || !r->live_epochs || !r->live_pinned || !r->rec || !r->ops || !r->allow ||
-	    !r->path || !r->epochs || !r->pinned || !r->tle)
+	    !r->path || !r->epochs || !r->pinned)
 		return -ENOMEM;
 	if (o->n_allow_uids)
 		memcpy(r->allow, o->allow_uids, nallow * sizeof(uid_t));

@@ -12,12 +12,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "layout.h"
+#include "shared.h"
 #include "sync.h"
 
 #define RECLAIM_BUDGET 1024      /* objects per reclaim step */
 #define IDLE_RECLAIM_NS 50000000 /* an idle root reclaims (and expires hellos) this often */
-#define TLE_CAP 4096u            /* ticks whose log end the root remembers */
 
 /* The tag of an event (an io_uring user_data, an epoll event's data): its
  * type, and for a slot or a pending connection its index and generation, so
@@ -119,10 +118,9 @@ struct shmsync_root {
 	unsigned n_allow;
 	struct slot *slots;
 	unsigned max_workers, nlive;
-	unsigned *live;          /* the indices of the nlive live slots, in no order */
-	bool sleeping_flags;     /* root_sleeping is raised in the live ports */
-	uint64_t shared_log_end; /* the log up to here went to the shared cache */
-	unsigned rr;             /* round-robin start */
+	unsigned *live;      /* the indices of the nlive live slots, in no order */
+	bool sleeping_flags; /* root_sleeping is raised in the live ports */
+	unsigned rr;         /* round-robin start */
 	size_t port_ring_bytes, max_batch;
 	unsigned max_group;
 	uint8_t *rec;
@@ -135,12 +133,11 @@ struct shmsync_root {
 	int64_t last_idle_reclaim, last_expire;
 	struct pending pend[MAX_PENDING];
 	uint64_t batches, ticks;
-	struct wtab *wtab; /* in the root segment */
+	struct sync_shared *shared; /* in the root segment: the tick futex word, stats */
+	struct wtab *wtab;          /* in the root segment, after *shared */
 	bool wtab_dirty;
 	int64_t last_wtab;
 	uint64_t *epochs, *pinned; /* scratch, one per slot */
-	uint64_t *tle;             /* log end of recent ticks: tle[t % TLE_CAP] for t >= tle_base */
-	uint64_t tle_base;
 	int policy;
 	int64_t max_pin_ns;
 	uint64_t max_pin_bytes;

@@ -262,7 +262,7 @@ static void install_slot(shmsync_root *r, struct pending *pd, unsigned idx, int 
 	s->pin_warned = s->log_warned = s->kill_sent = false;
 	atomic_store_explicit(&r->wtab->e[idx].revoked, 0, memory_order_relaxed);
 	r->live[r->nlive++] = idx;
-	atomic_store_explicit(&r->seg->hdr->stat_workers, r->nlive, memory_order_relaxed);
+	atomic_store_explicit(&r->shared->stat_workers, r->nlive, memory_order_relaxed);
 	pd->pidfd = -1;
 	r->be->watch_slot(r, idx);
 	/* At once: a worker that attached finds itself in the table. */

@@ -31,7 +31,7 @@ static int ack_add(shmsync_root *r, struct slot *s, uint64_t seq, int64_t result
  * in sync/worker_wait.c); a busy round trip is not worth a system call. */
 static void wake_workers(shmsync_root *r)
 {
-	atomic_fetch_add_explicit(&r->seg->hdr->tick_futex, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&r->shared->tick_futex, 1, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
 	bool futex_wake = false;
 	for (unsigned j = 0; j < r->nlive; j++)
@@ -40,7 +40,7 @@ static void wake_workers(shmsync_root *r)
 			break;
 		}
 	if (futex_wake)
-		sig_futex_wake(&r->seg->hdr->tick_futex, INT_MAX);
+		sig_futex_wake(&r->shared->tick_futex, INT_MAX);
 	for (unsigned j = 0; j < r->nlive; j++) {
 		struct slot *s = &r->slots[r->live[j]];
 		if (s->fdwake_fd >= 0 &&
@@ -54,31 +54,15 @@ static void wake_workers(shmsync_root *r)
 }
 
 /* Publishes the group (if anything was applied), then writes the acks, then
- * wakes: a worker woken for its ack finds it. */
+ * wakes: a worker woken for its ack finds it. (shm_commit_publish pushes
+ * what importers read next, the published words and the tick's records,
+ * to the shared cache itself.) */
 static void finish_group(shmsync_root *r)
 {
 	uint64_t tick = 0;
 	int pub = shm_commit_publish(r->shm, &tick);
-	if (pub == 1) {
+	if (pub == 1)
 		r->ticks++;
-		uint64_t t, end;
-		shm_published_state(r->seg, &t, &end);
-		/* What every importer reads next: the published words and this
-		 * tick's change-log records (share_lines, sync/wire.h). */
-		struct shm_hdr *h = r->seg->hdr;
-		share_lines((const void *)&h->tick, sizeof(h->tick));
-		share_lines((const void *)&h->pub_seq, 3 * sizeof(uint64_t));
-		uint64_t L = h->log_size, from = end - r->shared_log_end > SHARE_LINES_MAX
-							 ? end - SHARE_LINES_MAX
-							 : r->shared_log_end;
-		const uint8_t *log = (const uint8_t *)r->seg->base + h->log_off;
-		if (from % L <= end % L)
-			share_lines(log + from % L, end - from);
-		r->shared_log_end = end;
-		r->tle[t % TLE_CAP] = end;
-		if (t >= r->tle_base + TLE_CAP)
-			r->tle_base = t - TLE_CAP + 1;
-	}
 	for (size_t i = 0; i < r->nacks; i++) {
 		struct ack_pending *a = &r->acks[i];
 		struct slot *s = &r->slots[a->slot];

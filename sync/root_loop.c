@@ -33,7 +33,7 @@ static bool rings_pending(shmsync_root *r)
 void root_on_timer(shmsync_root *r)
 {
 	if (rings_pending(r))
-		atomic_fetch_add_explicit(&r->seg->hdr->stat_timer_found_work, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->shared->stat_timer_found_work, 1, memory_order_relaxed);
 	root_expire_pending(r);
 	root_reclaim(r, RECLAIM_BUDGET);
 }

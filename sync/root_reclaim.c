@@ -13,28 +13,17 @@
 #define RECLAIM_SLICE_NS 500000 /* a reclaim runs at most this long */
 #define WTAB_EVERY_NS 50000000  /* the worker table is republished this often */
 
-/* Change-log bytes a cursor keeps: from the end of its tick to the end. */
-static uint64_t log_pinned(shmsync_root *r, uint64_t cursor, uint64_t tick, uint64_t log_end)
-{
-	uint64_t tail = atomic_load_explicit(&r->seg->hdr->log_tail, memory_order_relaxed);
-	uint64_t from = tail;
-	if (cursor >= r->tle_base && cursor < r->tle_base + TLE_CAP && cursor <= tick)
-		from = r->tle[cursor % TLE_CAP];
-	return log_end > from && from >= tail ? log_end - from : 0;
-}
-
 /* Publishes the worker table (positions, lag, what each pins). */
 void root_publish_wtab(shmsync_root *r)
 {
 	if (!r->wtab)
 		return;
 	unsigned n = r->max_workers;
-	uint64_t tick, log_end;
-	shm_published_state(r->seg, &tick, &log_end);
+	uint64_t tick = shm_published_tick(r->seg);
 	for (unsigned i = 0; i < n; i++)
 		r->epochs[i] = r->slots[i].live ? r->slots[i].epoch : UINT64_MAX;
 	shm_retired_bytes_after(r->shm, r->epochs, r->pinned, n);
-	uint64_t quarter = r->seg->hdr->log_size / 4;
+	uint64_t quarter = shm_log_size(r->shm) / 4;
 	struct wtab *t = r->wtab;
 	uint64_t seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
 	atomic_store_explicit(&t->seq, seq + 1, memory_order_relaxed);
@@ -46,7 +35,7 @@ void root_publish_wtab(shmsync_root *r)
 			atomic_store_explicit(&e->state, 0, memory_order_relaxed);
 			continue;
 		}
-		uint64_t log_kept = log_pinned(r, s->cursor, tick, log_end);
+		uint64_t log_kept = shm_log_bytes_since(r->shm, s->cursor);
 		uint32_t state = s->epoch == PORT_OFFLINE ? SHMSYNC_WORKER_OFFLINE : SHMSYNC_WORKER_LIVE;
 		if (log_kept > quarter || s->log_warned)
 			state = SHMSYNC_WORKER_LAGGING;
@@ -137,11 +126,11 @@ static void pin_policy(shmsync_root *r, unsigned idx, uint64_t tick, int64_t now
 
 /* A cursor that keeps more than max_retained_log_bytes of the log stops
  * counting: the log moves on and the worker gets a reset. */
-static void log_policy(shmsync_root *r, unsigned idx, uint64_t tick, uint64_t log_end, uint64_t *c)
+static void log_policy(shmsync_root *r, unsigned idx, uint64_t tick, uint64_t *c)
 {
 	struct slot *s = &r->slots[idx];
 	if (r->max_retained_log > 0 && *c != PORT_OFFLINE) {
-		uint64_t kept = log_pinned(r, *c, tick, log_end);
+		uint64_t kept = shm_log_bytes_since(r->shm, *c);
 		if (kept > r->max_retained_log) {
 			if (!s->log_warned)
 				warn(r,
@@ -160,18 +149,16 @@ static void log_policy(shmsync_root *r, unsigned idx, uint64_t tick, uint64_t lo
 
 /* Both policies for one live slot: returns the epoch and cursor the
  * minimum may count. */
-static void apply_policies(shmsync_root *r, unsigned idx, uint64_t tick, uint64_t log_end, int64_t now,
-			   uint64_t pinned, uint64_t *e, uint64_t *c)
+static void apply_policies(shmsync_root *r, unsigned idx, uint64_t tick, int64_t now, uint64_t pinned,
+			   uint64_t *e, uint64_t *c)
 {
 	pin_policy(r, idx, tick, now, pinned, e);
-	log_policy(r, idx, tick, log_end, c);
+	log_policy(r, idx, tick, c);
 }
 
 static void reclaim_step(shmsync_root *r, size_t budget)
 {
-	uint64_t tick, log_end;
-	shm_published_state(r->seg, &tick, &log_end);
-	tick = shm_root_tick(r->shm);
+	uint64_t tick = shm_root_tick(r->shm);
 	uint64_t min_e = UINT64_MAX, min_c = UINT64_MAX;
 	int64_t now = sig_now_ns();
 	/* Pairs with the worker's fence between announcing its epoch and
@@ -197,8 +184,7 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 		unsigned i = r->live[j];
 		struct slot *s = &r->slots[i];
 		uint64_t e = s->epoch, c = s->cursor;
-		apply_policies(r, i, tick, log_end, now, r->max_pin_bytes > 0 ? r->live_pinned[j] : 0, &e,
-			       &c);
+		apply_policies(r, i, tick, now, r->max_pin_bytes > 0 ? r->live_pinned[j] : 0, &e, &c);
 		if (e < min_e)
 			min_e = e;
 		if (c < min_c)
@@ -208,10 +194,10 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 	atomic_thread_fence(memory_order_seq_cst);
 	r->min_epoch = min_e;
 	r->min_cursor = min_c;
-	struct shm_hdr *h = r->seg->hdr;
-	atomic_store_explicit(&h->stat_min_epoch, min_e, memory_order_relaxed);
-	atomic_store_explicit(&h->stat_workers, r->nlive, memory_order_relaxed);
-	atomic_store_explicit(&h->stat_signal, (uint32_t)r->signal, memory_order_relaxed);
+	struct sync_shared *sh = r->shared;
+	atomic_store_explicit(&sh->stat_min_epoch, min_e, memory_order_relaxed);
+	atomic_store_explicit(&sh->stat_workers, r->nlive, memory_order_relaxed);
+	atomic_store_explicit(&sh->stat_signal, (uint32_t)r->signal, memory_order_relaxed);
 	struct shm_reclaim_report rep;
 	if (shm_reclaim(r->shm, min_e, min_c, budget, &rep) == 0)
 		r->reclaim_more = rep.more;

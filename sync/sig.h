@@ -23,8 +23,9 @@ enum { SIG_URING = 1, SIG_FUTEX = 2 };
  * SHMSYNC_SIGNAL does not say "futex". -EINVAL for a bad SHMSYNC_SIGNAL. */
 int sig_choose(int *path, char *msg, size_t msglen);
 bool sig_uring_futex_supported(void);
-void sig_prep_futex_wait(struct io_uring_sqe *sqe, _Atomic uint32_t *word, uint32_t val);
-int sig_futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t timeout_ns);
+/* Waits only read the word: a worker's is in its read-only mapping. */
+void sig_prep_futex_wait(struct io_uring_sqe *sqe, const _Atomic uint32_t *word, uint32_t val);
+int sig_futex_wait(const _Atomic uint32_t *word, uint32_t val, int64_t timeout_ns);
 int sig_futex_wake(_Atomic uint32_t *word, int n);
 int64_t sig_now_ns(void);
 

@@ -22,7 +22,7 @@ int64_t sig_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int sig_futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t timeout_ns)
+int sig_futex_wait(const _Atomic uint32_t *word, uint32_t val, int64_t timeout_ns)
 {
 	struct timespec ts, *tp = NULL;
 	if (timeout_ns >= 0) {
@@ -30,7 +30,7 @@ int sig_futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t timeout_ns)
 		ts.tv_nsec = timeout_ns % 1000000000;
 		tp = &ts;
 	}
-	long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, val, tp, NULL, 0);
+	long rc = syscall(SYS_futex, (const uint32_t *)word, FUTEX_WAIT, val, tp, NULL, 0);
 	return rc < 0 ? -errno : 0;
 }
 
@@ -40,7 +40,7 @@ int sig_futex_wake(_Atomic uint32_t *word, int n)
 	return rc < 0 ? -errno : (int)rc;
 }
 
-void sig_prep_futex_wait(struct io_uring_sqe *sqe, _Atomic uint32_t *word, uint32_t val)
+void sig_prep_futex_wait(struct io_uring_sqe *sqe, const _Atomic uint32_t *word, uint32_t val)
 {
 	/* liburing before 2.5 has no io_uring_prep_futex_wait: the same fields
 	 * by hand (fd: futex2 flags, addr: the word, off: the value, addr3: the

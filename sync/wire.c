@@ -3,8 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layout.h"
 #include "wire.h"
+
+/* Operation bodies are padded to 8 bytes, so each header is aligned. */
+static inline uint64_t round8(uint64_t n)
+{
+	return (n + 7) & ~(uint64_t)7;
+}
 
 void wire_init(struct wire_buf *b)
 {
@@ -50,7 +55,7 @@ int wire_append(struct wire_buf *b, const struct shm_op *op, size_t limit)
 	uint64_t vlen = has_value(op->kind) ? op->value_len : 0;
 	if (op->dir_len > UINT16_MAX || klen > SHMSYNC_MAX_KEY || vlen > SHMSYNC_MAX_VALUE)
 		return -EINVAL;
-	size_t n = sizeof(struct wire_op) + shm_round8(op->dir_len + klen + vlen);
+	size_t n = sizeof(struct wire_op) + round8(op->dir_len + klen + vlen);
 	size_t base = b->len ? b->len : sizeof(struct wire_batch);
 	if (b->nops >= WIRE_MAX_OPS || n > limit || base + n > limit)
 		return -E2BIG;
@@ -118,7 +123,7 @@ int wire_decode(const uint8_t *rec, size_t len, struct shm_op *ops, size_t max_o
 		memcpy(&w, rec + at, sizeof(w));
 		at += sizeof(w);
 		uint64_t body = (uint64_t)w.dir_len + w.key_len + w.value_len;
-		if (shm_round8(body) > len - at)
+		if (round8(body) > len - at)
 			return -EPROTO;
 		const uint8_t *p = rec + at;
 		ops[i] = (struct shm_op){
@@ -132,7 +137,7 @@ int wire_decode(const uint8_t *rec, size_t len, struct shm_op *ops, size_t max_o
 			.delta = w.arg,
 			.expected_tick = (uint64_t)w.arg,
 		};
-		at += shm_round8(body);
+		at += round8(body);
 	}
 	if (at != len)
 		return -EPROTO;

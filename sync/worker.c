@@ -19,7 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "layout.h"
 #include "numa.h"
 #include "sync.h"
 
@@ -402,7 +401,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	w->log_pos = log_end;
 	atomic_store_explicit(&w->port->cursor, tick, memory_order_release);
 	if (w->fd_mode && w->uring_ok)
-		worker_arm(w, atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire));
+		worker_arm(w, atomic_load_explicit(w->tick_futex, memory_order_acquire));
 	return ic.count;
 }
 
@@ -503,21 +502,23 @@ int shmsync_dirs_iter(shmsync_worker *w, const char *prefix, int (*fn)(const cha
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 {
 	CHECK_HANDLE(w);
-	const struct shm_hdr *h = w->seg.hdr;
+	const struct sync_shared *sh = w->shared;
+	struct shm_seg_stats ss;
+	shm_seg_stats(&w->seg, &ss);
 	memset(s, 0, sizeof(*s));
 	s->tick = shm_published_tick(&w->seg);
 	s->cursor = w->cursor;
 	s->read_epoch = atomic_load_explicit(&w->port->read_epoch, memory_order_relaxed);
-	s->min_epoch = atomic_load_explicit(&h->stat_min_epoch, memory_order_relaxed);
+	s->min_epoch = atomic_load_explicit(&sh->stat_min_epoch, memory_order_relaxed);
 	s->signal = w->signal == SIG_URING ? "uring" : "futex";
 	s->uring_ops = w->uring_ops;
-	s->bytes_in_use = atomic_load_explicit(&h->stat_bytes_in_use, memory_order_relaxed);
-	s->capacity = h->capacity;
-	s->tombstones = atomic_load_explicit(&h->stat_tombstones, memory_order_relaxed);
-	s->reclaimed = atomic_load_explicit(&h->stat_reclaimed_objects, memory_order_relaxed);
-	s->workers = atomic_load_explicit(&h->stat_workers, memory_order_relaxed);
+	s->bytes_in_use = ss.bytes_in_use;
+	s->capacity = ss.capacity;
+	s->tombstones = ss.tombstones;
+	s->reclaimed = ss.reclaimed_objects;
+	s->workers = atomic_load_explicit(&sh->stat_workers, memory_order_relaxed);
 	s->root_signal =
-		atomic_load_explicit(&h->stat_signal, memory_order_relaxed) == SIG_FUTEX ? "futex" : "uring";
+		atomic_load_explicit(&sh->stat_signal, memory_order_relaxed) == SIG_FUTEX ? "futex" : "uring";
 	s->slot = w->slot;
 	s->batches_exported = w->exported;
 	s->batches_committed = w->committed;
@@ -525,7 +526,7 @@ int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 	s->imports = w->imports;
 	s->resets = w->resets;
 	s->late_wakes = w->late_wakes;
-	s->root_timer_found_work = atomic_load_explicit(&h->stat_timer_found_work, memory_order_relaxed);
+	s->root_timer_found_work = atomic_load_explicit(&sh->stat_timer_found_work, memory_order_relaxed);
 	int nj = shm_numa_json(w->seg.base, s->numa, sizeof(s->numa));
 	if (nj < 0 || (size_t)nj >= sizeof(s->numa))
 		snprintf(s->numa, sizeof(s->numa), "null");
@@ -556,17 +557,16 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)
 {
 	CHECK_HANDLE(w);
-	uint64_t size;
-	const struct wtab *t = shm_seg_ext(&w->seg, &size);
-	if (!t || size < sizeof(*t) || t->magic != WTAB_MAGIC ||
-	    (size - sizeof(*t)) / sizeof(struct wtab_entry) < t->n)
+	const struct wtab *t;
+	uint32_t n;
+	if (!sync_shared_find(&w->seg, &t, &n) || !t)
 		return -EIO;
 	for (int tries = 0; tries < 1000; tries++) {
 		uint64_t s1 = atomic_load_explicit(&t->seq, memory_order_acquire);
 		if (s1 & 1)
 			continue;
 		unsigned count = 0;
-		for (unsigned i = 0; i < t->n; i++) {
+		for (unsigned i = 0; i < n; i++) {
 			const struct wtab_entry *e = &t->e[i];
 			uint32_t state = atomic_load_explicit(&e->state, memory_order_relaxed);
 			if (!state)

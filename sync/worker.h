@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "port.h"
+#include "shared.h"
 #include "shm.h"
 #include "shmsync.h"
 #include "sig.h"
@@ -49,8 +50,12 @@ struct shmsync_worker {
 	struct shmsync_batch *batch_cache;
 	uint64_t *fork_guard; /* MADV_WIPEONFORK: reads 0 in a forked child */
 	bool futex_armed;
-	bool fd_mode;            /* shmsync_fd was called: keep its wait armed */
-	const struct wtab *wtab; /* in the root segment: revocations */
+	bool fd_mode; /* shmsync_fd was called: keep its wait armed */
+	/* In the root segment's sync area, checked at attach (shared.h). */
+	const struct sync_shared *shared;
+	const _Atomic uint32_t *tick_futex; /* &shared->tick_futex */
+	const struct wtab *wtab;            /* revocations; NULL if the root's was malformed */
+	uint32_t wtab_n;                    /* its entries as checked */
 	uint32_t revoke_seen;
 	size_t log_half;
 };

@@ -13,7 +13,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "layout.h"
 #include "sync.h"
 
 #define ATTACH_RETRY_NS 5000000000 /* a busy root is asked again for this long */
@@ -251,14 +250,49 @@ static int take_welcome(shmsync_worker *w, const struct welcome *wl, const int f
 	w->slot = wl->slot;
 	w->gen = wl->gen;
 	w->max_batch = wl->max_batch;
-	w->log_half = w->seg.hdr->log_size / 2;
-	uint64_t wsize;
-	const struct wtab *wt = shm_seg_ext(&w->seg, &wsize);
-	if (wt && wsize >= sizeof(*wt) && wt->magic == WTAB_MAGIC && wt->n > wl->slot &&
-	    (wsize - sizeof(*wt)) / sizeof(struct wtab_entry) >= wt->n)
-		w->wtab = wt;
+	w->log_half = shm_seg_max_batch_log_bytes(&w->seg);
+	/* Without its sync area there is no word to wait on: not a root of
+	 * this layout (or a hostile one). */
+	w->shared = sync_shared_find(&w->seg, &w->wtab, &w->wtab_n);
+	if (!w->shared) {
+		msg(err, errlen, "the root segment has no valid sync area (magic, size or alignment)");
+		return -EPROTO;
+	}
+	w->tick_futex = &w->shared->tick_futex;
+	if (w->wtab && w->wtab_n <= wl->slot) {
+		w->wtab = NULL;
+		w->wtab_n = 0;
+	}
 	w->next_seq = 1;
 	return 0;
+}
+
+const struct sync_shared *sync_shared_find(const struct shm_seg *seg, const struct wtab **wtab,
+					   uint32_t *wtab_n)
+{
+	*wtab = NULL;
+	*wtab_n = 0;
+	/* shm_seg_ext put [off, off + size) inside the published size, which
+	 * never shrinks (F_SEAL_SHRINK): what is checked here stays mapped. */
+	uint64_t size;
+	const uint8_t *area = shm_seg_ext(seg, &size);
+	if (!area || size < sizeof(struct sync_shared) || (uintptr_t)area % alignof(struct sync_shared))
+		return NULL;
+	const struct sync_shared *sh = (const void *)area;
+	if (sh->magic != SYNC_SHARED_MAGIC || sh->size != sizeof(*sh))
+		return NULL;
+	/* The table's count is read once: the root may rewrite it, and every
+	 * later bound uses this checked copy. */
+	const struct wtab *t = (const void *)(area + sizeof(*sh));
+	uint64_t room = size - sizeof(*sh);
+	if (room < sizeof(*t) || t->magic != WTAB_MAGIC)
+		return sh;
+	uint32_t n = t->n;
+	if ((room - sizeof(*t)) / sizeof(struct wtab_entry) >= n) {
+		*wtab = t;
+		*wtab_n = n;
+	}
+	return sh;
 }
 
 /* The worker's own choice: io_uring for its waits where it works, unless

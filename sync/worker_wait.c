@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "layout.h"
 #include "sync.h"
 
 #define SPIN_NS 20000
@@ -49,7 +48,7 @@ void worker_arm(shmsync_worker *w, uint32_t futex_val)
 	if (!w->futex_armed) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->uring);
 		if (sqe) {
-			sig_prep_futex_wait(sqe, &w->seg.hdr->tick_futex, futex_val);
+			sig_prep_futex_wait(sqe, w->tick_futex, futex_val);
 			io_uring_sqe_set_data64(sqe, WUD_FUTEX);
 			w->futex_armed = true;
 			w->uring_ops++;
@@ -115,7 +114,7 @@ static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_
 		       int64_t timeout_ns, int64_t deadline)
 {
 	for (;;) {
-		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
+		uint32_t v = atomic_load_explicit(w->tick_futex, memory_order_acquire);
 		if (cond(w, arg))
 			return 0;
 		if (worker_root_gone(w))
@@ -135,8 +134,8 @@ static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_
 			/* A slice that ran out although the wait was over: the wake
 			 * it should have had never came (or came within a hair of
 			 * the slice's end). Counted, so tests can see lost wakes. */
-			if (sig_futex_wait(&w->seg.hdr->tick_futex, v, slice) == -ETIMEDOUT &&
-			    slice == SLICE_NS && cond(w, arg))
+			if (sig_futex_wait(w->tick_futex, v, slice) == -ETIMEDOUT && slice == SLICE_NS &&
+			    cond(w, arg))
 				w->late_wakes++;
 		}
 	}
@@ -168,13 +167,13 @@ int shmsync_prep_wait(shmsync_worker *w, struct io_uring_sqe *sqe)
 	/* The caller's ring may wait on the word at any time from now on. */
 	if (!(w->tick_wake & PORT_TICK_WAKE_URING))
 		want_tick_wake(w, w->tick_wake | PORT_TICK_WAKE_URING);
-	uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
+	uint32_t v = atomic_load_explicit(w->tick_futex, memory_order_acquire);
 	if (shm_published_tick(&w->seg) > w->cursor) {
 		/* Already there: complete at once. */
 		io_uring_prep_nop(sqe);
 		return 0;
 	}
-	sig_prep_futex_wait(sqe, &w->seg.hdr->tick_futex, v);
+	sig_prep_futex_wait(sqe, w->tick_futex, v);
 	return 0;
 }
 
@@ -239,7 +238,7 @@ int shmsync_fd(shmsync_worker *w)
 		if (!(w->tick_wake & PORT_TICK_WAKE_URING))
 			want_tick_wake(w, w->tick_wake | PORT_TICK_WAKE_URING);
 		worker_reap(w);
-		uint32_t v = atomic_load_explicit(&w->seg.hdr->tick_futex, memory_order_acquire);
+		uint32_t v = atomic_load_explicit(w->tick_futex, memory_order_acquire);
 		if (shm_published_tick(&w->seg) > w->cursor) {
 			/* Ready now: make the fd readable with a no-op. */
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&w->uring);

@@ -43,7 +43,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "layout.h"
 #include "sync.h"
 #include "synctest.h"
 #include "synctest_death.h"

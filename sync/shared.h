@@ -1,0 +1,67 @@
+/* The sync layer's area in the root segment (shm_root_ext): the words every
+ * worker reads through its read-only mapping that are the sync layer's and
+ * not the shm layer's, so the shm header does not carry them. Only the root
+ * writes here. The worker table (wtab.h) follows this struct in the same
+ * area. A worker trusts none of it: it checks the magic, the size and the
+ * alignment against the area shm_seg_ext found inside the published size
+ * (sync_shared_find) before it waits on the word or reads the table.
+ */
+#ifndef SHMSYNC_SHARED_H
+#define SHMSYNC_SHARED_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "shm.h"
+#include "wtab.h"
+
+#define SYNC_SHARED_MAGIC 0x4448535353534853ull /* "SHSSSSHD" */
+
+/* 128: a line and its neighbour, which the adjacent-line prefetcher pulls
+ * in together (as in port.h). */
+#define SYNC_SHARED_LINE 128
+
+struct sync_shared {
+	uint64_t magic;
+	uint32_t size; /* sizeof(struct sync_shared): where the worker table starts */
+	uint32_t reserved;
+	/* Statistics for tools (shmsync_stat), written by the root (relaxed). */
+	_Atomic uint64_t stat_min_epoch;        /* as the root last computed it */
+	_Atomic uint64_t stat_timer_found_work; /* ring work the idle timer found */
+	_Atomic uint32_t stat_signal;           /* how the root waits: SIG_URING or SIG_FUTEX */
+	_Atomic uint32_t stat_workers;
+	/* The wake-up word workers FUTEX_WAIT on: the root changes it after
+	 * each publish and each round of acks (sync/root_commit.c,
+	 * wake_workers), an atomic read-modify-write at every commit. On lines
+	 * of its own, so that bump neither takes the statistics' line nor the
+	 * worker table's from the readers, nor they this one. */
+	alignas(SYNC_SHARED_LINE) _Atomic uint32_t tick_futex;
+	/* Then the worker table, on the next line pair. */
+};
+
+_Static_assert(sizeof(struct sync_shared) % SYNC_SHARED_LINE == 0, "the worker table starts on a line pair");
+
+/* How much of the root segment's extension area the root reserves for a
+ * worker table of n entries. */
+static inline size_t sync_shared_bytes(unsigned n)
+{
+	return sizeof(struct sync_shared) + sizeof(struct wtab) + n * sizeof(struct wtab_entry);
+}
+
+/* The worker table that follows the struct. */
+static inline struct wtab *sync_shared_wtab(struct sync_shared *sh)
+{
+	return (struct wtab *)(void *)((uint8_t *)sh + sizeof(*sh));
+}
+
+/* A worker's view (sync/worker_attach.c): the root segment's sync area,
+ * NULL unless the extension area is there, inside the published size,
+ * aligned for the struct, large enough, and carries the magic and size.
+ * Then *wtab is the worker table after it and *wtab_n its entries as
+ * checked (the root may change wtab->n later: use *wtab_n), or NULL and 0
+ * when the table is malformed or does not fit the area. */
+const struct sync_shared *sync_shared_find(const struct shm_seg *seg, const struct wtab **wtab,
+					   uint32_t *wtab_n);
+
+#endif

@@ -157,6 +157,9 @@ void shmsync_root_stop(shmsync_root *r);
 void shmsync_root_close(shmsync_root *r);
 /* The published tick. */
 uint64_t shmsync_root_tick(const shmsync_root *r);
+/* For a supervisor: how often it restarted the root and the workers, shown
+ * by shmsync_stat (shmsync_supervise sets them). */
+void shmsync_root_set_restarts(shmsync_root *r, uint64_t root_restarts, uint64_t worker_restarts);
 
 /* ---- workers -----------------------------------------------------------
  *
@@ -343,6 +346,7 @@ typedef struct shmsync_stats {
 	 * (get_mempolicy), a JSON object such as
 	 * {"policy":"interleave","nodes":"0-1"}, or null. */
 	char numa[96];
+	uint64_t root_restarts, worker_restarts; /* under a supervisor: how often it restarted them */
 } shmsync_stats;
 
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s);

@@ -24,6 +24,12 @@ uint64_t shmsync_root_tick(const shmsync_root *r)
 	return shm_root_tick(r->shm);
 }
 
+void shmsync_root_set_restarts(shmsync_root *r, uint64_t root_restarts, uint64_t worker_restarts)
+{
+	atomic_store_explicit(&r->shared->stat_root_restarts, root_restarts, memory_order_relaxed);
+	atomic_store_explicit(&r->shared->stat_worker_restarts, worker_restarts, memory_order_relaxed);
+}
+
 void shmsync_root_close(shmsync_root *r)
 {
 	if (!r)

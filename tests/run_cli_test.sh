@@ -168,6 +168,33 @@ else
 	echo "ok: SIGTERM: exit 0 after $ms ms, no process left (pids $(echo $pids))"
 fi
 
+# A worker killed with -9 is restarted, and stat counts it.
+"$S" run -n 2 --grace 2 --socket "$tmp/rs.sock" -- "$S" watch >/dev/null 2>"$tmp/err" &
+run=$!
+for _ in $(seq 200); do
+	[ "$(grep -c 'worker . pid .* started' "$tmp/err")" -ge 2 ] && break
+	sleep 0.05
+done
+victim=$(sed -n 's/.*worker 0 pid \([0-9]*\) started.*/\1/p' "$tmp/err" | head -1)
+[ -n "$victim" ] || fail "restart count: no worker 0 pid in: $(cat "$tmp/err")"
+kill -KILL "$victim"
+restarts=""
+for _ in $(seq 100); do
+	if [ "$(grep -c 'worker 0 pid .* started' "$tmp/err")" -ge 2 ]; then
+		restarts=$("$S" stat --json --socket "$tmp/rs.sock" 2>/dev/null |
+			sed -n 's/.*"worker_restarts": *\([0-9]*\).*/\1/p')
+		[ -n "$restarts" ] && [ "$restarts" -ge 1 ] && break
+	fi
+	sleep 0.1
+done
+kill -TERM $run
+wait $run
+if [ -z "$restarts" ] || [ "$restarts" -lt 1 ]; then
+	fail "restart count: stat shows worker_restarts '$restarts' after a worker was killed; $(cat "$tmp/err")"
+else
+	echo "ok: a killed worker is restarted and stat counts it (worker_restarts $restarts)"
+fi
+
 # --metrics: the root's figures over HTTP from a process of run's own (not
 # the master), with the workers' series; SIGTERM stops it with the rest.
 # The workers are watchers, so that they attach (sleep would not).

@@ -182,6 +182,10 @@ void tool_prometheus(FILE *f, const shmsync_stats *s, const shmsync_worker_info 
 	meta(f, "root_timer_found_work_total", "counter",
 	     "Times the root's idle timer found ring work (a lost or late doorbell wake-up).");
 	fprintf(f, "shmsync_root_timer_found_work_total %" PRIu64 "\n", s->root_timer_found_work);
+	meta(f, "root_restarts_total", "counter", "Times a supervisor restarted the root (0 without one).");
+	fprintf(f, "shmsync_root_restarts_total %" PRIu64 "\n", s->root_restarts);
+	meta(f, "worker_restarts_total", "counter", "Times a supervisor restarted a worker (0 without one).");
+	fprintf(f, "shmsync_worker_restarts_total %" PRIu64 "\n", s->worker_restarts);
 	meta(f, "workers", "gauge", "Attached workers, not counting the reader of these figures.");
 	fprintf(f, "shmsync_workers %d\n", n);
 	numa_info(f, s->numa);

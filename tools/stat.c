@@ -35,6 +35,8 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	json_object_set_new(o, "tombstones", json_integer((json_int_t)sp->tombstones));
 	json_object_set_new(o, "reclaimed", json_integer((json_int_t)sp->reclaimed));
 	json_object_set_new(o, "root_timer_found_work", json_integer((json_int_t)sp->root_timer_found_work));
+	json_object_set_new(o, "root_restarts", json_integer((json_int_t)sp->root_restarts));
+	json_object_set_new(o, "worker_restarts", json_integer((json_int_t)sp->worker_restarts));
 	/* The library's object as it is; null if it is not one. */
 	json_t *numa = json_loads(sp->numa, JSON_DECODE_ANY, NULL);
 	json_object_set_new(o, "numa", json_is_object(numa) ? numa : json_null());
@@ -93,6 +95,8 @@ static void print_stat_text(const shmsync_stats *sp, const shmsync_worker_info *
 	printf("reclaimed     %" PRIu64 " (objects, total)\n", sp->reclaimed);
 	print_numa(sp->numa);
 	printf("workers       %d (besides this one)\n", m);
+	printf("restarts      %" PRIu64 " root, %" PRIu64 " workers (by a supervisor)\n", sp->root_restarts,
+	       sp->worker_restarts);
 	if (m) {
 		printf("\n%5s %8s %-8s %4s %10s %10s %8s %12s\n", "slot", "pid", "state", "node", "cursor",
 		       "epoch", "lag", "pinned");

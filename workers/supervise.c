@@ -282,9 +282,7 @@ static int root_child(struct sup *s, int ctl)
 	snprintf(h.msg, sizeof(h.msg), "%s", rc < 0 ? (err[0] ? err : shmsync_strerror(rc)) : "");
 	if (send(ctl, &h, sizeof(h), MSG_NOSIGNAL) < 0 || rc < 0)
 		return 3;
-	/* The counts from the master. Not published yet: the root's stats
-	 * need a field for them (sync/), see the report of issue 11. */
-	struct sup_counts counts = {0, 0};
+	/* The counts from the master, published for shmsync stat. */
 	for (;;) {
 		int n = shmsync_root_process(r, 0);
 		if (n < 0) {
@@ -303,12 +301,11 @@ static int root_child(struct sup *s, int ctl)
 			struct sup_counts c;
 			ssize_t got = recv(ctl, &c, sizeof(c), MSG_DONTWAIT);
 			if (got == (ssize_t)sizeof(c))
-				counts = c;
+				shmsync_root_set_restarts(r, c.root_restarts, c.worker_restarts);
 			else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
 				break; /* the master is gone */
 		}
 	}
-	(void)counts;
 	shmsync_root_close(r);
 	return rc < 0 ? 4 : 0;
 }

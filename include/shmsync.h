@@ -431,9 +431,12 @@ typedef struct shmsync_supervise_opts { /* zero means default */
 	 * which frees all it pinned, so a stuck worker costs one restart instead
 	 * of unbounded memory. 30 s is far past any request a worker serves from
 	 * one snapshot; work that holds a snapshot longer should call
-	 * shmsync_offline() or import. (Like the root's own time bound, it may
-	 * also kill a worker that sat online, without importing, while nothing
-	 * was committed for 30 s and then a commit came.) Set any of the three
+	 * shmsync_offline() or import. (The time counts from when the published
+	 * tick passed the worker's snapshot, so an idle worker of a quiet root
+	 * is never killed for it.) No other default changes under the
+	 * supervisor: the socket stays 0600 for the caller's uid, and NUMA
+	 * placement is on, since workers are the supervisor's own processes to
+	 * place (root.numa_policy = SHMSYNC_NUMA_NONE turns it off). Set any of the three
 	 * to choose yourself; SHMSYNC_STALL_WAIT with max_read_pin_ns =
 	 * INT64_MAX means no bound. max_workers defaults to workers + 64, at
 	 * least 256 (a SIGHUP restart runs one worker more for a while; the rest

@@ -457,7 +457,7 @@ static _Noreturn void honest(int idx)
 		} else {
 			int f = atomic_fetch_add(&C->honest_fail, 1);
 			if (f < 4)
-				snprintf(C->fail_msg[f], sizeof(C->fail_msg[f]), "%s%s: %s",
+				snprintf(C->fail_msg[f], sizeof(C->fail_msg[f]), "%s%s: %.180s",
 					 j % 2 ? "(slow hello) " : "", shmsync_strerror(rc), err);
 		}
 		sd_sleep_ns(100 * MS);

@@ -121,6 +121,10 @@ install_prog() {
 	local prog=$1 dest=$2 lib
 	cp -L "$prog" "$root/$dest"
 	for lib in $(ldd "$prog" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+		# Also where LD_LIBRARY_PATH points in the guest: a build tree
+		# under /tmp is hidden there by the tmpfs the guest mounts.
+		[ -e "$root/lib/shmsync/$(basename "$lib")" ] ||
+			{ mkdir -p "$root/lib/shmsync" && cp -L "$lib" "$root/lib/shmsync/"; }
 		[ -e "$root$lib" ] && continue
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
@@ -141,7 +145,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null # the kernel may have mounted it already
 mount -t tmpfs tmpfs /tmp
 exec </dev/null >/dev/console 2>&1
-export PATH=/t:/bin:/sbin:/usr/bin:/usr/sbin HOME=/tmp TMPDIR=/tmp
+export PATH=/t:/bin:/sbin:/usr/bin:/usr/sbin HOME=/tmp TMPDIR=/tmp LD_LIBRARY_PATH=/lib/shmsync
 echo "GUEST: kernel $(uname -r), nodes $(cat /sys/devices/system/node/online), CPUs $(nproc)"
 passed=0
 failed=0

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -564,7 +565,17 @@ int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)
 	uint32_t n;
 	if (!sync_shared_find(&w->seg, &t, &n) || !t)
 		return -EIO;
-	for (int tries = 0; tries < 1000; tries++) {
+	/*
+	 * The root may be preempted inside its write section (a loaded host): retry
+	 * with yields for up to a second rather than a fixed count of spins.
+	 */
+	int64_t give_up = sig_now_ns() + 1000000000LL;
+	for (unsigned tries = 0;; tries++) {
+		if (tries >= 64) {
+			if (sig_now_ns() > give_up)
+				break;
+			sched_yield();
+		}
 		uint64_t s1 = atomic_load_explicit(&t->seq, memory_order_acquire);
 		if (s1 & 1)
 			continue;

@@ -225,7 +225,7 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	} else {
 		set_plain(r, &inc->bytes, inc->bytes + vbytes);
 		shm_tree_insert(r, table_pool(r, tab), tab->seed, shm_table_pos(tab->seed, h), h, op->key,
-				op->key_len, voff, true);
+				op->key_len, voff, true, &p);
 	}
 	if (!present) {
 		set_plain(r, &tab->live, tab->live + 1);

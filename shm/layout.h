@@ -127,7 +127,7 @@ struct shm_slot {
  *    every rebuild, so keys found against an old table stop colliding.
  * Why the rebuilds stay amortised against an attacker who reads each new
  * seed is argued next to the code (shm/table.h, table_room). */
-#define SHM_PROBE_WINDOW 32u
+#define SHM_PROBE_WINDOW 16u
 
 /* Open addressing, linear probing within the window, power-of-two size.
  * Replaced, never grown in place: a reader may hold the old table until it

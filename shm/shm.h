@@ -24,8 +24,11 @@
  * 4: the sync layer's words (the tick futex word and its statistics) left
  * the header for the extension area, ahead of the worker table
  * (sync/shared.h): a worker of layout 3 would wait on a word the root no
- * longer changes and look for the worker table where they now are. */
-#define SHM_LAYOUT_VERSION 4u
+ * longer changes and look for the worker table where they now are.
+ * 5: the probe window went from 32 slots to 16 (SHM_PROBE_WINDOW): a reader
+ * of layout 4 would stop at an EMPTY slot past the 16th instead of going on
+ * into the overflow tree, missing keys that are there. */
+#define SHM_LAYOUT_VERSION 5u
 
 /* A message for the caller: what failed, the limit involved, what to set. */
 struct shm_err {

@@ -20,7 +20,7 @@
  * the key parts from its best match, so every key already in the tree is
  * still reached by its own bits, before and after the one linking store. */
 void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint64_t pos, uint64_t h,
-		     const void *key, size_t klen, uint64_t node, bool shared)
+		     const void *key, size_t klen, uint64_t node, bool shared, const struct probe *pr)
 {
 	uint64_t li = ++p->used, steps = 0;
 	struct shm_onode *leaf = pool_node(p, li);
@@ -32,7 +32,7 @@ void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint
 	leaf->reserved = 0;
 	_Atomic uint64_t *link = &p->root;
 	uint64_t top = li;
-	struct shm_onode *best = tree_best(p, pos, key, klen, &steps);
+	struct shm_onode *best = pr ? pr->best : tree_best(p, pos, key, klen, &steps, NULL);
 	if (best) {
 		uint64_t bpos =
 			shm_table_pos(seed, atomic_load_explicit(&best->s.hash, memory_order_relaxed));
@@ -52,12 +52,29 @@ void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint
 		atomic_store_explicit(&in->s.node, 0, memory_order_relaxed);
 		in->bit = c;
 		in->reserved = 0;
-		for (;;) {
-			struct shm_onode *nd = pool_node(p, atomic_load_explicit(link, memory_order_relaxed));
-			if (nd->bit == SHM_CB_LEAF || nd->bit > c)
-				break;
-			link = &nd->child[shm_cb_bit(pos, klen, key, nd->bit)];
-			steps++;
+		unsigned known = pr ? pr->path_len : 0;
+		if (known) {
+			/* The path's nodes test increasing bits and were just
+			 * visited: the first past c is where the new node goes,
+			 * found with independent, cached loads. */
+			unsigned i = 0;
+			while (i + 1 < known) {
+				const struct shm_onode *nd =
+					pool_node(p, atomic_load_explicit(pr->path[i], memory_order_relaxed));
+				if (nd->bit > c)
+					break;
+				i++;
+			}
+			link = pr->path[i];
+		} else {
+			for (;;) {
+				struct shm_onode *nd =
+					pool_node(p, atomic_load_explicit(link, memory_order_relaxed));
+				if (nd->bit == SHM_CB_LEAF || nd->bit > c)
+					break;
+				link = &nd->child[shm_cb_bit(pos, klen, key, nd->bit)];
+				steps++;
+			}
 		}
 		unsigned dir = shm_cb_bit(pos, klen, key, c);
 		atomic_store_explicit(&in->child[dir], li, memory_order_relaxed);
@@ -200,7 +217,7 @@ static int place_private(struct shm_root *r, struct shm_table *t, uint64_t h, ui
 	if (rc < 0)
 		return rc;
 	const struct shm_ver *v = shm_at(r, node);
-	shm_tree_insert(r, table_pool(r, t), t->seed, pos, h, ver_key(v), v->key_len, node, false);
+	shm_tree_insert(r, table_pool(r, t), t->seed, pos, h, ver_key(v), v->key_len, node, false, NULL);
 	return 0;
 }
 

@@ -8,11 +8,23 @@
 #include "writer.h"
 
 #define TABLE_MIN_SLOTS 8u
+/* Links a probe remembers: a path tests strictly later bits, so one between
+ * keys whose 64-bit positions differ is at most 64 internal nodes long. */
+#define PROBE_PATH_MAX 66u
 
 struct probe {
 	struct shm_slot *slot; /* the key's slot or tree leaf, or NULL */
 	struct shm_slot *free; /* first reusable slot of the window; NULL: a new key goes to the tree */
 	uint64_t head;         /* head version, 0 if none */
+	/* The tree leaf the key's path ended at when it was not found (NULL: no
+	 * tree, or the window decided), and the links that path followed, root
+	 * first (path_len 0: not recorded, the path was longer): an insert
+	 * links its new node into that path without walking the tree again.
+	 * Tree walks are chains of dependent loads, what an attacked insert
+	 * pays for most. */
+	struct shm_onode *best;
+	unsigned path_len;
+	_Atomic uint64_t *path[PROBE_PATH_MAX];
 };
 
 static inline struct shm_pool *table_pool(struct shm_root *r, const struct shm_table *t)
@@ -38,20 +50,27 @@ static inline void count_probe(struct shm_root *r, uint64_t steps)
 		r->probe_max = steps;
 }
 
-/* The leaf the tree leads (pos, key) to, NULL if the tree is empty. */
+/* The leaf the tree leads (pos, key) to, NULL if the tree is empty. With
+ * a probe, records the links followed into it (probe.path). */
 static inline struct shm_onode *tree_best(struct shm_pool *p, uint64_t pos, const void *key, size_t klen,
-					  uint64_t *steps)
+					  uint64_t *steps, struct probe *pr)
 {
-	uint64_t idx = atomic_load_explicit(&p->root, memory_order_relaxed);
-	if (!idx)
-		return NULL;
+	_Atomic uint64_t *link = &p->root;
+	unsigned depth = 0;
 	for (;;) {
+		uint64_t idx = atomic_load_explicit(link, memory_order_relaxed);
+		if (!idx)
+			return NULL;
+		if (pr) {
+			if (depth < PROBE_PATH_MAX)
+				pr->path[depth] = link;
+			pr->path_len = ++depth <= PROBE_PATH_MAX ? depth : 0;
+		}
 		struct shm_onode *nd = pool_node(p, idx);
 		(*steps)++;
 		if (nd->bit == SHM_CB_LEAF)
 			return nd;
-		idx = atomic_load_explicit(&nd->child[shm_cb_bit(pos, klen, key, nd->bit)],
-					   memory_order_relaxed);
+		link = &nd->child[shm_cb_bit(pos, klen, key, nd->bit)];
 	}
 }
 
@@ -60,6 +79,8 @@ static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h
 {
 	uint64_t mask = t->nslots - 1, pos = shm_table_pos(t->seed, h), win = window_of(t), steps = 0;
 	p->slot = p->free = NULL;
+	p->best = NULL;
+	p->path_len = 0;
 	p->head = 0;
 	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
 		struct shm_slot *s = &t->slots[i];
@@ -89,7 +110,8 @@ static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h
 		}
 	}
 	struct shm_pool *pool = table_pool(r, t);
-	struct shm_onode *leaf = pool ? tree_best(pool, pos, key, klen, &steps) : NULL;
+	struct shm_onode *leaf = pool ? tree_best(pool, pos, key, klen, &steps, p) : NULL;
+	p->best = leaf;
 	if (leaf) {
 		uint64_t node = atomic_load_explicit(&leaf->s.node, memory_order_relaxed);
 		if (node > SHM_SLOT_DELETED &&
@@ -114,7 +136,7 @@ static inline uint64_t pool_bytes(uint64_t cap)
 #define POOL_MIN_NODES 64u
 static inline uint64_t pool_room(const struct shm_table *t)
 {
-	return t->nslots / 16 > POOL_MIN_NODES ? t->nslots / 16 : POOL_MIN_NODES;
+	return t->nslots / 4 > POOL_MIN_NODES ? t->nslots / 4 : POOL_MIN_NODES;
 }
 
 static inline void pool_init(struct shm_pool *p, uint64_t cap)
@@ -136,9 +158,11 @@ int shm_table_new(struct shm_root *r, uint64_t nslots, uint64_t *off);
  * seed (retired with `tag`). */
 int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag);
 /* Links a new leaf for a key into a tree whose pool has room for two more
- * nodes; shared: the table is published (every change recorded for undo). */
+ * nodes; shared: the table is published (every change recorded for undo).
+ * pr: this key's probe in this pool (its best leaf and path), or NULL to
+ * walk the tree here. */
 void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint64_t pos, uint64_t h,
-		     const void *key, size_t klen, uint64_t node, bool shared);
+		     const void *key, size_t klen, uint64_t node, bool shared, const struct probe *pr);
 /* Unlinks the tree leaf whose head is `off`; false if it is not there. */
 bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, const void *key, size_t klen,
 		     uint64_t off);
@@ -159,9 +183,9 @@ bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, cons
  *     (a) when slots + tree keys would pass 3/4 of nslots: a rebuild leaves
  *     them at most about half, so at least nslots/4 new keys came between
  *     two such rebuilds (the usual doubling argument); or (b) when its pool
- *     runs out. Every pool starts with at least pool_room(t) >= nslots/16
+ *     runs out. Every pool starts with at least pool_room(t) >= nslots/4
  *     free nodes and an insert takes at most two, nodes are never given
- *     back, so at least nslots/32 tree inserts (each one an operation a
+ *     back, so at least nslots/8 tree inserts (each one an operation a
  *     worker paid for; an undone one counts, its nodes stay used) came
  *     before it. Pool nodes are <= 2 per tree key kept + that room, so
  *     either way the rebuild costs O(1) per operation since the last one:
@@ -171,8 +195,13 @@ bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, cons
  *  3. A precomputed attack dies at the next rebuild: keys that collide under
  *     one table seed are scattered under the next one, which nobody could
  *     read before the table existed (table_seed_new).
- * With random keys the window of 32 overflows for about 0.3% of keys at
- * 3/4 load (measured in a simulation), far below the pool's nslots/32. */
+ * With random keys the window of 16 overflows for about 1.3% of keys at
+ * 3/4 load (a simulation; 32 slots: 0.35%), far below the pool's nslots/8.
+ * Why 16 and a pool of nslots/4: an attacked insert is a window scan and a
+ * tree walk, and a reseed costs a rebuild; the smaller window and the
+ * bigger pool (fewer reseeds, a tree a level or two deeper) took attacked
+ * inserts from 3.5x to 2x random ones, attacked gets from 1.15x to 1.3x
+ * (docs/BENCHMARKS.md, bench_hashflood). */
 static inline int table_room(struct shm_root *r, struct shm_inc *inc, uint64_t tag, uint64_t h,
 			     const void *key, size_t klen, struct probe *p)
 {

@@ -121,6 +121,49 @@ static uint64_t get_batch(const struct shm_seg *seg, uint64_t epoch, uint64_t *i
 	return ns;
 }
 
+/* Throughput of independent gets (the next key does not depend on the last
+ * value, so the core may overlap them as far as it can by itself): `many`
+ * 0 is a loop of shm_get, otherwise shm_get_many over groups of `many`
+ * keys. Keys come from an LCG over the directory, uniform. Gets per second
+ * of wall time; the value's first byte is summed so no read is optimised
+ * away. */
+#define MANY_MAX 256
+static double get_throughput(const struct shm_seg *seg, uint64_t epoch, uint64_t nkeys, uint64_t count,
+			     size_t many, uint64_t *lcg, uint64_t *sink)
+{
+	uint8_t keys[MANY_MAX][KEY_LEN];
+	shmsync_key ks[MANY_MAX];
+	struct shm_value vals[MANY_MAX];
+	int rcs[MANY_MAX];
+	size_t group = many ? many : 1;
+	for (size_t j = 0; j < group; j++)
+		ks[j] = (shmsync_key){keys[j], KEY_LEN};
+	uint64_t x = *lcg, sum = 0, t0 = bench_now_ns();
+	for (uint64_t done = 0; done < count; done += group) {
+		for (size_t j = 0; j < group; j++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			make_key(keys[j], (x >> 20) % nkeys);
+		}
+		if (!many) {
+			int rc = shm_get(seg, epoch, DIR_NAME, sizeof DIR_NAME - 1, keys[0], KEY_LEN,
+					 &vals[0]);
+			if (rc < 0)
+				bench_die("shm_get", rc);
+			sum += *(const uint8_t *)vals[0].data;
+			continue;
+		}
+		int rc = shm_get_many(seg, epoch, DIR_NAME, sizeof DIR_NAME - 1, ks, group, vals, rcs);
+		if (rc != (int)group)
+			bench_die("shm_get_many", rc < 0 ? rc : -ENOENT);
+		for (size_t j = 0; j < group; j++)
+			sum += *(const uint8_t *)vals[j].data;
+	}
+	uint64_t ns = bench_now_ns() - t0;
+	*lcg = x;
+	*sink += sum;
+	return (double)count / ((double)ns / 1e9);
+}
+
 struct floor_arr {
 	uint64_t *lines; /* line i's next index at lines[i * LINE / 8] */
 	uint64_t nlines;
@@ -270,6 +313,22 @@ int main(int argc, char **argv)
 		run_series(&hot, r, &rseg, epoch, 1, &gh, &fh, &fih, nb_hot, buf);
 	}
 
+	/* Throughput: single gets against shm_get_many in groups of 16, 64 and
+	 * 256, interleaved within each repeat. */
+	enum { NT = 4 };
+	static const size_t T_MANY[NT] = {0, 16, 64, 256};
+	static const char *const T_NAME[NT] = {"single", "many16", "many64", "many256"};
+	double tput[NT][64];
+	uint64_t lcg = 12345, sink = 0, tcount = o.quick ? 65536 : 1048576;
+	for (int t = 0; t < NT; t++)
+		(void)get_throughput(&rseg, epoch, nkeys, tcount / 8, T_MANY[t], &lcg, &sink);
+	for (int r = 0; r < reps; r++)
+		for (int t = 0; t < NT; t++)
+			tput[t][r] = get_throughput(&rseg, epoch, nkeys, tcount, T_MANY[t], &lcg, &sink);
+	double tmed[NT];
+	for (int t = 0; t < NT; t++)
+		tmed[t] = bench_median_copy(tput[t], (size_t)reps);
+
 	json_t *doc = bench_json_new("bench_get", &o);
 	json_object_set_new(doc, "keys", json_integer((json_int_t)nkeys));
 	json_object_set_new(doc, "hot_keys", json_integer(HOT_KEYS));
@@ -333,6 +392,29 @@ int main(int argc, char **argv)
 			       rm, i == 0 ? "<= 1.5x floor:" : "<= 100 ns med:", verdict);
 	}
 	json_object_set_new(doc, "results", results);
+	json_t *tp = json_array();
+	if (!o.json)
+		printf("\nindependent uniform gets, %" PRIu64 " per repeat (checksum %" PRIu64 "):\n"
+		       "  %-8s %14s %10s  %s\n",
+		       tcount, sink & 0xff, "mode", "gets/s med", "vs single", "target");
+	for (int t = 0; t < NT; t++) {
+		double ratio = tmed[t] / tmed[0];
+		const char *verdict = t == 0 ? "" : o.quick ? "not evaluated" : bench_met(ratio >= 3.0);
+		json_t *row = json_object();
+		json_object_set_new(row, "mode", json_string(T_NAME[t]));
+		json_object_set_new(row, "group", json_integer((json_int_t)T_MANY[t]));
+		json_object_set_new(row, "gets_per_s_median", json_real(tmed[t]));
+		json_object_set_new(row, "gets_per_s_repeats", bench_json_array(tput[t], (size_t)reps));
+		json_object_set_new(row, "over_single", json_real(ratio));
+		if (t)
+			json_object_set_new(row, "target", json_string(">= 3x single"));
+		json_object_set_new(row, "target_status", json_string(t ? verdict : "n/a"));
+		json_array_append_new(tp, row);
+		if (!o.json)
+			printf("  %-8s %14.0f %9.2fx  %s%s\n", T_NAME[t], tmed[t], ratio, t ? ">= 3x: " : "",
+			       verdict);
+	}
+	json_object_set_new(doc, "throughput", tp);
 	if (!o.json)
 		printf("\n");
 	bench_json_print(doc);

@@ -298,6 +298,21 @@ typedef struct shmsync_view {
  * key absent), -EIO (corrupt segment), -ESTALE (offline, or revoked: import
  * first). */
 int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, shmsync_view *v);
+/* A key for shmsync_get_many. */
+typedef struct shmsync_key {
+	const void *data;
+	size_t len;
+} shmsync_key;
+/* n shmsync_gets in one directory, with their cache misses overlapped
+ * (groups of 16 keys: each group's slots, then its versions, are loaded
+ * together), so a large batch of uniform keys costs a fraction of n single
+ * gets. For each i, rcs[i] is 0 and views[i] is set as shmsync_get would
+ * set it, or rcs[i] is -ENOENT (every key, when dir is absent). Returns how
+ * many were found, or for the whole call -EINVAL, -ESTALE (offline or
+ * revoked: import first), -EIO (corrupt segment); the views then are not
+ * to be read. */
+int shmsync_get_many(shmsync_worker *w, const char *dir, const shmsync_key *keys, size_t n,
+		     shmsync_view *views, int *rcs);
 /* 1 if v is still safe to read, 0 if not. */
 int shmsync_view_valid(shmsync_worker *w, const shmsync_view *v);
 /* Calls fn for every key of dir at the snapshot, in no particular order;

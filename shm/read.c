@@ -229,10 +229,10 @@ static int rd_match(const struct shm_seg *seg, const struct shm_slot *s, uint64_
  * slot there is taken, the overflow tree (layout.h, "Hash flooding"). 1 and
  * *v, 0 if absent, -EIO. Each tree step must test a later bit than the one
  * before and stay in the pool, so a corrupt or reused tree cannot loop. */
-static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, const void *key, size_t key_len,
-		     struct rd_ver *v, uint64_t *steps)
+static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, uint64_t h, const void *key,
+		     size_t key_len, struct rd_ver *v, uint64_t *steps)
 {
-	uint64_t h = shm_hash(seg->hdr->hash_seed, key, key_len), pos = shm_table_pos(t->seed, h);
+	uint64_t pos = shm_table_pos(t->seed, h);
 	uint64_t mask = t->nslots - 1, win = t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
 	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
 		++*steps;
@@ -275,7 +275,7 @@ int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, si
 	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
 	struct rd_ver v;
-	rc = rd_lookup(seg, &t, key, key_len, &v, steps);
+	rc = rd_lookup(seg, &t, shm_hash(seg->hdr->hash_seed, key, key_len), key, key_len, &v, steps);
 	if (rc <= 0)
 		return rc < 0 ? rc : -ENOENT;
 	rc = rd_version_at(seg, v, epoch, out);
@@ -287,6 +287,92 @@ int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t d
 {
 	uint64_t steps;
 	return shm_get_steps(seg, epoch, dir, dir_len, key, key_len, out, &steps);
+}
+
+/* Keys in flight at once: enough misses to keep the memory system busy
+ * (a core tracks a few tens), few enough that a group's slots and versions
+ * are still in L1 when the group is finished. */
+#define MANY_GROUP 16u
+
+/* Starts loading the first lines of the object at off, if it is in the
+ * segment: the real read checks it again, so nothing here is trusted. */
+static void rd_prefetch_obj(const struct shm_seg *seg, uint64_t off)
+{
+	const uint8_t *p = shm_seg_ptr(seg, off, 128, 8);
+	if (p) {
+		__builtin_prefetch(p);
+		__builtin_prefetch(p + 64);
+	}
+}
+
+/* A group of lookups in three passes, so that each pass's cache misses
+ * overlap instead of following one another: hash every key and start
+ * loading its home slots; find each key's slot in its window (now cached)
+ * and start loading its version; then the ordinary checked lookup, which
+ * finds all of it in cache. The passes before the last only prefetch, so
+ * what a lookup returns is exactly what shm_get would. */
+static int rd_get_group(const struct shm_seg *seg, const struct rd_table *t, uint64_t epoch,
+			const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs)
+{
+	uint64_t h[MANY_GROUP], home[MANY_GROUP];
+	uint64_t mask = t->nslots - 1, win = t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+	uint64_t seed = seg->hdr->hash_seed;
+	for (size_t j = 0; j < n; j++) {
+		h[j] = shm_hash(seed, keys[j].data, keys[j].len);
+		home[j] = shm_table_pos(t->seed, h[j]) & mask;
+		__builtin_prefetch(&t->slots[home[j]]);
+	}
+	for (size_t j = 0; j < n; j++) {
+		for (uint64_t i = home[j], k = 0; k < win; i = (i + 1) & mask, k++) {
+			uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_relaxed);
+			if (node == SHM_SLOT_EMPTY)
+				break;
+			if (node > SHM_SLOT_DELETED &&
+			    atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed) == h[j]) {
+				rd_prefetch_obj(seg, node);
+				break;
+			}
+		}
+	}
+	int found = 0;
+	for (size_t j = 0; j < n; j++) {
+		struct rd_ver v;
+		uint64_t steps = 0;
+		int rc = rd_lookup(seg, t, h[j], keys[j].data, keys[j].len, &v, &steps);
+		if (rc > 0)
+			rc = rd_version_at(seg, v, epoch, &out[j]);
+		if (rc < 0)
+			return rc;
+		rcs[j] = rc ? 0 : -ENOENT;
+		found += rc;
+	}
+	return found;
+}
+
+int shm_get_many(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
+		 const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs)
+{
+	const struct shm_inc *inc;
+	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
+	if (rc == -ENOENT) {
+		for (size_t j = 0; j < n; j++)
+			rcs[j] = -ENOENT;
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	struct rd_table t;
+	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
+		return -EIO;
+	size_t found = 0;
+	for (size_t j = 0; j < n; j += MANY_GROUP) {
+		size_t m = n - j < MANY_GROUP ? n - j : MANY_GROUP;
+		rc = rd_get_group(seg, &t, epoch, keys + j, m, out + j, rcs + j);
+		if (rc < 0)
+			return rc;
+		found += (size_t)rc;
+	}
+	return found > INT32_MAX ? INT32_MAX : (int)found;
 }
 
 int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,

@@ -326,6 +326,11 @@ void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *lo
  * the directory or key is absent at epoch, -EIO on a corrupt segment. */
 int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
 	    size_t key_len, struct shm_value *out);
+/* n shm_gets in one directory, their cache misses overlapped: rcs[i] is 0
+ * (out[i] set) or -ENOENT (also every key when dir is absent at epoch).
+ * The number found, or -EIO on a corrupt segment. */
+int shm_get_many(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
+		 const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs);
 typedef int (*shm_key_fn)(const void *key, size_t key_len, const struct shm_value *v, void *arg);
 /* Calls fn for every key of dir at epoch, in no particular order; stops
  * early and returns fn's value when it is non-zero. */

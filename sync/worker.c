@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,6 +445,30 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 		return rc;
 	*v = (shmsync_view){val.data, val.len, val.tick, w->epoch};
 	return 0;
+}
+
+int shmsync_get_many(shmsync_worker *w, const char *dir, const shmsync_key *keys, size_t n,
+		     shmsync_view *views, int *rcs)
+{
+	CHECK_HANDLE(w);
+	if (!w->online)
+		return -ESTALE;
+	if (!dir || (n && (!keys || !views || !rcs)))
+		return -EINVAL;
+	struct shm_value vals[64];
+	size_t dir_len = strlen(dir), found = 0;
+	for (size_t j = 0; j < n; j += 64) {
+		size_t m = n - j < 64 ? n - j : 64;
+		int rc = shm_get_many(&w->seg, w->epoch, dir, dir_len, keys + j, m, vals, rcs + j);
+		if (rc < 0 || revoked_since(w))
+			return rc < 0 ? rc : -ESTALE;
+		for (size_t i = 0; i < m; i++)
+			if (rcs[j + i] == 0)
+				views[j + i] =
+					(shmsync_view){vals[i].data, vals[i].len, vals[i].tick, w->epoch};
+		found += (size_t)rc;
+	}
+	return found > INT_MAX ? INT_MAX : (int)found;
 }
 
 int shmsync_view_valid(shmsync_worker *w, const shmsync_view *v)

@@ -95,6 +95,13 @@ static void check_key(uint64_t epoch, const char *k, size_t n, bool present)
 		read_max = steps;
 	if (steps > READ_BOUND)
 		read_over++; /* reported with the figures below */
+	/* The batched lookup agrees, on window and tree keys alike. */
+	shmsync_key mk = {k, n};
+	struct shm_value mv;
+	int mrc;
+	int found = shm_get_many(seg, epoch, DIR, strlen(DIR), &mk, 1, &mv, &mrc);
+	if (found != (rc == 0) || mrc != rc || (rc == 0 && (mv.data != v.data || mv.len != v.len)))
+		T_FAIL("get_many %.*s at %" PRIu64 ": %d/%d, get %d", (int)n, k, epoch, found, mrc, rc);
 	if (!present) {
 		if (rc != -ENOENT)
 			T_FAIL("get %.*s at %" PRIu64 ": rc %d, expected absent", (int)n, k, epoch, rc);

@@ -131,6 +131,10 @@ struct shmsync_root {
 	uint64_t min_epoch, min_cursor;
 	bool reclaim_more;
 	int64_t last_idle_reclaim, last_expire;
+	/* Adaptive polling after a commit (root_loop.c, sleep_once). */
+	int64_t last_commit;  /* when the last batches were committed */
+	int64_t answer_gap;   /* moving average of quick gaps between commits; 0: none */
+	unsigned poll_misses; /* long polls in a row that found nothing */
 	struct pending pend[MAX_PENDING];
 	uint64_t batches, ticks;
 	struct sync_shared *shared; /* in the root segment: the tick futex word, stats */

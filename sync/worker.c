@@ -356,6 +356,31 @@ static bool back_online(shmsync_worker *w, uint64_t target)
 	return true;
 }
 
+/*
+ * A worker that polls (import with timeout 0, in a loop) holds its CPU. With
+ * more busy processes than cores, the root, which every commit needs, can
+ * then be runnable with no CPU until a time slice ends: milliseconds, the
+ * p99 of a busy-polled round trip on 2 cores. So while the root is awake
+ * (its sleeping flag is down: it is working or spinning, so it wants a CPU)
+ * and nothing new has come for POLL_YIELD_NS, the poller yields once per
+ * POLL_YIELD_NS. With nothing else runnable on its CPU, sched_yield returns
+ * at once; a sleeping root needs no CPU, so no yield then.
+ */
+static void poll_missed(shmsync_worker *w)
+{
+	int64_t now = sig_now_ns();
+	if (!w->polling) {
+		w->polling = true;
+		w->poll_mark = now;
+		return;
+	}
+	if (now - w->poll_mark < POLL_YIELD_NS)
+		return;
+	w->poll_mark = now;
+	if (!atomic_load_explicit(&w->port->root_sleeping, memory_order_relaxed))
+		sched_yield();
+}
+
 static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shmsync_change_fn fn, void *arg)
 {
 	CHECK_HANDLE(w);
@@ -364,8 +389,12 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	worker_drain_fdwake(w);
 	if (!tick_reached(w, target)) {
 		/* Polling: one cheap look for the root's death, nothing else. */
-		if (timeout_ns == 0)
-			return worker_root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
+		if (timeout_ns == 0) {
+			if (worker_root_gone_lazy(w))
+				return -ESHUTDOWN;
+			poll_missed(w);
+			return -ETIMEDOUT;
+		}
 		/* Offline while asleep: an idle worker pins log bytes only. */
 		bool was_online = w->online;
 		shmsync_offline(w);
@@ -377,6 +406,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 		if (rc < 0)
 			return rc;
 	}
+	w->polling = false;
 	/* Rejoin after a revocation: take the counter first, then announce a
 	 * snapshot (necessarily at or after the revocation), which the root
 	 * counts again. */

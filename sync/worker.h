@@ -36,6 +36,8 @@ struct shmsync_worker {
 	bool online;
 	bool dead;            /* the root went away */
 	int64_t gone_checked; /* when root_gone last asked the kernel */
+	int64_t poll_mark;    /* polling with nothing new: since then, or the last yield */
+	bool polling;
 	struct shm_diff_scratch *diff_scratch;
 	uint32_t tick_wake;             /* what this handle last stored in port->wants_tick_wake */
 	uint64_t tail_seen, acked_seen; /* the root's ring tail and acked_seq, as last read */
@@ -102,6 +104,7 @@ void worker_arm(shmsync_worker *w, uint32_t futex_val);
 void worker_drain_fdwake(shmsync_worker *w);
 
 #define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
+#define POLL_YIELD_NS 5000    /* a worker polling with nothing new yields this often (worker.c) */
 
 /* The same question for calls that do not block. A poll(2) costs more than
  * the whole spinning export or import around it, so these ask the kernel at

@@ -97,7 +97,7 @@ static int handle_cqe(shmsync_root *r, struct io_uring_cqe *cqe)
 	}
 }
 
-static int reap(shmsync_root *r, unsigned max_events)
+static int reap(shmsync_root *r, unsigned max_events, unsigned *reaped)
 {
 	int n = 0;
 	struct io_uring_cqe *cqe;
@@ -110,6 +110,7 @@ static int reap(shmsync_root *r, unsigned max_events)
 		count++;
 	}
 	io_uring_cq_advance(&r->ur.ring, count);
+	*reaped = count;
 	return n;
 }
 
@@ -122,17 +123,57 @@ static void prep_poll(shmsync_root *r, int fd, unsigned events, uint64_t data)
 	io_uring_sqe_set_data64(sqe, data);
 }
 
-/* Arms everything the root waits for (io_uring path). */
-static void arm_all(shmsync_root *r, bool want_timer)
+/* Arms the polls that tell the root of new connections, hellos and deaths:
+ * the listening socket, the stop eventfd, pending connections, and each
+ * worker's pidfd and connection. Returns how many it prepared. Called
+ * before every sleep and after every turn that reaped events: a root kept
+ * busy by commits may not sleep for a long time, and must still see a
+ * worker die or a new one say hello (sync_killloop). */
+static unsigned arm_watches(shmsync_root *r)
 {
+	unsigned n = 0;
 	if (!r->ur.accept_armed) {
 		prep_poll(r, r->listen_fd, POLLIN, root_ud(UD_ACCEPT, 0, 0));
 		r->ur.accept_armed = true;
+		n++;
 	}
 	if (!r->ur.wake_armed) {
 		prep_poll(r, r->wake_fd, POLLIN, root_ud(UD_WAKE, 0, 0));
 		r->ur.wake_armed = true;
+		n++;
 	}
+	for (unsigned i = 0; i < MAX_PENDING; i++) {
+		struct pending *pd = &r->pend[i];
+		if (pd->fd >= 0 && !pd->armed) {
+			prep_poll(r, pd->fd, POLLIN | POLLRDHUP, root_ud(UD_PENDING, i, pd->gen));
+			pd->armed = true;
+			n++;
+		}
+	}
+	for (unsigned j = 0; j < r->nlive; j++) {
+		struct slot *s = &r->slots[r->live[j]];
+		unsigned i = r->live[j];
+		if (!s->pid_armed) {
+			prep_poll(r, s->pidfd, POLLIN, root_ud(UD_PIDFD, i, s->gen));
+			s->pid_armed = true;
+			s->inflight++;
+			n++;
+		}
+		if (!s->conn_armed) {
+			prep_poll(r, s->conn, POLLIN | POLLRDHUP, root_ud(UD_CONN, i, s->gen));
+			s->conn_armed = true;
+			s->inflight++;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Arms everything the root waits for when it sleeps (io_uring path): the
+ * watches, the idle timer and a futex wait on each doorbell. */
+static void arm_all(shmsync_root *r, bool want_timer)
+{
+	arm_watches(r);
 	if (want_timer && !r->ur.timer_armed) {
 		struct io_uring_sqe *sqe = get_sqe(r);
 		if (sqe) {
@@ -141,13 +182,6 @@ static void arm_all(shmsync_root *r, bool want_timer)
 			io_uring_prep_timeout(sqe, &r->ur.timer_ts, 0, 0);
 			io_uring_sqe_set_data64(sqe, root_ud(UD_TIMER, 0, 0));
 			r->ur.timer_armed = true;
-		}
-	}
-	for (unsigned i = 0; i < MAX_PENDING; i++) {
-		struct pending *pd = &r->pend[i];
-		if (pd->fd >= 0 && !pd->armed) {
-			prep_poll(r, pd->fd, POLLIN | POLLRDHUP, root_ud(UD_PENDING, i, pd->gen));
-			pd->armed = true;
 		}
 	}
 	for (unsigned j = 0; j < r->nlive; j++) {
@@ -163,16 +197,6 @@ static void arm_all(shmsync_root *r, bool want_timer)
 				s->futex_armed = true;
 				s->inflight++;
 			}
-		}
-		if (!s->pid_armed) {
-			prep_poll(r, s->pidfd, POLLIN, root_ud(UD_PIDFD, i, s->gen));
-			s->pid_armed = true;
-			s->inflight++;
-		}
-		if (!s->conn_armed) {
-			prep_poll(r, s->conn, POLLIN | POLLRDHUP, root_ud(UD_CONN, i, s->gen));
-			s->conn_armed = true;
-			s->inflight++;
 		}
 	}
 	io_uring_submit(&r->ur.ring);
@@ -250,7 +274,11 @@ static void ur_forget_slot(shmsync_root *r, struct slot *s)
 static int ur_process(shmsync_root *r, unsigned max_events, bool slept)
 {
 	(void)slept;
-	return reap(r, max_events);
+	unsigned reaped;
+	int n = reap(r, max_events, &reaped);
+	if (reaped && arm_watches(r))
+		io_uring_submit(&r->ur.ring);
+	return n;
 }
 
 static void ur_wait(shmsync_root *r)

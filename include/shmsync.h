@@ -362,6 +362,11 @@ typedef struct shmsync_stats {
 	 * {"policy":"interleave","nodes":"0-1"}, or null. */
 	char numa[96];
 	uint64_t root_restarts, worker_restarts; /* under a supervisor: how often it restarted them */
+	/* Bytes of the segment backed by memory, and how many of them the
+	 * root's mapping has on transparent huge pages (as the root last
+	 * measured them, at most once a second; 0 where the system gives
+	 * shared memory none: README, "Tuning"). */
+	uint64_t segment_bytes, huge_bytes;
 } shmsync_stats;
 
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s);

@@ -168,6 +168,15 @@ static void mark_used(struct shm_arena *a, uint32_t head, uint32_t n, uint8_t ki
 	a->pm[head].npages = n;
 }
 
+int shm_arena_grow_ahead(struct shm_arena *a, uint64_t margin, uint64_t step)
+{
+	uint64_t top = page_off(a, a->top), size = a->seg->size;
+	if (size >= a->seg->capacity || (size > top && size - top >= margin))
+		return 0;
+	uint64_t want = size + step > a->seg->capacity ? a->seg->capacity : size + step;
+	return shm_seg_grow(a->seg, want, NULL) < 0 ? -ENOSPC : 1;
+}
+
 static int take_from_top(struct shm_arena *a, uint32_t n, uint32_t *head)
 {
 	if (n > a->npages_total - a->top)

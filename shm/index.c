@@ -155,6 +155,18 @@ uint64_t shm_root_tick(const struct shm_root *r)
 	return r->tick;
 }
 
+/* Ahead of the allocator by an eighth of the segment (the step the
+ * allocator itself grows by), at least 8 MiB; 4 MiB (two huge pages) per
+ * call keeps each call short, well under a millisecond. */
+#define GROW_AHEAD_MIN ((uint64_t)8 << 20)
+#define GROW_AHEAD_STEP ((uint64_t)4 << 20)
+
+int shm_root_grow_ahead(struct shm_root *r)
+{
+	uint64_t margin = r->seg.size / 8 > GROW_AHEAD_MIN ? r->seg.size / 8 : GROW_AHEAD_MIN;
+	return shm_arena_grow_ahead(r->arena, margin, GROW_AHEAD_STEP);
+}
+
 void shm_root_stats(const struct shm_root *r, struct shm_stats *st)
 {
 	struct shm_arena_stats as;

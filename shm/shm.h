@@ -53,6 +53,11 @@ struct shm_seg {
 #define SHM_MIN_CAPACITY ((size_t)4 << 20)
 #define SHM_MAX_CAPACITY ((size_t)1 << 44)
 
+/* Bytes of this process's mapping of the segment that huge pages map
+ * (ShmemPmdMapped in /proc/self/smaps), -ENOENT if the kernel does not say,
+ * -errno if smaps cannot be read. */
+int shm_seg_huge_bytes(const struct shm_seg *seg, uint64_t *bytes);
+
 /* Parses "123", "64K", "16M", "2G", "1T" (binary units). -EINVAL on anything
  * else, -ERANGE on overflow. */
 int shm_parse_size(const char *text, size_t *out);
@@ -148,6 +153,10 @@ uint64_t shm_arena_size_of(const struct shm_arena *arena, uint64_t off);
 uint64_t shm_arena_round(uint64_t size);
 void shm_arena_stats(const struct shm_arena *arena, struct shm_arena_stats *st);
 uint64_t shm_arena_bytes_in_use(const struct shm_arena *arena);
+/* Backs (populates) up to `step` more bytes of the segment when less than
+ * `margin` is backed beyond the arena's extent: 1 if it grew, 0 if there
+ * was no need or no room left, -ENOSPC if the memory could not be had. */
+int shm_arena_grow_ahead(struct shm_arena *arena, uint64_t margin, uint64_t step);
 
 /* ---- root context ------------------------------------------------------ */
 
@@ -299,6 +308,12 @@ struct shm_stats {
 	struct shm_class_stats classes[SHM_NCLASSES];
 };
 void shm_root_stats(const struct shm_root *root, struct shm_stats *st);
+/* Populates the segment ahead of the allocator, a few MiB per call, so that
+ * commits seldom pay for new pages (zeroing a 2 MiB huge page, or faulting
+ * 512 small ones): for the root's loop to call between commits. 1 if it
+ * grew, 0 if not needed, -ENOSPC (the commit path then tries again, and
+ * reports it there). */
+int shm_root_grow_ahead(struct shm_root *root);
 
 /* The root's arena (tests, stat). */
 struct shm_arena *shm_root_arena(struct shm_root *root);

@@ -130,7 +130,7 @@ struct shmsync_root {
 	size_t nacks, acks_cap;
 	uint64_t min_epoch, min_cursor;
 	bool reclaim_more;
-	int64_t last_idle_reclaim, last_expire;
+	int64_t last_idle_reclaim, last_expire, last_huge_check;
 	/* Adaptive polling after a commit (root_loop.c, sleep_once). */
 	int64_t last_commit;  /* when the last batches were committed */
 	int64_t answer_gap;   /* moving average of quick gaps between commits; 0: none */

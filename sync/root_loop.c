@@ -123,6 +123,9 @@ int shmsync_root_process(shmsync_root *r, unsigned max_events)
 	}
 	if (taken || r->reclaim_more || idle_due)
 		root_reclaim(r, RECLAIM_BUDGET);
+	/* New pages before a commit needs them, while no batch waits on it. */
+	if (shm_root_grow_ahead(r->shm) > 0)
+		return events + taken + 1;
 	return events + taken + (r->reclaim_more ? 1 : 0);
 }
 

@@ -198,6 +198,13 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 	atomic_store_explicit(&sh->stat_min_epoch, min_e, memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_workers, r->nlive, memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_signal, (uint32_t)r->signal, memory_order_relaxed);
+	/* smaps is a walk of every mapping: once a second is plenty. */
+	if (now - r->last_huge_check > 1000000000LL) {
+		uint64_t huge = 0;
+		r->last_huge_check = now;
+		if (shm_seg_huge_bytes(shm_root_seg(r->shm), &huge) == 0)
+			atomic_store_explicit(&sh->stat_huge_bytes, huge, memory_order_relaxed);
+	}
 	struct shm_reclaim_report rep;
 	if (shm_reclaim(r->shm, min_e, min_c, budget, &rep) == 0)
 		r->reclaim_more = rep.more;

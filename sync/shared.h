@@ -32,6 +32,7 @@ struct sync_shared {
 	_Atomic uint32_t stat_signal;           /* how the root waits: SIG_URING or SIG_FUTEX */
 	_Atomic uint32_t stat_workers;
 	_Atomic uint64_t stat_root_restarts, stat_worker_restarts; /* from a supervisor */
+	_Atomic uint64_t stat_huge_bytes; /* of the root's mapping, on huge pages (smaps), at most 1/s */
 	/* The wake-up word workers FUTEX_WAIT on: the root changes it after
 	 * each publish and each round of acks (sync/root_commit.c,
 	 * wake_workers), an atomic read-modify-write at every commit. On lines

@@ -585,6 +585,8 @@ int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 	s->root_timer_found_work = atomic_load_explicit(&sh->stat_timer_found_work, memory_order_relaxed);
 	s->root_restarts = atomic_load_explicit(&sh->stat_root_restarts, memory_order_relaxed);
 	s->worker_restarts = atomic_load_explicit(&sh->stat_worker_restarts, memory_order_relaxed);
+	s->segment_bytes = ss.size;
+	s->huge_bytes = atomic_load_explicit(&sh->stat_huge_bytes, memory_order_relaxed);
 	int nj = shm_numa_json(w->seg.base, s->numa, sizeof(s->numa));
 	if (nj < 0 || (size_t)nj >= sizeof(s->numa))
 		snprintf(s->numa, sizeof(s->numa), "null");
@@ -597,20 +599,21 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 	int rc = shmsync_stat(w, &s);
 	if (rc < 0)
 		return rc;
-	return snprintf(buf, len,
-			"{\"tick\":%" PRIu64 ",\"cursor\":%" PRIu64 ",\"read_epoch\":%" PRId64
-			",\"min_epoch\":%" PRId64 ",\"signal\":\"%s\",\"uring_ops\":%" PRIu64
-			",\"bytes_in_use\":%" PRIu64 ",\"capacity\":%" PRIu64 ",\"tombstones\":%" PRIu64
-			",\"reclaimed\":%" PRIu64 ",\"slot\":%u,\"batches_exported\":%" PRIu64
-			",\"batches_committed\":%" PRIu64 ",\"batches_rejected\":%" PRIu64
-			",\"imports\":%" PRIu64 ",\"resets\":%" PRIu64 ",\"late_wakes\":%" PRIu64
-			",\"root_timer_found_work\":%" PRIu64 ",\"root_restarts\":%" PRIu64
-			",\"worker_restarts\":%" PRIu64 ",\"numa\":%s}",
-			s.tick, s.cursor, s.read_epoch == UINT64_MAX ? -1 : (int64_t)s.read_epoch,
-			s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops,
-			s.bytes_in_use, s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported,
-			s.batches_committed, s.batches_rejected, s.imports, s.resets, s.late_wakes,
-			s.root_timer_found_work, s.root_restarts, s.worker_restarts, s.numa);
+	return snprintf(
+		buf, len,
+		"{\"tick\":%" PRIu64 ",\"cursor\":%" PRIu64 ",\"read_epoch\":%" PRId64
+		",\"min_epoch\":%" PRId64 ",\"signal\":\"%s\",\"uring_ops\":%" PRIu64
+		",\"bytes_in_use\":%" PRIu64 ",\"capacity\":%" PRIu64 ",\"tombstones\":%" PRIu64
+		",\"reclaimed\":%" PRIu64 ",\"slot\":%u,\"batches_exported\":%" PRIu64
+		",\"batches_committed\":%" PRIu64 ",\"batches_rejected\":%" PRIu64 ",\"imports\":%" PRIu64
+		",\"resets\":%" PRIu64 ",\"late_wakes\":%" PRIu64 ",\"root_timer_found_work\":%" PRIu64
+		",\"root_restarts\":%" PRIu64 ",\"worker_restarts\":%" PRIu64 ",\"segment_bytes\":%" PRIu64
+		",\"huge_bytes\":%" PRIu64 ",\"numa\":%s}",
+		s.tick, s.cursor, s.read_epoch == UINT64_MAX ? -1 : (int64_t)s.read_epoch,
+		s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops, s.bytes_in_use,
+		s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported, s.batches_committed,
+		s.batches_rejected, s.imports, s.resets, s.late_wakes, s.root_timer_found_work,
+		s.root_restarts, s.worker_restarts, s.segment_bytes, s.huge_bytes, s.numa);
 }
 
 int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)

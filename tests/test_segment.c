@@ -369,6 +369,50 @@ static void test_create_grow(void)
 	shm_seg_close(&seg);
 }
 
+/* Mappings start on a 2 MiB boundary (where a huge page can map whole),
+ * the huge-page count of a mapping is readable, and growth ahead of the
+ * allocator backs a few MiB per call until the margin is there, then
+ * stops; at the capacity it has nothing left to do. */
+static void test_huge_and_grow_ahead(void)
+{
+	struct shm_root *r;
+	struct shm_err err = {{0}};
+	struct shm_root_opts o = {.capacity = 64 * MiB};
+	T_OK(shm_root_create(&r, &o, &err));
+	struct shm_seg *seg = shm_root_seg(r);
+	T_EQ((uintptr_t)seg->base % (2 * MiB), 0);
+	uint64_t huge = UINT64_MAX;
+	int hrc = shm_seg_huge_bytes(seg, &huge);
+	T_ASSERT(hrc == 0 || hrc == -ENOENT);
+	if (hrc == 0)
+		T_ASSERT(huge <= seg->size);
+	size_t before = seg->size;
+	int calls = 0, grew;
+	while ((grew = shm_root_grow_ahead(r)) == 1) {
+		T_ASSERT(seg->size - before <= 4 * MiB);
+		before = seg->size;
+		T_ASSERT(++calls < 64);
+	}
+	T_EQ(grew, 0);
+	struct shm_stats st;
+	shm_root_stats(r, &st);
+	/* The margin: at least 8 MiB backed beyond the allocator's extent. */
+	T_ASSERT(st.segment_size >= st.pages_top * 4096 + 8 * MiB);
+	printf("grow ahead: %d calls, %zu MiB backed\n", calls, seg->size / MiB);
+	shm_root_destroy(r);
+
+	/* A reader's mapping is aligned too. */
+	T_OK(shm_root_create(&r, &o, &err));
+	int fd = shm_seg_reader_fd(shm_root_seg(r), &err);
+	T_ASSERT(fd >= 0);
+	struct shm_seg rd;
+	T_OK(shm_seg_open_reader(&rd, fd, &err));
+	T_EQ((uintptr_t)rd.base % (2 * MiB), 0);
+	shm_seg_close(&rd);
+	close(fd);
+	shm_root_destroy(r);
+}
+
 /* A failing ftruncate (here: RLIMIT_FSIZE) is -ENOSPC and the published size
  * does not move. Runs in a child: the limit and SIGXFSZ are process-wide. */
 static void test_grow_failure(void)
@@ -570,6 +614,7 @@ int main(void)
 	test_capacity_env();
 	test_capacity_rlimit();
 	test_create_grow();
+	test_huge_and_grow_ahead();
 	test_grow_failure();
 	test_reader_process();
 	test_header_validation();

@@ -114,6 +114,9 @@ static int reader(void)
 	T_ASSERT(me);
 	shmsync_stats st;
 	T_OK(shmsync_stat(w, &st));
+	/* The backed part holds what is in use; huge pages are a share of it. */
+	T_ASSERT(st.segment_bytes >= st.bytes_in_use && st.segment_bytes <= st.capacity);
+	T_ASSERT(st.huge_bytes <= st.segment_bytes);
 	const char *want = getenv("SHMSYNC_SIGNAL");
 	if (want && strcmp(want, "futex") == 0)
 		T_EQ(st.uring_ops, 0);

@@ -175,6 +175,10 @@ void tool_prometheus(FILE *f, const shmsync_stats *s, const shmsync_worker_info 
 	fprintf(f, "shmsync_bytes_in_use %" PRIu64 "\n", s->bytes_in_use);
 	meta(f, "capacity_bytes", "gauge", "Address space reserved for the state, in bytes.");
 	fprintf(f, "shmsync_capacity_bytes %" PRIu64 "\n", s->capacity);
+	meta(f, "segment_bytes", "gauge", "Bytes of the segment backed by memory.");
+	fprintf(f, "shmsync_segment_bytes %" PRIu64 "\n", s->segment_bytes);
+	meta(f, "huge_page_bytes", "gauge", "Of those, bytes the root maps with transparent huge pages.");
+	fprintf(f, "shmsync_huge_page_bytes %" PRIu64 "\n", s->huge_bytes);
 	meta(f, "tombstones", "gauge", "Deleted keys and directories not yet freed.");
 	fprintf(f, "shmsync_tombstones %" PRIu64 "\n", s->tombstones);
 	meta(f, "reclaimed_objects_total", "counter", "Objects the root has freed since it started.");

@@ -32,6 +32,8 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	json_object_set_new(o, "uring_ops", json_integer((json_int_t)sp->uring_ops));
 	json_object_set_new(o, "bytes_in_use", json_integer((json_int_t)sp->bytes_in_use));
 	json_object_set_new(o, "capacity", json_integer((json_int_t)sp->capacity));
+	json_object_set_new(o, "segment_bytes", json_integer((json_int_t)sp->segment_bytes));
+	json_object_set_new(o, "huge_bytes", json_integer((json_int_t)sp->huge_bytes));
 	json_object_set_new(o, "tombstones", json_integer((json_int_t)sp->tombstones));
 	json_object_set_new(o, "reclaimed", json_integer((json_int_t)sp->reclaimed));
 	json_object_set_new(o, "root_timer_found_work", json_integer((json_int_t)sp->root_timer_found_work));
@@ -91,6 +93,9 @@ static void print_stat_text(const shmsync_stats *sp, const shmsync_worker_info *
 	printf("bytes_in_use  %s (%" PRIu64 ")\n", tool_bytes(b1, sizeof(b1), sp->bytes_in_use),
 	       sp->bytes_in_use);
 	printf("capacity      %s (%" PRIu64 ")\n", tool_bytes(b1, sizeof(b1), sp->capacity), sp->capacity);
+	printf("backed        %s, of which on huge pages %.1f%%\n",
+	       tool_bytes(b1, sizeof(b1), sp->segment_bytes),
+	       sp->segment_bytes ? 100.0 * (double)sp->huge_bytes / (double)sp->segment_bytes : 0.0);
 	printf("tombstones    %" PRIu64 " (live)\n", sp->tombstones);
 	printf("reclaimed     %" PRIu64 " (objects, total)\n", sp->reclaimed);
 	print_numa(sp->numa);

@@ -358,13 +358,14 @@ static bool back_online(shmsync_worker *w, uint64_t target)
 
 /*
  * A worker that polls (import with timeout 0, in a loop) holds its CPU. With
- * more busy processes than cores, the root, which every commit needs, can
- * then be runnable with no CPU until a time slice ends: milliseconds, the
- * p99 of a busy-polled round trip on 2 cores. So while the root is awake
- * (its sleeping flag is down: it is working or spinning, so it wants a CPU)
- * and nothing new has come for POLL_YIELD_NS, the poller yields once per
- * POLL_YIELD_NS. With nothing else runnable on its CPU, sched_yield returns
- * at once; a sleeping root needs no CPU, so no yield then.
+ * more busy processes than cores, the process it waits for can then be
+ * runnable with no CPU until a time slice ends: milliseconds, the p99 of a
+ * busy-polled round trip on 2 cores. That may be the root, which every
+ * commit needs (spinning or working after a wake), or the worker that is to
+ * answer, queued on this very CPU. So after POLL_YIELD_NS with nothing new,
+ * the poller yields, and again every POLL_YIELD_NS: with nothing else
+ * runnable on its CPU, sched_yield is a system call that returns at once
+ * (a few percent of a poll loop's time).
  */
 static void poll_missed(shmsync_worker *w)
 {
@@ -377,8 +378,7 @@ static void poll_missed(shmsync_worker *w)
 	if (now - w->poll_mark < POLL_YIELD_NS)
 		return;
 	w->poll_mark = now;
-	if (!atomic_load_explicit(&w->port->root_sleeping, memory_order_relaxed))
-		sched_yield();
+	sched_yield();
 }
 
 static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shmsync_change_fn fn, void *arg)

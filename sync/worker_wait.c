@@ -4,6 +4,7 @@
  * embedding event loop makes (shmsync_prep_wait, shmsync_fd). */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -96,10 +97,22 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 	int64_t start = sig_now_ns();
 	int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
 	/* The clock only every few turns: each read costs about as much as
-	 * the check itself. */
-	for (unsigned turn = 1; turn % 16 || sig_now_ns() - start < SPIN_NS; turn++)
+	 * the check itself. A yield every POLL_YIELD_NS lets a process queued
+	 * on this CPU run (the worker that is to answer, or the root): see
+	 * poll_missed in worker.c. */
+	for (unsigned turn = 1, yielded = 0;; turn++) {
 		if (cond(w, arg))
 			return 0;
+		if (turn % 16)
+			continue;
+		int64_t spun = sig_now_ns() - start;
+		if (spun >= SPIN_NS)
+			break;
+		if (spun >= (int64_t)(yielded + 1) * POLL_YIELD_NS) {
+			yielded++;
+			sched_yield();
+		}
+	}
 	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;
 	want_tick_wake(w, keep | PORT_TICK_WAKE_CALL);
 	int rc = sleep_until(w, cond, arg, timeout_ns, deadline);

@@ -104,7 +104,7 @@ void worker_arm(shmsync_worker *w, uint32_t futex_val);
 void worker_drain_fdwake(shmsync_worker *w);
 
 #define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
-#define POLL_YIELD_NS 5000    /* a worker polling with nothing new yields this often (worker.c) */
+#define POLL_YIELD_NS 1000    /* a worker polling with nothing new yields this often (worker.c) */
 
 /* The same question for calls that do not block. A poll(2) costs more than
  * the whole spinning export or import around it, so these ask the kernel at

@@ -3,7 +3,8 @@
  *
  * In each pair, A exports put(/pK/, "a", i) and sleeps in import_next until
  * it sees /pK/b == i; B sleeps in import_next until it sees /pK/a == i, then
- * exports put(/pK/, "b", i). Every move needs the root woken by a doorbell
+ * exports put(/pK/, "b", i). Each waits out the library's 20 us spin
+ * before it moves, so the other has gone to sleep. Every move needs the root woken by a doorbell
  * (unless it is still spinning) and a worker woken by the tick futex. A
  * round counts as a sleep/wake round when import_next really slept: the
  * thread's voluntary context switches (getrusage) went up during the call.
@@ -20,9 +21,9 @@
  * the test only when given (notes/bugs.md asks for counters that would let
  * this test see those timers fire).
  *
- * Usage: test_sync_hammer [sleep/wake rounds in total, default 1000000]
- *                         [pairs, default 2] [stall bound in ms, 0: none (default)]
- * Prints rounds/s; bounds itself to MAX_SECONDS and fails past it.
+ * Usage: test_sync_hammer [sleep/wake rounds in total, default 250000: each move waits out the 20 us spin
+ * first] [pairs, default 2] [stall bound in ms, 0: none (default)] Prints rounds/s; bounds itself to
+ * MAX_SECONDS and fails past it.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -156,6 +157,20 @@ static void put_i64(shmsync_worker *w, const char *dir, const char *key, int64_t
 	 * batch would show up as a value that never comes (2 s). */
 }
 
+/* Waits out the library's spin before a move: a worker spins (yielding its
+ * CPU) for 20 us in import_next before it sleeps, and an answer within that
+ * window would be seen without a sleep. A busy wait, not a timed sleep: a
+ * nanosleep would add its timer slack, and the game is about the other
+ * player's sleep, not this one's. */
+#define ANSWER_DELAY_NS 30000
+
+static void delay_answer(void)
+{
+	int64_t end = sd_now_ns() + ANSWER_DELAY_NS;
+	while (sd_now_ns() < end)
+		;
+}
+
 static int player(int pair, bool is_a)
 {
 	struct player *me = &C->p[2 * pair + (is_a ? 0 : 1)];
@@ -172,6 +187,7 @@ static int player(int pair, bool is_a)
 	for (int64_t i = 1;; i++) {
 		if (is_a) {
 			bool last = atomic_load_explicit(&C->total_sleeps, memory_order_relaxed) >= target;
+			delay_answer();
 			put_i64(w, dir, "a", last ? 0 : i);
 			if (last)
 				break;
@@ -180,6 +196,7 @@ static int player(int pair, bool is_a)
 			wait_for_value(w, me, &wt, i, true);
 			if (wt.value == 0)
 				break;
+			delay_answer();
 			put_i64(w, dir, "b", i);
 		}
 		atomic_fetch_add_explicit(&me->moves, 1, memory_order_relaxed);
@@ -219,7 +236,7 @@ static void fill_setup(shmsync_batch *b, void *arg)
 int main(int argc, char **argv)
 {
 	sd_init(MAX_SECONDS + 30);
-	target = argc > 1 ? strtoull(argv[1], NULL, 0) : 1000000;
+	target = argc > 1 ? strtoull(argv[1], NULL, 0) : 250000;
 	npairs = argc > 2 ? atoi(argv[2]) : 2;
 	int pairs = npairs;
 	stall_ns = (argc > 3 ? atoll(argv[3]) : 0) * MS;

@@ -16,8 +16,12 @@ packages=(
 	clang-format   # formatting
 	libjansson-dev # JSON output of the benchmarks
 	spin           # model checking of the protocols (spec/)
-	gnuplot-nox    # plots of the benchmarks (bench/plot_stall.sh -> docs/stall.png)
-	python3        # the CLI and example-server tests' small clients
+	gnuplot-nox    # plots of the benchmarks (bench/plot_stall.sh, bench/peers/run.sh -> docs/*.png)
+	python3        # the CLI and example-server tests' small clients; bench/peers/report.py
+	liblmdb-dev    # bench/peers: LMDB, a peer shmsync is measured against
+	libhiredis-dev # bench/peers and the example server's Redis variant: the Redis client library
+	libsqlite3-dev # bench/peers: SQLite, a peer shmsync is measured against
+	redis-server   # bench/peers and bench/server_bench.sh: the Redis server (started privately by pid)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

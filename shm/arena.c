@@ -68,19 +68,26 @@ static unsigned ilog2(uint64_t v)
 	return 63u - (unsigned)__builtin_clzll(v);
 }
 
+/* Classes: every multiple of 16 up to 256, then four per power of two up to
+ * SHM_ARENA_MAX_SMALL. The 16-byte steps reach 256 because the commonest
+ * objects sit there: a version of a short key and a value of about 64 bytes
+ * is 144 bytes, which four-per-power classes rounded up to 160. */
+#define STEP16_MAX 256u
+#define STEP16_CLASSES (STEP16_MAX / 16)
+
 static unsigned class_of(uint64_t size)
 {
-	if (size <= 128)
+	if (size <= STEP16_MAX)
 		return size <= 16 ? 0 : (unsigned)((size + 15) / 16 - 1);
 	unsigned k = ilog2(size - 1);
-	return 8 + (k - 7) * 4 + (unsigned)((size - 1 - ((uint64_t)1 << k)) >> (k - 2));
+	return STEP16_CLASSES + (k - 8) * 4 + (unsigned)((size - 1 - ((uint64_t)1 << k)) >> (k - 2));
 }
 
 static uint32_t class_size(unsigned c)
 {
-	if (c < 8)
+	if (c < STEP16_CLASSES)
 		return (c + 1) * 16;
-	unsigned k = 7 + (c - 8) / 4, sub = (c - 8) % 4;
+	unsigned k = 8 + (c - STEP16_CLASSES) / 4, sub = (c - STEP16_CLASSES) % 4;
 	return (uint32_t)(((uint64_t)1 << k) + (uint64_t)(sub + 1) * ((uint64_t)1 << (k - 2)));
 }
 

@@ -115,7 +115,7 @@ const void *shm_seg_ptr(const struct shm_seg *seg, uint64_t off, uint64_t len, u
 
 struct shm_arena;
 
-#define SHM_NCLASSES 32
+#define SHM_NCLASSES 36 /* 16..256 by 16, then 4 per power of two to 8192 */
 
 struct shm_class_stats {
 	uint32_t size;

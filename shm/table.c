@@ -223,7 +223,7 @@ static int place_private(struct shm_root *r, struct shm_table *t, uint64_t h, ui
 
 /* Replaces inc's table by a copy sized for its entries, under a fresh seed,
  * without DELETED slots or unlinked leaves. */
-int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
+int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag, bool reseed)
 {
 	uint64_t toff = atomic_load_explicit(&inc->table, memory_order_relaxed);
 	struct shm_table *t = shm_at(r, toff);
@@ -258,7 +258,8 @@ int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag)
 		if (rc < 0)
 			return rc;
 	}
-	if (table_pool(r, nt) && (rc = pool_private_reserve(r, nt, pool_room(nt))) < 0)
+	uint64_t room = reseed && op ? pool_room_after(nt) : pool_room(nt);
+	if ((table_pool(r, nt) || (reseed && op)) && (rc = pool_private_reserve(r, nt, room)) < 0)
 		return rc;
 	nt->live = t->live;
 	uint64_t old_bytes = obj_bytes(r, toff);

@@ -132,9 +132,21 @@ static inline uint64_t pool_bytes(uint64_t cap)
 }
 
 /* Free nodes a table's pool starts with: when they run out the table is
- * rebuilt, and this is what pays for it (table_room). */
+ * rebuilt, and this is what pays for it (table_room). nslots/32 is ample
+ * for keys nobody chose (about 2% of nslots in nodes at 3/4 load, below);
+ * a table reseeded because its pool ran out, which keys nobody chose do
+ * not do, gets nslots/4 (pool_room_after), so an attacker meets few
+ * reseeds while honest tables pay 1.3 bytes of pool a slot, not 10
+ * (peers bytes per key at 1M keys: 219.5 -> 182.8). Doubling the room at
+ * each reseed instead measured worse under attack (3.2-4.4x against
+ * 2.3-2.8x in the same sitting). */
 #define POOL_MIN_NODES 64u
 static inline uint64_t pool_room(const struct shm_table *t)
+{
+	return t->nslots / 32 > POOL_MIN_NODES ? t->nslots / 32 : POOL_MIN_NODES;
+}
+
+static inline uint64_t pool_room_after(const struct shm_table *t)
 {
 	return t->nslots / 4 > POOL_MIN_NODES ? t->nslots / 4 : POOL_MIN_NODES;
 }
@@ -155,8 +167,9 @@ static inline void pool_init(struct shm_pool *p, uint64_t cap)
  * batch being applied. */
 int shm_table_new(struct shm_root *r, uint64_t nslots, uint64_t *off);
 /* Replaces inc's table by a copy sized for its entries, under a fresh
- * seed (retired with `tag`). */
-int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag);
+ * seed (retired with `tag`). reseed: because the pool ran out (the new
+ * pool then gets more room: pool_room_after). */
+int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag, bool reseed);
 /* Links a new leaf for a key into a tree whose pool has room for two more
  * nodes; shared: the table is published (every change recorded for undo).
  * pr: this key's probe in this pool (its best leaf and path), or NULL to
@@ -183,9 +196,9 @@ bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, cons
  *     (a) when slots + tree keys would pass 3/4 of nslots: a rebuild leaves
  *     them at most about half, so at least nslots/4 new keys came between
  *     two such rebuilds (the usual doubling argument); or (b) when its pool
- *     runs out. Every pool starts with at least pool_room(t) >= nslots/4
+ *     runs out. Every pool starts with at least pool_room(t) >= nslots/32
  *     free nodes and an insert takes at most two, nodes are never given
- *     back, so at least nslots/8 tree inserts (each one an operation a
+ *     back, so at least nslots/64 tree inserts (each one an operation a
  *     worker paid for; an undone one counts, its nodes stay used) came
  *     before it. Pool nodes are <= 2 per tree key kept + that room, so
  *     either way the rebuild costs O(1) per operation since the last one:
@@ -196,12 +209,12 @@ bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, cons
  *     one table seed are scattered under the next one, which nobody could
  *     read before the table existed (table_seed_new).
  * With random keys the window of 16 overflows for about 1.3% of keys at
- * 3/4 load (a simulation; 32 slots: 0.35%), far below the pool's nslots/8.
- * Why 16 and a pool of nslots/4: an attacked insert is a window scan and a
- * tree walk, and a reseed costs a rebuild; the smaller window and the
- * bigger pool (fewer reseeds, a tree a level or two deeper) took attacked
- * inserts from 3.5x to 2x random ones, attacked gets from 1.15x to 1.3x
- * (docs/BENCHMARKS.md, bench_hashflood). */
+ * 3/4 load (a simulation; 32 slots: 0.35%), below the nslots/64 inserts a
+ * first pool holds. Why 16 and pools growing to nslots/4: an attacked
+ * insert is a window scan and a tree walk, and a reseed costs a rebuild;
+ * the smaller window and the bigger pools (fewer reseeds, a tree a level or
+ * two deeper) took attacked inserts from 3.5x to about 2x random ones,
+ * attacked gets from 1.15x to 1.3x (docs/BENCHMARKS.md, bench_hashflood). */
 static inline int table_room(struct shm_root *r, struct shm_inc *inc, uint64_t tag, uint64_t h,
 			     const void *key, size_t klen, struct probe *p)
 {
@@ -212,7 +225,7 @@ static inline int table_room(struct shm_root *r, struct shm_inc *inc, uint64_t t
 	if (crowded || pool_full) {
 		if (!crowded)
 			r->reseeds++;
-		int rc = shm_table_rebuild(r, inc, tag);
+		int rc = shm_table_rebuild(r, inc, tag, !crowded);
 		if (rc < 0)
 			return rc;
 		t = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));

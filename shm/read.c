@@ -229,11 +229,17 @@ static int rd_match(const struct shm_seg *seg, const struct shm_slot *s, uint64_
  * slot there is taken, the overflow tree (layout.h, "Hash flooding"). 1 and
  * *v, 0 if absent, -EIO. Each tree step must test a later bit than the one
  * before and stay in the pool, so a corrupt or reused tree cannot loop. */
+/* The slots a lookup probes before the overflow tree. */
+static uint64_t rd_window(const struct rd_table *t)
+{
+	return t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+}
+
 static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, uint64_t h, const void *key,
 		     size_t key_len, struct rd_ver *v, uint64_t *steps)
 {
 	uint64_t pos = shm_table_pos(t->seed, h);
-	uint64_t mask = t->nslots - 1, win = t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+	uint64_t mask = t->nslots - 1, win = rd_window(t);
 	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
 		++*steps;
 		if (atomic_load_explicit(&t->slots[i].node, memory_order_acquire) == SHM_SLOT_EMPTY)
@@ -315,7 +321,7 @@ static int rd_get_group(const struct shm_seg *seg, const struct rd_table *t, uin
 			const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs)
 {
 	uint64_t h[MANY_GROUP], home[MANY_GROUP];
-	uint64_t mask = t->nslots - 1, win = t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+	uint64_t mask = t->nslots - 1, win = rd_window(t);
 	uint64_t seed = seg->hdr->hash_seed;
 	for (size_t j = 0; j < n; j++) {
 		h[j] = shm_hash(seed, keys[j].data, keys[j].len);
@@ -385,8 +391,7 @@ int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, si
 	struct rd_table t;
 	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
-	*out = (struct shm_table_info){t.seed, t.nslots,
-				       t.nslots < SHM_PROBE_WINDOW ? t.nslots : SHM_PROBE_WINDOW, t.cap};
+	*out = (struct shm_table_info){t.seed, t.nslots, rd_window(&t), t.cap};
 	return 0;
 }
 

@@ -367,9 +367,8 @@ static bool back_online(shmsync_worker *w, uint64_t target)
  * runnable on its CPU, sched_yield is a system call that returns at once
  * (a few percent of a poll loop's time).
  */
-static void poll_missed(shmsync_worker *w)
+static void poll_missed(shmsync_worker *w, int64_t now)
 {
-	int64_t now = sig_now_ns();
 	if (!w->polling) {
 		w->polling = true;
 		w->poll_mark = now;
@@ -390,9 +389,11 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	if (!tick_reached(w, target)) {
 		/* Polling: one cheap look for the root's death, nothing else. */
 		if (timeout_ns == 0) {
-			if (worker_root_gone_lazy(w))
+			/* One clock read for both: this is a poll loop's path. */
+			int64_t now = sig_now_ns();
+			if (worker_root_gone_lazy_at(w, now))
 				return -ESHUTDOWN;
-			poll_missed(w);
+			poll_missed(w, now);
 			return -ETIMEDOUT;
 		}
 		/* Offline while asleep: an idle worker pins log bytes only. */

@@ -113,15 +113,19 @@ void worker_drain_fdwake(shmsync_worker *w);
  * succeed up to a millisecond after the root died: its wait_committed then
  * reports -ESHUTDOWN, and nothing that was acked is affected. Inline: every
  * export and import asks. */
-static inline bool worker_root_gone_lazy(shmsync_worker *w)
+static inline bool worker_root_gone_lazy_at(shmsync_worker *w, int64_t now)
 {
 	if (w->dead)
 		return true;
-	int64_t now = sig_now_ns();
 	if (now - w->gone_checked < GONE_CHECK_NS)
 		return false;
 	w->gone_checked = now;
 	return worker_root_gone(w);
+}
+
+static inline bool worker_root_gone_lazy(shmsync_worker *w)
+{
+	return w->dead || worker_root_gone_lazy_at(w, sig_now_ns());
 }
 
 #endif

@@ -117,6 +117,24 @@ typedef struct shmsync_root_opts {     /* zero means default */
 	unsigned n_allow_uids;
 	char *errbuf; /* if set, a message for a failed shmsync_root_open */
 	size_t errbuf_len;
+	/* Replication through NATS JetStream (README, "Replication"; none of
+	 * it runs when both URL lists are NULL). `replicate`: lead the stream,
+	 * publishing every tick; `follow`: apply the leader's ticks and forward
+	 * this root's workers' batches to it. Either one first rebuilds the
+	 * state from the stream (its latest snapshot, then the ticks after it)
+	 * before the socket opens: workers attach to the recovered state, at
+	 * the stream's tick numbers. */
+	const char *replicate;   /* "nats://host:port[,nats://host:port...]" */
+	const char *follow;      /* the same, as a follower */
+	const char *stream;      /* the stream's name: 1-64 of A-Z a-z 0-9 _ - */
+	int durable;             /* shmsync_wait_committed returns once JetStream stored the tick */
+	unsigned replicas;       /* the stream's replicas when this root creates it; default 1 */
+	int64_t lease_ns;        /* the leader's lease: a follower takes over this long after the
+				    leader's last renewal; default 3 s */
+	uint64_t snapshot_ticks; /* a snapshot every this many ticks; default 100000 */
+	uint64_t snapshot_bytes; /* ... or every this many bytes of ticks; default 64 MiB */
+	unsigned repl_window;    /* ticks published and not yet stored before the root stops
+				    committing; default 256 */
 } shmsync_root_opts;
 
 /* Creates the segment, the socket and the root's io_uring.

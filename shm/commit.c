@@ -163,6 +163,12 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 		if (present)
 			return -EEXIST;
 		break;
+	case SHM_OP_LOAD:
+		/* A snapshot names each key once; an older version with a
+		 * newer tick would break the chain's order. */
+		if (!r->loading || head || op->expected_tick == 0 || op->expected_tick > t)
+			return head ? -EEXIST : -EINVAL;
+		break;
 	case SHM_OP_PUT_IF_TICK:
 		if ((present ? head->tick : 0) != op->expected_tick)
 			return -ECANCELED;
@@ -201,6 +207,8 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	int rc = version_new(r, op, incoff, p.head, 0, value, vlen, &voff);
 	if (rc < 0)
 		return rc;
+	if (op->kind == SHM_OP_LOAD)
+		((struct shm_ver *)shm_at(r, voff))->tick = op->expected_tick;
 
 	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
 	uint64_t vbytes = obj_bytes(r, voff);
@@ -454,7 +462,7 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 			return rc;
 		}
 	}
-	size_t need = shm_batch_log_bytes(ops, n);
+	size_t need = r->loading ? 0 : shm_batch_log_bytes(ops, n);
 	if (need > shm_root_max_batch_log_bytes(r))
 		return -E2BIG;
 	if (r->log_head - r->log_tick_start + need > shm_root_max_batch_log_bytes(r))
@@ -555,4 +563,41 @@ int shm_commit_publish(struct shm_root *r, uint64_t *tick)
 	if (tick)
 		*tick = t;
 	return 1;
+}
+
+int shm_root_load_begin(struct shm_root *r, uint64_t tick)
+{
+	if (tick < 2)
+		return -EINVAL;
+	/* Fresh: tick 1, nothing retired, nothing in the log. */
+	if (r->building || r->loading || r->tick != 1 || r->bk_base != 1 || r->log_head != 0)
+		return -EBUSY;
+	for (uint64_t i = 0; i < r->bk_cap; i++)
+		if (r->bk[i].head)
+			return -EBUSY;
+	/* The tick being built is `tick`: the retire buckets start there
+	 * (all are empty), and every remembered tick ends where the log
+	 * starts. */
+	r->tick = tick - 1;
+	r->bk_base = tick - 1;
+	r->loading = true;
+	int rc = shm_commit_begin(r);
+	if (rc < 0) {
+		r->loading = false;
+		r->tick = 1;
+		r->bk_base = 1;
+	}
+	return rc;
+}
+
+int shm_root_load_end(struct shm_root *r)
+{
+	if (!r->loading)
+		return -EINVAL;
+	/* Even an empty state is published at the tick: its followers
+	 * number their ticks from there. */
+	r->applied++;
+	int rc = shm_commit_publish(r, NULL);
+	r->loading = false;
+	return rc < 0 ? rc : 0;
 }

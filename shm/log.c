@@ -56,6 +56,8 @@ static void make_room(struct shm_root *r, uint64_t want)
 int shm_log_append(struct shm_root *r, int kind, const char *dir, size_t dir_len, const void *key,
 		   size_t key_len, const void *value, size_t value_len)
 {
+	if (r->loading)
+		return 0; /* shm_root_load_begin: nobody imports from before the tick */
 	uint64_t L = r->hdr->log_size;
 	bool inline_value =
 		kind == SHM_CHANGE_PUT && value_len <= SHM_LOG_INLINE_MAX && (value || !value_len);

@@ -186,6 +186,12 @@ enum shm_op_kind {
 	SHM_OP_DEL,
 	SHM_OP_MKDIR,
 	SHM_OP_RMDIR, /* the directory and every directory whose name starts with it */
+	/* A put whose version keeps the tick it had where it came from
+	 * (expected_tick), for rebuilding a state from a snapshot: refused
+	 * (-EINVAL) outside shm_root_load_begin/_end, and for a key that is
+	 * already present. Never sent by a worker (sync/wire.c has no such
+	 * kind). */
+	SHM_OP_LOAD,
 };
 
 struct shm_op {
@@ -241,6 +247,17 @@ int shm_apply_batch(struct shm_root *root, const struct shm_op *ops, size_t n, s
  * records) out of this core's private caches (x86 CLDEMOTE, a no-op
  * elsewhere). */
 int shm_commit_publish(struct shm_root *root, uint64_t *tick);
+
+/* Rebuilding a state at tick `tick` (a snapshot taken elsewhere): only on a
+ * root that has published nothing since it was created (-EBUSY otherwise)
+ * and before any reader has its fd. Every batch applied until
+ * shm_root_load_end belongs to one tick, `tick`, which _end publishes:
+ * no reader sees a half-loaded state. Loading writes no change-log records
+ * (nobody can import from before the tick) and so has no per-tick log
+ * limit. SHM_OP_LOAD versions keep their own ticks (<= tick); directories
+ * are created at `tick`. -EINVAL if tick < 2 (tick 1 is the empty state). */
+int shm_root_load_begin(struct shm_root *root, uint64_t tick);
+int shm_root_load_end(struct shm_root *root);
 
 struct shm_reclaim_report {
 	uint64_t objects_freed;

@@ -44,6 +44,8 @@ void shmsync_root_close(shmsync_root *r)
 	}
 	/* The backend first: its wait registrations go with its fds, so the
 	 * slots' fds then close without unregistering one by one. */
+	/* Its threads write wake_fd: they stop first. */
+	root_repl_close(r);
 	if (r->be)
 		r->be->fini(r);
 	for (unsigned i = 0; r->slots && i < r->max_workers; i++) {
@@ -270,6 +272,10 @@ int shmsync_root_open(shmsync_root **out, const shmsync_root_opts *o)
 		goto fail;
 	}
 	rc = r->be->init(r, msg, sizeof(msg));
+	if (rc < 0)
+		goto fail;
+	/* Before the socket: workers attach to the recovered state. */
+	rc = root_repl_open(r, o, msg, sizeof(msg));
 	if (rc < 0)
 		goto fail;
 	rc = open_socket(r, o->socket_path, msg, sizeof(msg));

@@ -149,6 +149,36 @@ struct shmsync_root {
 	size_t max_retained_log;
 	void (*warn)(const char *msg, void *arg);
 	void *warn_arg;
+	/* Replication (root_repl.c); repl is NULL without it. */
+	struct repl *repl;
+	int repl_role; /* REPL_ROLE_* */
+	bool repl_durable;
+	uint8_t *rbuf; /* the tick being built: its applied batches, framed for the stream */
+	size_t rbuf_len, rbuf_cap;
+	uint32_t rbuf_n;
+	struct held_ack *held; /* acks (and forwarded answers) waiting: for JetStream, or for the leader */
+	size_t held_head, held_n, held_cap;
+	uint64_t fwd_next_id;
+	struct repl_ev *fwd_in, *fwd_in_tail; /* leader: forwarded batches for the next group */
+	struct held_ack *answers;             /* leader: forwarded batches of this group */
+	size_t nanswers, answers_cap;
+	_Atomic uint64_t repl_pin; /* the snapshot being written reads at this tick */
+	uint64_t repl_applied_seq;
+	int64_t repl_retry_at;
+};
+
+enum { REPL_ROLE_NONE = 0, REPL_ROLE_LEADER, REPL_ROLE_FOLLOWER };
+
+/* An ack that cannot be written yet, or a forwarded batch's answer. */
+struct held_ack {
+	uint32_t slot, gen;
+	uint64_t seq;
+	int64_t result;  /* the tick, or -errno */
+	uint64_t tick;   /* leader, durable: written once JetStream stored this tick */
+	uint64_t id;     /* follower: the forward's id */
+	int64_t deadline; /* follower: -ETIMEDOUT after this */
+	bool done;       /* follower: the leader answered */
+	char *reply;     /* an answer to send to a follower (instead of a port ack) */
 };
 
 /* How the root waits for its events: io_uring (root_uring.c: futex waits on
@@ -191,6 +221,37 @@ struct root_backend {
 
 extern const struct root_backend root_uring_backend;
 extern const struct root_backend root_epoll_backend;
+
+/* ---- root_repl.c: replication ------------------------------------------- */
+
+/* Connects, rebuilds the state from the stream, then leads or follows;
+ * nothing without o->replicate and o->follow. */
+int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_t msglen);
+void root_repl_close(shmsync_root *r);
+/* Each loop turn: the replication's events (ticks to apply, answers,
+ * stored ticks, a lost lease). Negative when the root must stop. */
+int root_repl_process(shmsync_root *r);
+/* The leader may start a group (its publish window has room). */
+bool root_repl_may_commit(shmsync_root *r);
+/* Leader: a batch applied to the tick being built (r->rec, len). */
+void root_repl_record(shmsync_root *r, const uint8_t *rec, size_t len);
+/* Leader: forwarded batches wait for a group. */
+bool root_repl_has_forwarded(const shmsync_root *r);
+void root_repl_apply_forwarded(shmsync_root *r);
+/* Follower: a worker's batch goes to the leader; its ack waits for the answer. */
+void root_repl_forward(shmsync_root *r, struct slot *s, uint64_t seq, const uint8_t *rec, size_t len, int rc);
+/* After shm_commit_publish (tick 0: nothing published): publishes the tick
+ * and takes over the acks it must hold. */
+void root_repl_group_done(shmsync_root *r, uint64_t tick);
+/* Something of the replication's may be waiting (the root must not sleep
+ * without its timer). */
+bool root_repl_waiting(const shmsync_root *r);
+
+/* ---- root_commit.c --------------------------------------------------------- */
+
+void root_write_ack(shmsync_root *r, uint32_t slot, uint32_t gen, uint64_t seq, int64_t result);
+void root_finish_group(shmsync_root *r);
+void root_wake_workers(shmsync_root *r);
 
 /* ---- root_attach.c: connections, slots, ports --------------------------- */
 

@@ -29,7 +29,7 @@ static int ack_add(shmsync_root *r, struct slot *s, uint64_t seq, int64_t result
  * FUTEX_WAKE call is made only when a worker said it may sleep (its
  * wants_tick_wake, read after the bump and a full fence: see want_tick_wake
  * in sync/worker_wait.c); a busy round trip is not worth a system call. */
-static void wake_workers(shmsync_root *r)
+void root_wake_workers(shmsync_root *r)
 {
 	atomic_fetch_add_explicit(&r->shared->tick_futex, 1, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
@@ -57,25 +57,33 @@ static void wake_workers(shmsync_root *r)
  * wakes: a worker woken for its ack finds it. (shm_commit_publish pushes
  * what importers read next, the published words and the tick's records,
  * to the shared cache itself.) */
-static void finish_group(shmsync_root *r)
+void root_write_ack(shmsync_root *r, uint32_t slot, uint32_t gen, uint64_t seq, int64_t result)
+{
+	struct slot *s = &r->slots[slot];
+	if (!s->used || s->gen != gen)
+		return;
+	struct port_ack *pa = &s->acks[seq % PORT_NACKS];
+	atomic_store_explicit(&pa->result, result, memory_order_relaxed);
+	atomic_store_explicit(&pa->seq, seq, memory_order_relaxed);
+	atomic_store_explicit(&s->port->acked_seq, seq, memory_order_release);
+}
+
+void root_finish_group(shmsync_root *r)
 {
 	uint64_t tick = 0;
 	int pub = shm_commit_publish(r->shm, &tick);
 	if (pub == 1)
 		r->ticks++;
+	bool acks = r->nacks != 0;
+	if (r->repl)
+		/* A durable leader keeps the acks until JetStream has the tick. */
+		root_repl_group_done(r, pub == 1 ? tick : 0);
 	for (size_t i = 0; i < r->nacks; i++) {
 		struct ack_pending *a = &r->acks[i];
-		struct slot *s = &r->slots[a->slot];
-		if (!s->used || s->gen != a->gen)
-			continue;
-		struct port_ack *pa = &s->acks[a->seq % PORT_NACKS];
-		atomic_store_explicit(&pa->result, a->result == 0 ? (int64_t)tick : a->result,
-				      memory_order_relaxed);
-		atomic_store_explicit(&pa->seq, a->seq, memory_order_relaxed);
-		atomic_store_explicit(&s->port->acked_seq, a->seq, memory_order_release);
+		root_write_ack(r, a->slot, a->gen, a->seq, a->result == 0 ? (int64_t)tick : a->result);
 	}
-	if (pub == 1 || r->nacks)
-		wake_workers(r);
+	if (pub == 1 || acks)
+		root_wake_workers(r);
 	r->nacks = 0;
 }
 
@@ -87,16 +95,24 @@ static void apply_record(shmsync_root *r, struct slot *s, size_t len)
 	int rc = wire_decode(r->rec, len, r->ops, WIRE_MAX_OPS, &nops, &seq);
 	if (rc == 0 && seq != expected)
 		rc = -EPROTO;
+	if (r->repl_role == REPL_ROLE_FOLLOWER) {
+		/* Only the leader commits: its answer acks the batch. */
+		r->batches++;
+		root_repl_forward(r, s, expected, r->rec, len, rc);
+		return;
+	}
 	if (rc == 0) {
 		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
 		if (rc == -ENOBUFS) {
 			/* This tick's share of the log is full: publish it and
 			 * apply the batch to the next one. */
-			finish_group(r);
+			root_finish_group(r);
 			shm_commit_begin(r->shm);
 			rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
 		}
 	}
+	if (rc == 0 && r->repl_role == REPL_ROLE_LEADER)
+		root_repl_record(r, r->rec, len);
 	r->batches++;
 	ack_add(r, s, expected, rc);
 }
@@ -107,6 +123,8 @@ static void apply_record(shmsync_root *r, struct slot *s, size_t len)
  * of batches taken. */
 int root_drain_and_commit(shmsync_root *r, struct slot *only)
 {
+	if (r->repl && !only && !root_repl_may_commit(r))
+		return 0; /* the publish window is full: JetStream's acks reopen it */
 	if (shm_commit_begin(r->shm) < 0)
 		return 0;
 	unsigned taken = 0;
@@ -149,7 +167,11 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 		}
 	}
 	r->rr++;
-	finish_group(r);
+	if (r->repl_role == REPL_ROLE_LEADER && !only && root_repl_has_forwarded(r)) {
+		root_repl_apply_forwarded(r);
+		taken++;
+	}
+	root_finish_group(r);
 	if (!only)
 		/* Backwards: a release moves the last entry into its place. */
 		for (unsigned j = r->nlive; j-- > 0;)

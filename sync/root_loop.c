@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "repl.h"
 #include "root.h"
 
 #define SPIN_NS 20000 /* a root with nothing to do spins this long before it sleeps */
@@ -103,7 +104,13 @@ int shmsync_root_process(shmsync_root *r, unsigned max_events)
 	 * looks at its events only now and then while busy. */
 	int events = r->be->process(r, max_events, slept);
 	int taken = 0;
-	if (r->nlive)
+	if (r->repl) {
+		int n = root_repl_process(r);
+		if (n < 0)
+			return n;
+		events += n;
+	}
+	if (r->nlive || (r->repl && root_repl_has_forwarded(r)))
 		taken = root_drain_and_commit(r, NULL);
 	int64_t now = sig_now_ns();
 	if (taken) {
@@ -134,11 +141,11 @@ int shmsync_root_process(shmsync_root *r, unsigned max_events)
  * are then lowered again). */
 static bool prepare_sleep(shmsync_root *r, bool *want_timer)
 {
-	*want_timer = something_retired(r) || has_pending(r);
+	*want_timer = something_retired(r) || has_pending(r) || root_repl_waiting(r);
 	r->be->arm(r, *want_timer);
 	set_sleeping(r, 1);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (rings_pending(r) || r->stop || r->reclaim_more) {
+	if (rings_pending(r) || r->stop || r->reclaim_more || (r->repl && repl_has_events(r->repl))) {
 		set_sleeping(r, 0);
 		return false;
 	}

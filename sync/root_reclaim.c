@@ -190,6 +190,10 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 		if (c < min_c)
 			min_c = c;
 	}
+	/* A snapshot being written (sync/root_repl.c) reads at its tick. */
+	uint64_t pin = atomic_load_explicit(&r->repl_pin, memory_order_acquire);
+	if (r->repl && pin < min_e)
+		min_e = pin;
 	/* A revocation's flag is visible before anything it lets us free. */
 	atomic_thread_fence(memory_order_seq_cst);
 	r->min_epoch = min_e;

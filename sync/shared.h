@@ -33,6 +33,14 @@ struct sync_shared {
 	_Atomic uint32_t stat_workers;
 	_Atomic uint64_t stat_root_restarts, stat_worker_restarts; /* from a supervisor */
 	_Atomic uint64_t stat_huge_bytes; /* of the root's mapping, on huge pages (smaps), at most 1/s */
+	/* Replication (sync/root_repl.c), in what used to be padding: a
+	 * worker of the same layout that predates them reads nothing here. */
+	_Atomic uint32_t stat_repl_role; /* 0 none, 1 leader, 2 follower */
+	uint32_t reserved1;
+	_Atomic uint64_t stat_repl_stored_tick; /* leader: JetStream has every tick up to this */
+	_Atomic uint64_t stat_repl_lag_ticks;   /* leader: published here, not yet stored */
+	_Atomic uint64_t stat_repl_lag_bytes;
+	_Atomic uint64_t stat_repl_seq; /* follower: the stream sequence applied last */
 	/* The wake-up word workers FUTEX_WAIT on: the root changes it after
 	 * each publish and each round of acks (sync/root_commit.c,
 	 * wake_workers), an atomic read-modify-write at every commit. On lines

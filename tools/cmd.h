@@ -32,6 +32,7 @@ enum {
 	O_ALLOW = 1 << 14,
 	O_NUMA = 1 << 15,
 	O_PROM = 1 << 16, /* --prometheus */
+	O_REPL = 1 << 17, /* --replicate, --follow and their settings */
 };
 
 struct ctx;
@@ -62,6 +63,12 @@ struct ctx {
 	unsigned n_allow_uids;
 	bool force, prometheus;
 	int numa_policy, numa_node; /* SHMSYNC_NUMA_*, 0: the default (interleave) */
+	const char *replicate, *follow, *stream; /* serve: replication */
+	bool durable;
+	unsigned replicas, repl_window;
+	int64_t lease_ns;
+	uint64_t snapshot_ticks;
+	size_t snapshot_bytes, log_bytes;
 	char **args;
 	int nargs;
 	shmsync_worker *w;

@@ -63,6 +63,21 @@ static const struct {
 		 "                        nodes), bind:NODE (on that node only) or none (the\n"
 		 "                        kernel's first touch)"},
 	{O_PROM, "      --prometheus      the Prometheus text exposition format"},
+	{O_REPL, "      --replicate URLS  lead the NATS JetStream stream --stream at URLS\n"
+		 "                        (nats://HOST:PORT[,nats://HOST:PORT...]): recover the state\n"
+		 "                        from it, then publish every tick to it (README, \"Replication\")\n"
+		 "      --follow URLS     follow the stream's leader: apply its ticks, forward this\n"
+		 "                        root's workers' batches to it, take over when its lease lapses\n"
+		 "      --stream NAME     the stream (1-64 of A-Z a-z 0-9 _ -)\n"
+		 "      --durable         a commit is acked once JetStream stored it on a quorum\n"
+		 "                        (default: once committed here)\n"
+		 "      --replicas N      the stream's replicas if this root creates it (default 1)\n"
+		 "      --lease SECONDS   the leader's lease (default 3)\n"
+		 "      --snapshot-ticks N, --snapshot-bytes SIZE\n"
+		 "                        a snapshot to the stream this often (default 100000, 64M)\n"
+		 "      --repl-window N   ticks not yet stored before commits wait (default 256)\n"
+		 "      --log-bytes SIZE  the change log (default: capacity/16, at most 64M); a\n"
+		 "                        follower's must be at least its leader's"},
 	{O_FORCE, "  -f, --force           allow removing / (every directory)"},
 	{O_ALLOW, "      --allow-uid UID   also let UID attach (repeatable; numeric or a user name);\n"
 		  "                        the socket is then made mode 0666 and every other uid is\n"
@@ -91,6 +106,16 @@ enum {
 	LO_ALLOW_UID,
 	LO_NUMA,
 	LO_PROMETHEUS,
+	LO_REPLICATE,
+	LO_FOLLOW,
+	LO_STREAM,
+	LO_DURABLE,
+	LO_REPLICAS,
+	LO_LEASE,
+	LO_SNAP_TICKS,
+	LO_SNAP_BYTES,
+	LO_REPL_WINDOW,
+	LO_LOG_BYTES,
 };
 
 static const struct option long_options[] = {
@@ -114,6 +139,16 @@ static const struct option long_options[] = {
 	{"allow-uid", required_argument, NULL, LO_ALLOW_UID},
 	{"numa", required_argument, NULL, LO_NUMA},
 	{"prometheus", no_argument, NULL, LO_PROMETHEUS},
+	{"replicate", required_argument, NULL, LO_REPLICATE},
+	{"follow", required_argument, NULL, LO_FOLLOW},
+	{"stream", required_argument, NULL, LO_STREAM},
+	{"durable", no_argument, NULL, LO_DURABLE},
+	{"replicas", required_argument, NULL, LO_REPLICAS},
+	{"lease", required_argument, NULL, LO_LEASE},
+	{"snapshot-ticks", required_argument, NULL, LO_SNAP_TICKS},
+	{"snapshot-bytes", required_argument, NULL, LO_SNAP_BYTES},
+	{"repl-window", required_argument, NULL, LO_REPL_WINDOW},
+	{"log-bytes", required_argument, NULL, LO_LOG_BYTES},
 	{"force", no_argument, NULL, 'f'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -158,6 +193,17 @@ static unsigned option_bit(int opt)
 		return O_NUMA;
 	case LO_PROMETHEUS:
 		return O_PROM;
+	case LO_REPLICATE:
+	case LO_FOLLOW:
+	case LO_STREAM:
+	case LO_DURABLE:
+	case LO_REPLICAS:
+	case LO_LEASE:
+	case LO_SNAP_TICKS:
+	case LO_SNAP_BYTES:
+	case LO_REPL_WINDOW:
+	case LO_LOG_BYTES:
+		return O_REPL;
 	case 'f':
 		return O_FORCE;
 	}
@@ -245,6 +291,56 @@ static int parse_allow_uid(struct ctx *c, const char *arg)
 	return -1;
 }
 
+/* serve's replication options. Returns -1 to go on, or the exit code. */
+static int apply_repl_option(struct ctx *c, int opt, const char *arg)
+{
+	unsigned long long u;
+	double secs;
+	switch (opt) {
+	case LO_REPLICATE:
+	case LO_FOLLOW:
+		if (strncmp(arg, "nats://", 7) != 0 && strncmp(arg, "tls://", 6) != 0) {
+			tool_err("--%s: NATS URLs look like nats://HOST:PORT[,nats://HOST:PORT...], not '%s'",
+				 opt == LO_REPLICATE ? "replicate" : "follow", arg);
+			return TOOL_USAGE;
+		}
+		*(opt == LO_REPLICATE ? &c->replicate : &c->follow) = arg;
+		break;
+	case LO_STREAM:
+		c->stream = arg;
+		break;
+	case LO_REPLICAS:
+		if (tool_parse_uint("--replicas", arg, 1, 5, &u) < 0)
+			return TOOL_USAGE;
+		c->replicas = (unsigned)u;
+		break;
+	case LO_LEASE:
+		if (tool_parse_seconds("--lease", arg, 0.1, 3600, &secs) < 0)
+			return TOOL_USAGE;
+		c->lease_ns = (int64_t)(secs * 1e9);
+		break;
+	case LO_SNAP_TICKS:
+		if (tool_parse_uint("--snapshot-ticks", arg, 1, UINT32_MAX, &u) < 0)
+			return TOOL_USAGE;
+		c->snapshot_ticks = u;
+		break;
+	case LO_SNAP_BYTES:
+		if (tool_parse_size("--snapshot-bytes", arg, &c->snapshot_bytes) < 0)
+			return TOOL_USAGE;
+		break;
+	case LO_REPL_WINDOW:
+		if (tool_parse_uint("--repl-window", arg, 1, 65536, &u) < 0)
+			return TOOL_USAGE;
+		c->repl_window = (unsigned)u;
+		break;
+	case LO_LOG_BYTES:
+		if (tool_parse_size("--log-bytes", arg, &c->log_bytes) < 0)
+			return TOOL_USAGE;
+		break;
+	}
+	return -1;
+}
+
 /* The options that take a value. Returns -1 to go on, or the exit code. */
 static int apply_value_option(struct ctx *c, struct parsed *p, int opt, const char *arg)
 {
@@ -293,6 +389,8 @@ static int apply_value_option(struct ctx *c, struct parsed *p, int opt, const ch
 		if (tool_parse_numa(arg, &c->numa_policy, &c->numa_node) < 0)
 			return TOOL_USAGE;
 		break;
+	default:
+		return apply_repl_option(c, opt, arg);
 	}
 	return -1;
 }
@@ -332,6 +430,9 @@ static int apply_option(struct ctx *c, struct parsed *p, int opt, const char *ar
 		break;
 	case LO_PROMETHEUS:
 		c->prometheus = true;
+		break;
+	case LO_DURABLE:
+		c->durable = true;
 		break;
 	default:
 		return apply_value_option(c, p, opt, arg);
@@ -410,7 +511,7 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 /* ---- main ------------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
-	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW | O_NUMA,
+	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW | O_NUMA | O_REPL,
 	 0, 0, "",
 	 "Runs a root in the foreground, serving workers on the socket, until SIGTERM or\n"
 	 "SIGINT; then removes the socket and exits 0. The state lives as long as it does."},

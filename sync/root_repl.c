@@ -1,0 +1,588 @@
+/* The root's side of replication (repl/repl.h has the stream's side).
+ *
+ * Leader: every batch applied to a tick is kept (as the wire record the
+ * worker sent); when the tick is published, the records go to the stream
+ * as that tick's message. A follower replays them in the same order at the
+ * same tick, so it reaches the same state: conditional operations (put if
+ * absent, put if tick, add) decide the same way, because the state and the
+ * tick numbers they look at are the same.
+ *
+ * Follower: commits only what comes from the stream. A batch from one of
+ * its workers goes to the leader; the worker's ack carries the leader's
+ * tick, which the follower reaches when it applies that tick, so
+ * shmsync_import_until(tick) reads the worker's own write.
+ *
+ * Acks stay in order per worker (acked_seq says every seq up to it has its
+ * ack): acks that must wait (for JetStream's store, for the leader's answer)
+ * wait in one FIFO, r->held, and are written as a prefix.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "repl.h"
+#include "root.h"
+
+#define FORWARD_TIMEOUT_NS 5000000000LL
+#define RETRY_NS 100000000LL /* a resync the cluster did not answer: again after this */
+#define CATCH_UP_NS 30000000000LL
+
+static void say(shmsync_root *r, const char *msg)
+{
+	if (r->warn)
+		r->warn(msg, r->warn_arg);
+	else
+		fprintf(stderr, "shmsync root: %s\n", msg);
+}
+
+/* ---- the held FIFO ---------------------------------------------------- */
+
+static struct held_ack *held_push(shmsync_root *r)
+{
+	if (r->held_head + r->held_n == r->held_cap) {
+		if (r->held_head) {
+			memmove(r->held, r->held + r->held_head, r->held_n * sizeof(*r->held));
+			r->held_head = 0;
+		} else {
+			size_t cap = r->held_cap ? r->held_cap * 2 : 256;
+			struct held_ack *h = realloc(r->held, cap * sizeof(*h));
+			if (!h)
+				return NULL;
+			r->held = h;
+			r->held_cap = cap;
+		}
+	}
+	struct held_ack *h = &r->held[r->held_head + r->held_n++];
+	memset(h, 0, sizeof(*h));
+	return h;
+}
+
+static void held_write(shmsync_root *r, struct held_ack *h)
+{
+	if (h->reply) {
+		repl_reply(r->repl, h->reply, h->result);
+		free(h->reply);
+		h->reply = NULL;
+	} else {
+		root_write_ack(r, h->slot, h->gen, h->seq, h->result);
+	}
+}
+
+/* Writes the ready prefix: a leader's acks of stored ticks, a follower's
+ * answered (or timed out) forwards. */
+static unsigned held_release(shmsync_root *r, uint64_t stored, int64_t now)
+{
+	unsigned n = 0;
+	while (r->held_n) {
+		struct held_ack *h = &r->held[r->held_head];
+		if (h->id) { /* a forward */
+			if (!h->done && now < h->deadline)
+				break;
+			if (!h->done)
+				h->result = -ETIMEDOUT;
+		} else if (h->tick > stored) {
+			break;
+		}
+		held_write(r, h);
+		r->held_head++;
+		r->held_n--;
+		n++;
+	}
+	if (!r->held_n)
+		r->held_head = 0;
+	return n;
+}
+
+/* ---- leader ------------------------------------------------------------ */
+
+void root_repl_record(shmsync_root *r, const uint8_t *rec, size_t len)
+{
+	size_t need = r->rbuf_len + 8 + len;
+	if (need > r->rbuf_cap) {
+		size_t cap = r->rbuf_cap ? r->rbuf_cap : 64 << 10;
+		while (cap < need)
+			cap *= 2;
+		uint8_t *b = realloc(r->rbuf, cap);
+		if (!b) {
+			/* Cannot happen quietly: the tick would be missing a batch. */
+			say(r, "replication: out of memory for a tick's message; stopping");
+			r->stop = 1;
+			return;
+		}
+		r->rbuf = b;
+		r->rbuf_cap = cap;
+	}
+	uint32_t n = (uint32_t)len, zero = 0;
+	memcpy(r->rbuf + r->rbuf_len, &n, 4);
+	memcpy(r->rbuf + r->rbuf_len + 4, &zero, 4);
+	memcpy(r->rbuf + r->rbuf_len + 8, rec, len);
+	r->rbuf_len = need;
+	r->rbuf_n++;
+}
+
+void root_repl_group_done(shmsync_root *r, uint64_t tick)
+{
+	if (r->repl_role != REPL_ROLE_LEADER)
+		return;
+	if (tick) {
+		struct repl_hdr h;
+		repl_hdr_fill(&h, REPL_TICK, r->rbuf_n, tick, shm_log_size(r->shm), 0, 0);
+		memcpy(r->rbuf, &h, sizeof(h));
+		if (repl_publish_tick(r->repl, tick, r->rbuf, r->rbuf_len) < 0) {
+			say(r, "replication: out of memory publishing a tick; stopping");
+			r->stop = 1;
+		}
+	}
+	r->rbuf_len = sizeof(struct repl_hdr);
+	r->rbuf_n = 0;
+	uint64_t at = tick ? tick : shm_root_tick(r->shm);
+	if (r->repl_durable) {
+		for (size_t i = 0; i < r->nacks; i++) {
+			struct held_ack *h = held_push(r);
+			if (!h) {
+				r->nacks = i; /* the rest are written now: better early than never */
+				break;
+			}
+			struct ack_pending *a = &r->acks[i];
+			*h = (struct held_ack){.slot = a->slot, .gen = a->gen, .seq = a->seq, .tick = at};
+			h->result = a->result == 0 ? (int64_t)at : a->result;
+		}
+		r->nacks = 0;
+	}
+	for (size_t i = 0; i < r->nanswers; i++) {
+		struct held_ack *a = &r->answers[i];
+		if (a->result == 0)
+			a->result = (int64_t)at;
+		a->tick = at;
+		struct held_ack *h = r->repl_durable ? held_push(r) : NULL;
+		if (h)
+			*h = *a;
+		else
+			held_write(r, a);
+	}
+	r->nanswers = 0;
+}
+
+bool root_repl_may_commit(shmsync_root *r)
+{
+	return r->repl_role != REPL_ROLE_LEADER || !repl_window_full(r->repl);
+}
+
+bool root_repl_has_forwarded(const shmsync_root *r)
+{
+	return r->fwd_in != NULL;
+}
+
+/* A follower's worker's batch, applied here like one of our own workers'
+ * (the same checks: it came over the network from anyone who can publish
+ * to the subject). */
+static int apply_one_forwarded(shmsync_root *r, const uint8_t *data, size_t len)
+{
+	if (len > r->rec_cap || len > r->max_batch + sizeof(struct wire_batch))
+		return -E2BIG;
+	memcpy(r->rec, data, len);
+	size_t nops = 0, failed = 0;
+	uint64_t seq;
+	int rc = wire_decode(r->rec, len, r->ops, WIRE_MAX_OPS, &nops, &seq);
+	if (rc < 0)
+		return rc;
+	rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+	if (rc == -ENOBUFS) {
+		root_finish_group(r);
+		shm_commit_begin(r->shm);
+		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+	}
+	if (rc == 0)
+		root_repl_record(r, r->rec, len);
+	return rc;
+}
+
+void root_repl_apply_forwarded(shmsync_root *r)
+{
+	for (unsigned k = 0; r->fwd_in && k < r->max_group; k++) {
+		struct repl_ev *ev = r->fwd_in;
+		r->fwd_in = ev->next;
+		if (!r->fwd_in)
+			r->fwd_in_tail = NULL;
+		int rc = apply_one_forwarded(r, ev->data, ev->len);
+		r->batches++;
+		if (r->nanswers == r->answers_cap) {
+			size_t cap = r->answers_cap ? r->answers_cap * 2 : 64;
+			struct held_ack *a = realloc(r->answers, cap * sizeof(*a));
+			if (!a) {
+				repl_ev_free(ev);
+				continue; /* no answer: the follower times out */
+			}
+			r->answers = a;
+			r->answers_cap = cap;
+		}
+		r->answers[r->nanswers++] = (struct held_ack){.result = rc, .reply = ev->reply};
+		ev->reply = NULL;
+		repl_ev_free(ev);
+	}
+}
+
+/* ---- follower ---------------------------------------------------------- */
+
+void root_repl_forward(shmsync_root *r, struct slot *s, uint64_t seq, const uint8_t *rec, size_t len, int rc)
+{
+	struct held_ack *h = held_push(r);
+	if (!h) {
+		root_write_ack(r, (uint32_t)(s - r->slots), s->gen, seq, -ENOMEM);
+		return;
+	}
+	h->slot = (uint32_t)(s - r->slots);
+	h->gen = s->gen;
+	h->seq = seq;
+	h->id = ++r->fwd_next_id;
+	h->deadline = sig_now_ns() + FORWARD_TIMEOUT_NS;
+	if (rc == 0)
+		rc = repl_forward(r->repl, h->id, rec, len);
+	if (rc < 0) {
+		h->done = true;
+		h->result = rc;
+	}
+}
+
+static void forward_answered(shmsync_root *r, uint64_t id, int64_t result)
+{
+	if (!r->held_n)
+		return;
+	uint64_t first = r->held[r->held_head].id;
+	if (id < first || id - first >= r->held_n)
+		return; /* timed out already, or not ours */
+	struct held_ack *h = &r->held[r->held_head + (id - first)];
+	h->done = true;
+	h->result = result;
+}
+
+/* One message of NAME.ticks, in stream order. */
+static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, uint64_t seq, char *msg,
+			    size_t msglen)
+{
+	struct repl_hdr h;
+	int rc = repl_hdr_check(data, len, &h, msg, msglen);
+	if (rc < 0)
+		return rc;
+	r->repl_applied_seq = seq;
+	uint64_t tick = shm_root_tick(r->shm);
+	if (h.kind == REPL_LEADER || h.tick <= tick)
+		return 0; /* a new leader's marker, or a tick we have (a replay's overlap) */
+	if (h.kind != REPL_TICK) {
+		snprintf(msg, msglen, "sequence %llu: a message of kind %u among the ticks", (unsigned long long)seq,
+			 h.kind);
+		return -EPROTO;
+	}
+	if (h.tick != tick + 1) {
+		snprintf(msg, msglen,
+			 "tick gap: this root is at tick %llu and the stream's next tick is %llu (sequence %llu); "
+			 "the ticks between are gone",
+			 (unsigned long long)tick, (unsigned long long)h.tick, (unsigned long long)seq);
+		return -EPROTO;
+	}
+	if (h.a > shm_log_size(r->shm)) {
+		snprintf(msg, msglen,
+			 "the leader's change log is %llu bytes, this root's %llu: a tick of the leader's may not "
+			 "fit; start this root with a log of at least %llu bytes",
+			 (unsigned long long)h.a, (unsigned long long)shm_log_size(r->shm),
+			 (unsigned long long)h.a);
+		return -ENOBUFS;
+	}
+	rc = shm_commit_begin(r->shm);
+	if (rc < 0) {
+		snprintf(msg, msglen, "tick %llu: %s", (unsigned long long)h.tick, strerror(-rc));
+		return rc;
+	}
+	const uint8_t *body = data + sizeof(h);
+	size_t blen = len - sizeof(h), pos = 0;
+	for (uint32_t i = 0;; i++) {
+		const uint8_t *rec;
+		size_t rlen, nops = 0, failed = 0;
+		uint64_t wseq;
+		rc = repl_tick_next(body, blen, &pos, &rec, &rlen);
+		if (rc == 1) {
+			rc = i == h.count ? 0 : -EPROTO;
+			if (rc < 0)
+				snprintf(msg, msglen, "tick %llu: %u batches where the header says %u",
+					 (unsigned long long)h.tick, i, h.count);
+			break;
+		}
+		if (rc == 0 && rlen > r->rec_cap)
+			rc = -E2BIG;
+		if (rc == 0) {
+			memcpy(r->rec, rec, rlen);
+			rc = wire_decode(r->rec, rlen, r->ops, WIRE_MAX_OPS, &nops, &wseq);
+		}
+		if (rc == 0)
+			rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+		if (rc < 0) {
+			snprintf(msg, msglen,
+				 "tick %llu, batch %u (sequence %llu) does not apply here: %s; this root's state "
+				 "differs from the leader's",
+				 (unsigned long long)h.tick, i, (unsigned long long)seq, strerror(-rc));
+			return rc;
+		}
+	}
+	if (rc < 0)
+		return rc;
+	/* Even a tick whose batches were all empty is a tick. */
+	uint64_t got = 0;
+	if (shm_commit_publish(r->shm, &got) != 1 || got != h.tick) {
+		snprintf(msg, msglen, "tick %llu published as %llu", (unsigned long long)h.tick,
+			 (unsigned long long)got);
+		return -EPROTO;
+	}
+	r->ticks++;
+	root_wake_workers(r);
+	return 0;
+}
+
+/* ---- recovery and roles ------------------------------------------------- */
+
+static int load_chunk(const uint8_t *data, size_t len, void *arg)
+{
+	shmsync_root *r = arg;
+	const struct repl_hdr *h = (const void *)data;
+	size_t nops = 0, failed = 0;
+	int rc = repl_chunk_decode(data + sizeof(*h), len - sizeof(*h), h->count, r->ops, WIRE_MAX_OPS, &nops);
+	if (rc == 0)
+		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
+	return rc;
+}
+
+/* Applies the stream's ticks after r->repl_applied_seq until the one at
+ * `upto` (and whatever came meanwhile). */
+static int catch_up(shmsync_root *r, uint64_t upto, char *msg, size_t msglen)
+{
+	int64_t deadline = sig_now_ns() + CATCH_UP_NS;
+	while (r->repl_applied_seq < upto) {
+		struct repl_ev *ev = repl_wait(r->repl, 200000000);
+		if (!ev) {
+			if (sig_now_ns() > deadline) {
+				snprintf(msg, msglen, "replaying stream up to sequence %llu: stuck at %llu",
+					 (unsigned long long)upto, (unsigned long long)r->repl_applied_seq);
+				return -ETIMEDOUT;
+			}
+			continue;
+		}
+		int rc = 0;
+		if (ev->kind == REPL_EV_TICK)
+			rc = apply_stream_msg(r, ev->data, ev->len, ev->seq, msg, msglen);
+		else if (ev->kind == REPL_EV_FWD_REPLY)
+			forward_answered(r, ev->id, ev->result);
+		repl_ev_free(ev);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int become_leader(shmsync_root *r, char *msg, size_t msglen)
+{
+	for (int attempt = 0;; attempt++) {
+		uint64_t last = 0, last_tick_seq = 0;
+		int rc = repl_last_seq(r->repl, &last, msg, msglen);
+		if (rc == 0)
+			rc = repl_last_tick_seq(r->repl, &last_tick_seq, msg, msglen);
+		if (rc == 0)
+			rc = catch_up(r, last_tick_seq, msg, msglen);
+		if (rc == 0)
+			rc = repl_lead(r->repl, shm_root_tick(r->shm), last, msg, msglen);
+		if (rc != -ESTALE || attempt == 3) {
+			if (rc == 0) {
+				repl_ticks_stop(r->repl);
+				r->repl_role = REPL_ROLE_LEADER;
+				r->rbuf_len = sizeof(struct repl_hdr);
+			}
+			return rc;
+		}
+	}
+}
+
+int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_t msglen)
+{
+	if (!o->replicate && !o->follow)
+		return 0;
+	if (o->replicate && o->follow) {
+		snprintf(msg, msglen, "replicate and follow exclude each other: a root leads or follows");
+		return -EINVAL;
+	}
+	if (!o->stream) {
+		snprintf(msg, msglen, "replication needs a stream name");
+		return -EINVAL;
+	}
+	struct repl_opts ro = {
+		.urls = o->replicate ? o->replicate : o->follow,
+		.stream = o->stream,
+		.follow = o->follow != NULL,
+		.durable = o->durable != 0,
+		.replicas = o->replicas ? o->replicas : 1,
+		.lease_ns = o->lease_ns ? o->lease_ns : 3000000000LL,
+		.snapshot_ticks = o->snapshot_ticks ? o->snapshot_ticks : 100000,
+		.snapshot_bytes = o->snapshot_bytes ? o->snapshot_bytes : (uint64_t)64 << 20,
+		.window = o->repl_window ? o->repl_window : 256,
+		.wake_fd = r->wake_fd,
+	};
+	int rc = repl_open(&r->repl, &ro, msg, msglen);
+	if (rc < 0)
+		return rc;
+	r->repl_durable = ro.durable;
+	atomic_store(&r->repl_pin, UINT64_MAX);
+	r->rbuf_cap = 64 << 10;
+	r->rbuf = malloc(r->rbuf_cap);
+	if (!r->rbuf)
+		return -ENOMEM;
+	r->rbuf_len = sizeof(struct repl_hdr);
+
+	/* Recovery: the latest snapshot, then the ticks after it. */
+	struct repl_snapidx idx;
+	rc = repl_snapshot_latest(r->repl, &idx, msg, msglen);
+	if (rc == 0) {
+		rc = shm_root_load_begin(r->shm, idx.tick);
+		if (rc == 0)
+			rc = repl_snapshot_read(r->repl, &idx, load_chunk, r, msg, msglen);
+		if (rc == 0)
+			rc = shm_root_load_end(r->shm);
+		else if (!msg[0])
+			snprintf(msg, msglen, "loading the snapshot at tick %llu: %s", (unsigned long long)idx.tick,
+				 strerror(-rc));
+		if (rc < 0)
+			return rc;
+		r->repl_applied_seq = idx.tick_seq;
+	} else if (rc != -ENOENT) {
+		return rc;
+	}
+	uint64_t upto = 0;
+	rc = repl_last_tick_seq(r->repl, &upto, msg, msglen);
+	if (rc == 0)
+		rc = repl_ticks_follow(r->repl, r->repl_applied_seq, msg, msglen);
+	if (rc == 0)
+		rc = catch_up(r, upto, msg, msglen);
+	if (rc < 0)
+		return rc;
+	if (o->follow) {
+		r->repl_role = REPL_ROLE_FOLLOWER;
+		return repl_follow(r->repl, msg, msglen);
+	}
+	return become_leader(r, msg, msglen);
+}
+
+void root_repl_close(shmsync_root *r)
+{
+	if (!r->repl)
+		return;
+	repl_close(r->repl);
+	r->repl = NULL;
+	while (r->fwd_in) {
+		struct repl_ev *ev = r->fwd_in;
+		r->fwd_in = ev->next;
+		repl_ev_free(ev);
+	}
+	for (size_t i = 0; i < r->held_n; i++)
+		free(r->held[r->held_head + i].reply);
+	for (size_t i = 0; i < r->nanswers; i++)
+		free(r->answers[i].reply);
+	free(r->held);
+	free(r->answers);
+	free(r->rbuf);
+}
+
+bool root_repl_waiting(const shmsync_root *r)
+{
+	return r->repl && (r->held_n || r->repl_retry_at);
+}
+
+static void publish_stats(shmsync_root *r)
+{
+	struct repl_stats st;
+	repl_stats(r->repl, &st);
+	struct sync_shared *sh = r->shared;
+	uint64_t tick = shm_root_tick(r->shm);
+	atomic_store_explicit(&sh->stat_repl_role, (uint32_t)r->repl_role, memory_order_relaxed);
+	atomic_store_explicit(&sh->stat_repl_stored_tick,
+			      r->repl_role == REPL_ROLE_LEADER ? st.stored_tick : tick, memory_order_relaxed);
+	atomic_store_explicit(&sh->stat_repl_lag_ticks,
+			      r->repl_role == REPL_ROLE_LEADER && tick > st.stored_tick ? tick - st.stored_tick : 0,
+			      memory_order_relaxed);
+	atomic_store_explicit(&sh->stat_repl_lag_bytes, r->repl_role == REPL_ROLE_LEADER ? st.lag_bytes : 0,
+			      memory_order_relaxed);
+	atomic_store_explicit(&sh->stat_repl_seq, r->repl_applied_seq, memory_order_relaxed);
+}
+
+int root_repl_process(shmsync_root *r)
+{
+	if (!r->repl)
+		return 0;
+	char msg[256] = "";
+	int n = 0, rc = 0;
+	int64_t now = sig_now_ns();
+	if (r->repl_retry_at && now >= r->repl_retry_at) {
+		r->repl_retry_at = 0;
+		rc = repl_resync(r->repl, msg, sizeof(msg));
+		if (rc == -EAGAIN)
+			r->repl_retry_at = now + RETRY_NS;
+		else if (rc < 0)
+			goto fatal;
+	}
+	for (struct repl_ev *ev; rc == 0 && (ev = repl_poll(r->repl)); repl_ev_free(ev)) {
+		n++;
+		switch (ev->kind) {
+		case REPL_EV_TICK:
+			if (r->repl_role == REPL_ROLE_FOLLOWER)
+				rc = apply_stream_msg(r, ev->data, ev->len, ev->seq, msg, sizeof(msg));
+			break;
+		case REPL_EV_FWD:
+			if (r->repl_role != REPL_ROLE_LEADER)
+				break; /* no answer: the follower times out and asks no one else */
+			if (r->fwd_in_tail)
+				r->fwd_in_tail->next = ev;
+			else
+				r->fwd_in = ev;
+			r->fwd_in_tail = ev;
+			ev = NULL;
+			break;
+		case REPL_EV_FWD_REPLY:
+			forward_answered(r, ev->id, ev->result);
+			break;
+		case REPL_EV_STORED:
+			break;
+		case REPL_EV_RESYNC:
+			if (r->repl_role == REPL_ROLE_LEADER && !r->repl_retry_at)
+				r->repl_retry_at = now;
+			break;
+		case REPL_EV_PROMOTE:
+			if (r->repl_role == REPL_ROLE_FOLLOWER) {
+				rc = become_leader(r, msg, sizeof(msg));
+				if (rc == 0) {
+					snprintf(msg, sizeof(msg), "took over the stream at tick %llu",
+						 (unsigned long long)shm_root_tick(r->shm));
+					say(r, msg);
+					msg[0] = 0;
+				}
+			}
+			break;
+		case REPL_EV_DEPOSED:
+		case REPL_EV_FATAL:
+		default:
+			snprintf(msg, sizeof(msg), "%s", ev->msg);
+			rc = -ESTALE;
+			break;
+		}
+	}
+	if (rc < 0)
+		goto fatal;
+	struct repl_stats st;
+	repl_stats(r->repl, &st);
+	if (r->held_n && held_release(r, st.stored_tick, now))
+		root_wake_workers(r);
+	if (r->repl_role == REPL_ROLE_LEADER && repl_snapshot_due(r->repl))
+		repl_snapshot_start(r->repl, r->ro_fd, shm_root_tick(r->shm), &r->repl_pin);
+	publish_stats(r);
+	return n;
+fatal:
+	if (!msg[0])
+		snprintf(msg, sizeof(msg), "replication: %s", strerror(-rc));
+	say(r, msg);
+	return rc < 0 ? rc : -EIO;
+}

@@ -456,7 +456,11 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 	if (!r->building)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
-		int rc = shm_op_check(&ops[i]);
+		/* A load is a put to the checks, and only a loading root has it. */
+		struct shm_op as_put = ops[i];
+		if (as_put.kind == SHM_OP_LOAD && r->loading)
+			as_put.kind = SHM_OP_PUT;
+		int rc = shm_op_check(&as_put);
 		if (rc < 0) {
 			*failed_op = i;
 			return rc;

@@ -159,6 +159,7 @@ static int full_key(const void *key, size_t key_len, const struct shm_value *v, 
 		.key_len = key_len,
 		.value = v->data,
 		.value_len = v->len,
+		.version_tick = v->tick,
 	};
 	return c->fn(&ch, c->arg);
 }

@@ -30,7 +30,7 @@ bool shm_dir_name_valid(const char *dir, size_t len)
 
 int shm_op_check(const struct shm_op *op)
 {
-	if (op->kind < SHM_OP_PUT || op->kind > SHM_OP_LOAD)
+	if (op->kind < SHM_OP_PUT || op->kind > SHM_OP_RMDIR)
 		return -EINVAL;
 	if (!op->dir || op->dir_len > SHMSYNC_MAX_DIR)
 		return op->dir ? -ENAMETOOLONG : -EINVAL;
@@ -42,8 +42,7 @@ int shm_op_check(const struct shm_op *op)
 		return -ENAMETOOLONG;
 	if (op->key_len == 0 || !op->key)
 		return -EINVAL;
-	if (op->kind == SHM_OP_PUT || op->kind == SHM_OP_PUT_IF_ABSENT || op->kind == SHM_OP_PUT_IF_TICK ||
-	    op->kind == SHM_OP_LOAD) {
+	if (op->kind == SHM_OP_PUT || op->kind == SHM_OP_PUT_IF_ABSENT || op->kind == SHM_OP_PUT_IF_TICK) {
 		if (op->value_len > SHMSYNC_MAX_VALUE)
 			return -EMSGSIZE;
 		if (op->value_len && !op->value)

@@ -188,9 +188,8 @@ enum shm_op_kind {
 	SHM_OP_RMDIR, /* the directory and every directory whose name starts with it */
 	/* A put whose version keeps the tick it had where it came from
 	 * (expected_tick), for rebuilding a state from a snapshot: refused
-	 * (-EINVAL) outside shm_root_load_begin/_end, and for a key that is
-	 * already present. Never sent by a worker (sync/wire.c has no such
-	 * kind). */
+	 * (-EINVAL, by shm_op_check too) outside shm_root_load_begin/_end,
+	 * and (-EEXIST) for a key that is already present. */
 	SHM_OP_LOAD,
 };
 
@@ -410,6 +409,8 @@ struct shm_change {
 	size_t key_len;
 	const void *value;
 	size_t value_len;
+	uint64_t version_tick; /* a full state's PUT: the tick of the key's version (replication's
+				  snapshots keep it); 0 elsewhere */
 };
 typedef int (*shm_change_fn)(const struct shm_change *c, void *arg);
 

@@ -1104,7 +1104,7 @@ static int snap_rec(const struct shm_change *ch, void *arg)
 		.dir_len = (uint16_t)dlen,
 		.key_len = (uint32_t)klen,
 		.value_len = (uint32_t)vlen,
-		.tick = dir ? 0 : ch->tick,
+		.tick = dir ? 0 : ch->version_tick,
 	};
 	uint8_t *p = c->buf + c->len;
 	memset(p, 0, n);

@@ -385,7 +385,17 @@ typedef struct shmsync_stats {
 	 * measured them, at most once a second; 0 where the system gives
 	 * shared memory none: README, "Tuning"). */
 	uint64_t segment_bytes, huge_bytes;
+	/* Replication (README, "Replication"): the root's role, 0 none, 1
+	 * leader, 2 follower (SHMSYNC_REPL_*). A leader's stored_tick is the
+	 * last tick JetStream has stored; lag_ticks and lag_bytes what it has
+	 * committed here and not yet seen stored (what a default, non-durable
+	 * commit can lose with this host). A follower's stored_tick is the tick
+	 * it has applied, repl_seq the stream sequence. */
+	int repl_role;
+	uint64_t repl_stored_tick, repl_lag_ticks, repl_lag_bytes, repl_seq;
 } shmsync_stats;
+
+enum { SHMSYNC_REPL_NONE = 0, SHMSYNC_REPL_LEADER = 1, SHMSYNC_REPL_FOLLOWER = 2 };
 
 int shmsync_stat(shmsync_worker *w, shmsync_stats *s);
 

@@ -314,8 +314,18 @@ int repl_open(struct repl **out, const struct repl_opts *o, char *msg, size_t ms
 	natsStatus s = nats_Open(-1);
 	if (s == NATS_OK)
 		s = natsOptions_Create(&rp->nopts);
-	if (s == NATS_OK)
-		s = natsOptions_SetURL(rp->nopts, rp->urls);
+	if (s == NATS_OK) {
+		/* natsOptions_SetURL takes one URL: the list goes in pieces. */
+		char list[1024];
+		const char *servers[16];
+		int n = 0;
+		snprintf(list, sizeof(list), "%s", rp->urls);
+		for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && n < 16;
+		     tok = strtok_r(NULL, ",", &save))
+			if (*tok)
+				servers[n++] = tok;
+		s = n ? natsOptions_SetServers(rp->nopts, servers, n) : NATS_INVALID_ARG;
+	}
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(rp->nopts, 2000);
 	if (s == NATS_OK)
@@ -583,6 +593,10 @@ int repl_ticks_follow(struct repl *rp, uint64_t after, char *msg, size_t msglen)
 	so.Ordered = true;
 	so.Config.DeliverPolicy = js_DeliverByStartSequence;
 	so.Config.OptStartSeq = after + 1;
+	/* A consumer on a node that died is noticed by its missing
+	 * heartbeats, and libnats recreates it from where it was: 5 s by
+	 * default, during which a follower would apply nothing. */
+	so.Config.Heartbeat = 500000000;
 	natsStatus s = js_Subscribe(&rp->ticks_sub, rp->js, rp->subj_ticks, on_tick_msg, rp, NULL, &so, NULL);
 	if (s == NATS_OK)
 		/* The root applies at its own pace; the queue holds what it has
@@ -722,7 +736,7 @@ int repl_publish_tick(struct repl *rp, uint64_t tick, const uint8_t *payload, si
 	}
 	pthread_mutex_unlock(&rp->pub_mu);
 	if (s != NATS_OK)
-		ev_msg(rp, REPL_EV_RESYNC, "append failed: %s%lld", st_text(s), 0);
+		ev_msg(rp, REPL_EV_RESYNC, "append failed: %s (status %lld)", st_text(s), (long long)s);
 	return 0;
 }
 
@@ -821,14 +835,15 @@ static void nap(struct repl *rp, int64_t ns)
 	}
 }
 
-/* The lease keeper: a holder renews by revision every third of the TTL (a
- * renewal that finds another revision, or none for a whole TTL, means the
- * lease is gone); a follower tries to create the key, which succeeds only
- * once the leader's entry has expired or was handed back. */
+/* The lease keeper: a holder renews by revision every third of the TTL,
+ * and steps down only when the key names another root (a cluster that
+ * does not answer for a while is no reason: the stream fences appends
+ * anyway); a follower tries to create the key, which succeeds only once
+ * the leader's entry has expired or was handed back. */
 static void *lease_main(void *arg)
 {
 	struct repl *rp = arg;
-	int64_t period = rp->o.lease_ns / 3, last_ok = now_ns();
+	int64_t period = rp->o.lease_ns / 3;
 	bool holding = rp->leading;
 	while (!atomic_load(&rp->stop)) {
 		nap(rp, holding ? period : period / 2);
@@ -839,23 +854,40 @@ static void *lease_main(void *arg)
 			natsStatus s = kvStore_UpdateString(&rev, rp->kv, "leader", rp->id, rp->lease_rev);
 			if (s == NATS_OK) {
 				rp->lease_rev = rev;
-				last_ok = now_ns();
 				continue;
 			}
-			bool moved = s == NATS_ERR; /* the server refused the revision */
-			if (moved || now_ns() - last_ok > rp->o.lease_ns) {
-				atomic_store(&rp->lease_lost, true);
-				ev_msg(rp, REPL_EV_DEPOSED,
-				       moved ? "lost the lease of %s: another root holds it%lld"
-					     : "could not renew the lease of %s for a whole TTL%lld",
-				       rp->stream, 0);
-				break;
+			/* Not renewed: the cluster may be electing, or the key
+			 * moved on. Only another root's name under the key ends
+			 * our lead; an expired key we take again. (Appends are
+			 * fenced by the stream either way: this is about
+			 * stepping down promptly, not about safety.) */
+			kvEntry *e = NULL;
+			s = kvStore_Get(&e, rp->kv, "leader");
+			if (s == NATS_OK) {
+				const char *who = kvEntry_ValueString(e);
+				bool mine = who && strcmp(who, rp->id) == 0;
+				if (mine)
+					rp->lease_rev = kvEntry_Revision(e);
+				else {
+					struct repl_ev *ev = ev_new(REPL_EV_DEPOSED);
+					if (ev) {
+						snprintf(ev->msg, sizeof(ev->msg), "lost the lease of stream %s to %s",
+							 rp->stream, who ? who : "another root");
+						ev_push(rp, ev);
+					}
+					atomic_store(&rp->lease_lost, true);
+				}
+				kvEntry_Destroy(e);
+				if (!mine)
+					break;
+			} else if (s == NATS_NOT_FOUND) {
+				if (kvStore_CreateString(&rev, rp->kv, "leader", rp->id) == NATS_OK)
+					rp->lease_rev = rev;
 			}
 		} else {
 			natsStatus s = kvStore_CreateString(&rev, rp->kv, "leader", rp->id);
 			if (s == NATS_OK) {
 				rp->lease_rev = rev;
-				last_ok = now_ns();
 				holding = true;
 				ev_push(rp, ev_new(REPL_EV_PROMOTE));
 			}

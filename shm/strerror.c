@@ -52,6 +52,12 @@ const char *shmsync_strerror(int code)
 		return "that batch's result is no longer kept (1024 batches later)";
 	case ESTALE:
 		return "this snapshot was revoked: import again";
+	case EREMCHG:
+		return "replication: another root leads the stream now";
+	case EHOSTUNREACH:
+		return "replication: the NATS servers cannot be reached";
+	case EPROTONOSUPPORT:
+		return "replication: a stream message of another format or layout version";
 	default:
 		return code < 0 ? strerror(-code) : "unknown code";
 	}

@@ -27,6 +27,7 @@
 #define FORWARD_TIMEOUT_NS 5000000000LL
 #define RETRY_NS 100000000LL /* a resync the cluster did not answer: again after this */
 #define CATCH_UP_NS 30000000000LL
+#define CATCH_UP_STALL_NS 500000000LL
 
 static void say(shmsync_root *r, const char *msg)
 {
@@ -262,6 +263,8 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 			    size_t msglen)
 {
 	struct repl_hdr h;
+	if (seq && seq <= r->repl_applied_seq)
+		return 0; /* a consumer that was replaced delivers it again */
 	int rc = repl_hdr_check(data, len, &h, msg, msglen);
 	if (rc < 0)
 		return rc;
@@ -355,17 +358,29 @@ static int load_chunk(const uint8_t *data, size_t len, void *arg)
  * `upto` (and whatever came meanwhile). */
 static int catch_up(shmsync_root *r, uint64_t upto, char *msg, size_t msglen)
 {
-	int64_t deadline = sig_now_ns() + CATCH_UP_NS;
+	int64_t deadline = sig_now_ns() + CATCH_UP_NS, progress = sig_now_ns();
 	while (r->repl_applied_seq < upto) {
 		struct repl_ev *ev = repl_wait(r->repl, 200000000);
 		if (!ev) {
-			if (sig_now_ns() > deadline) {
+			int64_t now = sig_now_ns();
+			if (now > deadline) {
 				snprintf(msg, msglen, "replaying stream up to sequence %llu: stuck at %llu",
 					 (unsigned long long)upto, (unsigned long long)r->repl_applied_seq);
 				return -ETIMEDOUT;
 			}
+			if (now - progress > CATCH_UP_STALL_NS) {
+				/* The consumer may have lived on a node that is gone:
+				 * a new one, from where we are (what the old one still
+				 * delivers is skipped as already applied). */
+				progress = now;
+				repl_ticks_stop(r->repl);
+				int rc = repl_ticks_follow(r->repl, r->repl_applied_seq, msg, msglen);
+				if (rc < 0)
+					return rc;
+			}
 			continue;
 		}
+		progress = sig_now_ns();
 		int rc = 0;
 		if (ev->kind == REPL_EV_TICK)
 			rc = apply_stream_msg(r, ev->data, ev->len, ev->seq, msg, msglen);
@@ -436,7 +451,8 @@ int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_
 	r->rbuf_len = sizeof(struct repl_hdr);
 
 	/* Recovery: the latest snapshot, then the ticks after it. */
-	struct repl_snapidx idx;
+	int64_t t0 = sig_now_ns();
+	struct repl_snapidx idx = {0};
 	rc = repl_snapshot_latest(r->repl, &idx, msg, msglen);
 	if (rc == 0) {
 		rc = shm_root_load_begin(r->shm, idx.tick);
@@ -457,10 +473,20 @@ int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_
 	rc = repl_last_tick_seq(r->repl, &upto, msg, msglen);
 	if (rc == 0)
 		rc = repl_ticks_follow(r->repl, r->repl_applied_seq, msg, msglen);
+	uint64_t ticks0 = r->ticks;
 	if (rc == 0)
 		rc = catch_up(r, upto, msg, msglen);
 	if (rc < 0)
 		return rc;
+	if (idx.tick || r->ticks > ticks0) {
+		char note[256], snap[64] = "no snapshot";
+		if (idx.tick)
+			snprintf(snap, sizeof(snap), "the snapshot at tick %llu", (unsigned long long)idx.tick);
+		snprintf(note, sizeof(note), "recovered tick %llu from stream %s: %s, then %llu ticks, in %.1f ms",
+			 (unsigned long long)shm_root_tick(r->shm), o->stream, snap,
+			 (unsigned long long)(r->ticks - ticks0), (double)(sig_now_ns() - t0) / 1e6);
+		say(r, note);
+	}
 	if (o->follow) {
 		r->repl_role = REPL_ROLE_FOLLOWER;
 		return repl_follow(r->repl, msg, msglen);
@@ -522,8 +548,10 @@ int root_repl_process(shmsync_root *r)
 		rc = repl_resync(r->repl, msg, sizeof(msg));
 		if (rc == -EAGAIN)
 			r->repl_retry_at = now + RETRY_NS;
-		else if (rc < 0)
+		else if (rc < 0) {
+			rc = -EREMCHG;
 			goto fatal;
+		}
 	}
 	for (struct repl_ev *ev; rc == 0 && (ev = repl_poll(r->repl)); repl_ev_free(ev)) {
 		n++;
@@ -563,10 +591,13 @@ int root_repl_process(shmsync_root *r)
 			}
 			break;
 		case REPL_EV_DEPOSED:
+			snprintf(msg, sizeof(msg), "%s", ev->msg);
+			rc = -EREMCHG;
+			break;
 		case REPL_EV_FATAL:
 		default:
 			snprintf(msg, sizeof(msg), "%s", ev->msg);
-			rc = -ESTALE;
+			rc = -EPROTO;
 			break;
 		}
 	}

@@ -588,6 +588,12 @@ int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 	s->worker_restarts = atomic_load_explicit(&sh->stat_worker_restarts, memory_order_relaxed);
 	s->segment_bytes = ss.size;
 	s->huge_bytes = atomic_load_explicit(&sh->stat_huge_bytes, memory_order_relaxed);
+	uint32_t role = atomic_load_explicit(&sh->stat_repl_role, memory_order_relaxed);
+	s->repl_role = role <= SHMSYNC_REPL_FOLLOWER ? (int)role : SHMSYNC_REPL_NONE;
+	s->repl_stored_tick = atomic_load_explicit(&sh->stat_repl_stored_tick, memory_order_relaxed);
+	s->repl_lag_ticks = atomic_load_explicit(&sh->stat_repl_lag_ticks, memory_order_relaxed);
+	s->repl_lag_bytes = atomic_load_explicit(&sh->stat_repl_lag_bytes, memory_order_relaxed);
+	s->repl_seq = atomic_load_explicit(&sh->stat_repl_seq, memory_order_relaxed);
 	int nj = shm_numa_json(w->seg.base, s->numa, sizeof(s->numa));
 	if (nj < 0 || (size_t)nj >= sizeof(s->numa))
 		snprintf(s->numa, sizeof(s->numa), "null");
@@ -609,12 +615,15 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 		",\"batches_committed\":%" PRIu64 ",\"batches_rejected\":%" PRIu64 ",\"imports\":%" PRIu64
 		",\"resets\":%" PRIu64 ",\"late_wakes\":%" PRIu64 ",\"root_timer_found_work\":%" PRIu64
 		",\"root_restarts\":%" PRIu64 ",\"worker_restarts\":%" PRIu64 ",\"segment_bytes\":%" PRIu64
-		",\"huge_bytes\":%" PRIu64 ",\"numa\":%s}",
+		",\"huge_bytes\":%" PRIu64 ",\"repl_role\":%d,\"repl_stored_tick\":%" PRIu64
+		",\"repl_lag_ticks\":%" PRIu64 ",\"repl_lag_bytes\":%" PRIu64 ",\"repl_seq\":%" PRIu64
+		",\"numa\":%s}",
 		s.tick, s.cursor, s.read_epoch == UINT64_MAX ? -1 : (int64_t)s.read_epoch,
 		s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops, s.bytes_in_use,
 		s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported, s.batches_committed,
 		s.batches_rejected, s.imports, s.resets, s.late_wakes, s.root_timer_found_work,
-		s.root_restarts, s.worker_restarts, s.segment_bytes, s.huge_bytes, s.numa);
+		s.root_restarts, s.worker_restarts, s.segment_bytes, s.huge_bytes, s.repl_role, s.repl_stored_tick,
+		s.repl_lag_ticks, s.repl_lag_bytes, s.repl_seq, s.numa);
 }
 
 int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)

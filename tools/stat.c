@@ -39,6 +39,17 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	json_object_set_new(o, "root_timer_found_work", json_integer((json_int_t)sp->root_timer_found_work));
 	json_object_set_new(o, "root_restarts", json_integer((json_int_t)sp->root_restarts));
 	json_object_set_new(o, "worker_restarts", json_integer((json_int_t)sp->worker_restarts));
+	if (sp->repl_role) {
+		json_t *rj = json_object();
+		json_object_set_new(rj, "role", json_string(sp->repl_role == SHMSYNC_REPL_LEADER ? "leader" : "follower"));
+		json_object_set_new(rj, "stored_tick", json_integer((json_int_t)sp->repl_stored_tick));
+		json_object_set_new(rj, "lag_ticks", json_integer((json_int_t)sp->repl_lag_ticks));
+		json_object_set_new(rj, "lag_bytes", json_integer((json_int_t)sp->repl_lag_bytes));
+		json_object_set_new(rj, "seq", json_integer((json_int_t)sp->repl_seq));
+		json_object_set_new(o, "replication", rj);
+	} else {
+		json_object_set_new(o, "replication", json_null());
+	}
 	/* The library's object as it is; null if it is not one. */
 	json_t *numa = json_loads(sp->numa, JSON_DECODE_ANY, NULL);
 	json_object_set_new(o, "numa", json_is_object(numa) ? numa : json_null());
@@ -102,6 +113,14 @@ static void print_stat_text(const shmsync_stats *sp, const shmsync_worker_info *
 	printf("workers       %d (besides this one)\n", m);
 	printf("restarts      %" PRIu64 " root, %" PRIu64 " workers (by a supervisor)\n", sp->root_restarts,
 	       sp->worker_restarts);
+	if (sp->repl_role == SHMSYNC_REPL_LEADER)
+		printf("replication   leader: stored by JetStream up to tick %" PRIu64 ", lag %" PRIu64
+		       " ticks, %s\n",
+		       sp->repl_stored_tick, sp->repl_lag_ticks, tool_bytes(b1, sizeof(b1), sp->repl_lag_bytes));
+	else if (sp->repl_role == SHMSYNC_REPL_FOLLOWER)
+		printf("replication   follower: applied the leader's ticks up to %" PRIu64 " (stream sequence %" PRIu64
+		       ")\n",
+		       sp->repl_stored_tick, sp->repl_seq);
 	if (m) {
 		printf("\n%5s %8s %-8s %4s %10s %10s %8s %12s\n", "slot", "pid", "state", "node", "cursor",
 		       "epoch", "lag", "pinned");

@@ -37,7 +37,8 @@ int repl_hdr_check(const void *data, size_t len, struct repl_hdr *h, char *msg, 
 	memcpy(h, data, sizeof(*h));
 	if (h->format != REPL_FORMAT || h->layout != SHM_LAYOUT_VERSION) {
 		snprintf(msg, msglen,
-			 "a message of stream format %u, segment layout %u; this shmsync reads format %u, layout %u",
+			 "a message of stream format %u, segment layout %u; this shmsync reads format %u, "
+			 "layout %u",
 			 h->format, h->layout, REPL_FORMAT, SHM_LAYOUT_VERSION);
 		return -EPROTONOSUPPORT;
 	}

@@ -46,7 +46,8 @@ int repl_snapshot_latest(struct repl *rp, struct repl_snapidx *idx, char *msg, s
 	return -ENOTSUP;
 }
 int repl_snapshot_read(struct repl *rp, const struct repl_snapidx *idx,
-		       int (*fn)(const uint8_t *data, size_t len, void *arg), void *arg, char *msg, size_t msglen)
+		       int (*fn)(const uint8_t *data, size_t len, void *arg), void *arg, char *msg,
+		       size_t msglen)
 {
 	(void)rp, (void)idx, (void)fn, (void)arg, (void)msg, (void)msglen;
 	return -ENOTSUP;

@@ -140,7 +140,8 @@ void repl_close(struct repl *rp);
 int repl_snapshot_latest(struct repl *rp, struct repl_snapidx *idx, char *msg, size_t msglen);
 /* Calls fn for each chunk's payload in order. */
 int repl_snapshot_read(struct repl *rp, const struct repl_snapidx *idx,
-		       int (*fn)(const uint8_t *data, size_t len, void *arg), void *arg, char *msg, size_t msglen);
+		       int (*fn)(const uint8_t *data, size_t len, void *arg), void *arg, char *msg,
+		       size_t msglen);
 /* The stream's last sequence now. */
 int repl_last_seq(struct repl *rp, uint64_t *seq, char *msg, size_t msglen);
 /* The stream sequence of the last message on NAME.ticks (0: none). */

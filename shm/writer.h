@@ -54,7 +54,7 @@ struct shm_root {
 	uint64_t probes, probe_max;
 	uint64_t rebuilds, reseeds;
 	bool building;
-	bool loading; /* between shm_root_load_begin and _end */
+	bool loading;     /* between shm_root_load_begin and _end */
 	unsigned applied; /* batches applied to the tick being built */
 
 	/* Bucket for tag t is bk[t % bk_cap], for t in [bk_base, bk_base + bk_cap). */

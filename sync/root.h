@@ -173,12 +173,12 @@ enum { REPL_ROLE_NONE = 0, REPL_ROLE_LEADER, REPL_ROLE_FOLLOWER };
 struct held_ack {
 	uint32_t slot, gen;
 	uint64_t seq;
-	int64_t result;  /* the tick, or -errno */
-	uint64_t tick;   /* leader, durable: written once JetStream stored this tick */
-	uint64_t id;     /* follower: the forward's id */
+	int64_t result;   /* the tick, or -errno */
+	uint64_t tick;    /* leader, durable: written once JetStream stored this tick */
+	uint64_t id;      /* follower: the forward's id */
 	int64_t deadline; /* follower: -ETIMEDOUT after this */
-	bool done;       /* follower: the leader answered */
-	char *reply;     /* an answer to send to a follower (instead of a port ack) */
+	bool done;        /* follower: the leader answered */
+	char *reply;      /* an answer to send to a follower (instead of a port ack) */
 };
 
 /* How the root waits for its events: io_uring (root_uring.c: futex waits on

@@ -24,8 +24,8 @@
 #include "repl.h"
 #include "root.h"
 
-#define FORWARD_TIMEOUT_NS 5000000000LL
-#define RETRY_NS 100000000LL /* a resync the cluster did not answer: again after this */
+#define FORWARD_TIMEOUT_NS 20000000000LL /* past a JetStream election and a durable store */
+#define RETRY_NS 100000000LL             /* a resync the cluster did not answer: again after this */
 #define CATCH_UP_NS 30000000000LL
 #define CATCH_UP_STALL_NS 500000000LL
 
@@ -273,20 +273,24 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 	if (h.kind == REPL_LEADER || h.tick <= tick)
 		return 0; /* a new leader's marker, or a tick we have (a replay's overlap) */
 	if (h.kind != REPL_TICK) {
-		snprintf(msg, msglen, "sequence %llu: a message of kind %u among the ticks", (unsigned long long)seq,
-			 h.kind);
+		snprintf(msg, msglen, "sequence %llu: a message of kind %u among the ticks",
+			 (unsigned long long)seq, h.kind);
 		return -EPROTO;
 	}
 	if (h.tick != tick + 1) {
 		snprintf(msg, msglen,
-			 "tick gap: this root is at tick %llu and the stream's next tick is %llu (sequence %llu); "
-			 "the ticks between are gone",
+			 "tick gap: this root is at tick %llu and the stream's next tick is %llu (sequence "
+			 "%llu); "
+			 "the ticks between are gone (a follower that fell more than a snapshot interval "
+			 "behind: "
+			 "restart it, it reloads from the latest snapshot)",
 			 (unsigned long long)tick, (unsigned long long)h.tick, (unsigned long long)seq);
 		return -EPROTO;
 	}
 	if (h.a > shm_log_size(r->shm)) {
 		snprintf(msg, msglen,
-			 "the leader's change log is %llu bytes, this root's %llu: a tick of the leader's may not "
+			 "the leader's change log is %llu bytes, this root's %llu: a tick of the leader's "
+			 "may not "
 			 "fit; start this root with a log of at least %llu bytes",
 			 (unsigned long long)h.a, (unsigned long long)shm_log_size(r->shm),
 			 (unsigned long long)h.a);
@@ -321,7 +325,8 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 			rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
 		if (rc < 0) {
 			snprintf(msg, msglen,
-				 "tick %llu, batch %u (sequence %llu) does not apply here: %s; this root's state "
+				 "tick %llu, batch %u (sequence %llu) does not apply here: %s; this root's "
+				 "state "
 				 "differs from the leader's",
 				 (unsigned long long)h.tick, i, (unsigned long long)seq, strerror(-rc));
 			return rc;
@@ -348,7 +353,8 @@ static int load_chunk(const uint8_t *data, size_t len, void *arg)
 	shmsync_root *r = arg;
 	const struct repl_hdr *h = (const void *)data;
 	size_t nops = 0, failed = 0;
-	int rc = repl_chunk_decode(data + sizeof(*h), len - sizeof(*h), h->count, r->ops, WIRE_MAX_OPS, &nops);
+	int rc =
+		repl_chunk_decode(data + sizeof(*h), len - sizeof(*h), h->count, r->ops, WIRE_MAX_OPS, &nops);
 	if (rc == 0)
 		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
 	return rc;
@@ -415,6 +421,30 @@ static int become_leader(shmsync_root *r, char *msg, size_t msglen)
 	}
 }
 
+/* The lease is ours: lead. A cluster that does not answer (it may be
+ * electing after losing a node) is tried again shortly, still holding the
+ * lease and still following; only a stream that cannot be led is fatal. */
+static int promote(shmsync_root *r, char *msg, size_t msglen)
+{
+	int rc = become_leader(r, msg, msglen);
+	if (rc == 0) {
+		char note[128];
+		snprintf(note, sizeof(note), "took over the stream at tick %llu",
+			 (unsigned long long)shm_root_tick(r->shm));
+		say(r, note);
+		return 0;
+	}
+	if (rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN) {
+		char note[300];
+		snprintf(note, sizeof(note), "taking over the stream: %s; trying again", msg);
+		say(r, note);
+		r->repl_retry_at = sig_now_ns() + RETRY_NS;
+		msg[0] = 0;
+		return 0;
+	}
+	return rc;
+}
+
 int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_t msglen)
 {
 	if (!o->replicate && !o->follow)
@@ -461,8 +491,8 @@ int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_
 		if (rc == 0)
 			rc = shm_root_load_end(r->shm);
 		else if (!msg[0])
-			snprintf(msg, msglen, "loading the snapshot at tick %llu: %s", (unsigned long long)idx.tick,
-				 strerror(-rc));
+			snprintf(msg, msglen, "loading the snapshot at tick %llu: %s",
+				 (unsigned long long)idx.tick, strerror(-rc));
 		if (rc < 0)
 			return rc;
 		r->repl_applied_seq = idx.tick_seq;
@@ -481,8 +511,10 @@ int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_
 	if (idx.tick || r->ticks > ticks0) {
 		char note[256], snap[64] = "no snapshot";
 		if (idx.tick)
-			snprintf(snap, sizeof(snap), "the snapshot at tick %llu", (unsigned long long)idx.tick);
-		snprintf(note, sizeof(note), "recovered tick %llu from stream %s: %s, then %llu ticks, in %.1f ms",
+			snprintf(snap, sizeof(snap), "the snapshot at tick %llu",
+				 (unsigned long long)idx.tick);
+		snprintf(note, sizeof(note),
+			 "recovered tick %llu from stream %s: %s, then %llu ticks, in %.1f ms",
 			 (unsigned long long)shm_root_tick(r->shm), o->stream, snap,
 			 (unsigned long long)(r->ticks - ticks0), (double)(sig_now_ns() - t0) / 1e6);
 		say(r, note);
@@ -528,9 +560,10 @@ static void publish_stats(shmsync_root *r)
 	atomic_store_explicit(&sh->stat_repl_role, (uint32_t)r->repl_role, memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_repl_stored_tick,
 			      r->repl_role == REPL_ROLE_LEADER ? st.stored_tick : tick, memory_order_relaxed);
-	atomic_store_explicit(&sh->stat_repl_lag_ticks,
-			      r->repl_role == REPL_ROLE_LEADER && tick > st.stored_tick ? tick - st.stored_tick : 0,
-			      memory_order_relaxed);
+	atomic_store_explicit(
+		&sh->stat_repl_lag_ticks,
+		r->repl_role == REPL_ROLE_LEADER && tick > st.stored_tick ? tick - st.stored_tick : 0,
+		memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_repl_lag_bytes, r->repl_role == REPL_ROLE_LEADER ? st.lag_bytes : 0,
 			      memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_repl_seq, r->repl_applied_seq, memory_order_relaxed);
@@ -545,13 +578,21 @@ int root_repl_process(shmsync_root *r)
 	int64_t now = sig_now_ns();
 	if (r->repl_retry_at && now >= r->repl_retry_at) {
 		r->repl_retry_at = 0;
-		rc = repl_resync(r->repl, msg, sizeof(msg));
-		if (rc == -EAGAIN)
-			r->repl_retry_at = now + RETRY_NS;
-		else if (rc < 0) {
-			rc = -EREMCHG;
-			goto fatal;
+		if (r->repl_role == REPL_ROLE_FOLLOWER) {
+			/* A takeover that the cluster did not let finish. */
+			rc = promote(r, msg, sizeof(msg));
+		} else {
+			rc = repl_resync(r->repl, msg, sizeof(msg));
+			if (rc == -EAGAIN) {
+				r->repl_retry_at = now + RETRY_NS;
+				rc = 0;
+			} else if (rc < 0) {
+				rc = -EREMCHG;
+			}
 		}
+		if (rc < 0)
+			goto fatal;
+		msg[0] = 0;
 	}
 	for (struct repl_ev *ev; rc == 0 && (ev = repl_poll(r->repl)); repl_ev_free(ev)) {
 		n++;
@@ -580,15 +621,8 @@ int root_repl_process(shmsync_root *r)
 				r->repl_retry_at = now;
 			break;
 		case REPL_EV_PROMOTE:
-			if (r->repl_role == REPL_ROLE_FOLLOWER) {
-				rc = become_leader(r, msg, sizeof(msg));
-				if (rc == 0) {
-					snprintf(msg, sizeof(msg), "took over the stream at tick %llu",
-						 (unsigned long long)shm_root_tick(r->shm));
-					say(r, msg);
-					msg[0] = 0;
-				}
-			}
+			if (r->repl_role == REPL_ROLE_FOLLOWER)
+				rc = promote(r, msg, sizeof(msg));
 			break;
 		case REPL_EV_DEPOSED:
 			snprintf(msg, sizeof(msg), "%s", ev->msg);

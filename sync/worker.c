@@ -622,8 +622,8 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 		s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops, s.bytes_in_use,
 		s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported, s.batches_committed,
 		s.batches_rejected, s.imports, s.resets, s.late_wakes, s.root_timer_found_work,
-		s.root_restarts, s.worker_restarts, s.segment_bytes, s.huge_bytes, s.repl_role, s.repl_stored_tick,
-		s.repl_lag_ticks, s.repl_lag_bytes, s.repl_seq, s.numa);
+		s.root_restarts, s.worker_restarts, s.segment_bytes, s.huge_bytes, s.repl_role,
+		s.repl_stored_tick, s.repl_lag_ticks, s.repl_lag_bytes, s.repl_seq, s.numa);
 }
 
 int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)

@@ -51,21 +51,62 @@ static inline int rt_cluster(struct rt *t, const char *verb, int node)
 {
 	char cmd[1024];
 	if (node)
-		snprintf(cmd, sizeof(cmd), "bash '%s' %s '%s/nats' %d", rt_env("NATS_CLUSTER"), verb, t->dir, node);
+		snprintf(cmd, sizeof(cmd), "bash '%s' %s '%s/nats' %d", rt_env("NATS_CLUSTER"), verb, t->dir,
+			 node);
 	else if (strcmp(verb, "start") == 0)
-		snprintf(cmd, sizeof(cmd), "bash '%s' start '%s/nats' %d", rt_env("NATS_CLUSTER"), t->dir, t->base);
+		snprintf(cmd, sizeof(cmd), "bash '%s' start '%s/nats' %d", rt_env("NATS_CLUSTER"), t->dir,
+			 t->base);
 	else
 		snprintf(cmd, sizeof(cmd), "bash '%s' %s '%s/nats'", rt_env("NATS_CLUSTER"), verb, t->dir);
 	int st = system(cmd);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+static struct rt rt_current_copy; /* main's struct is gone when atexit runs */
 static struct rt *rt_current;
+static bool rt_passed;
+static pid_t rt_children[64]; /* roots and writers: none outlives the test */
+static int rt_nchildren;
 
+static inline void rt_track(pid_t pid)
+{
+	if (rt_nchildren < 64)
+		rt_children[rt_nchildren++] = pid;
+}
+
+/* Reaped: never to be signalled again (its pid may be reused). */
+static inline void rt_untrack(pid_t pid)
+{
+	for (int i = 0; i < rt_nchildren; i++)
+		if (rt_children[i] == pid)
+			rt_children[i] = 0;
+}
+
+/* The cluster always stops; the directory (logs, stores) stays only when
+ * the test failed, for a look. */
 static inline void rt_cleanup(void)
 {
-	if (rt_current)
-		rt_cluster(rt_current, "stop", 0);
+	for (int i = 0; i < rt_nchildren; i++)
+		if (rt_children[i] > 0 && kill(rt_children[i], SIGKILL) == 0)
+			waitpid(rt_children[i], NULL, 0);
+	if (!rt_current)
+		return;
+	rt_cluster(rt_current, "stop", 0);
+	if (rt_passed) {
+		char cmd[600];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", rt_current->dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", rt_current->dir);
+	} else {
+		fprintf(stderr, "logs and stores kept in %s\n", rt_current->dir);
+	}
+}
+
+static inline int rt_pass(void)
+{
+	rt_passed = true;
+	printf("ok\n");
+	return 0;
 }
 
 /* A fresh directory and a running cluster; exits 77 without nats-server. */
@@ -80,16 +121,18 @@ static inline void rt_start(struct rt *t, const char *name, int base)
 	t->base = base;
 	if (rt_cluster(t, "start", 0) != 0)
 		T_FAIL("the NATS cluster did not start (see %s/nats/*.log)", t->dir);
-	rt_current = t;
+	rt_current_copy = *t;
+	rt_current = &rt_current_copy;
 	atexit(rt_cleanup);
-	snprintf(t->urls, sizeof(t->urls), "nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d", base,
-		 base + 1, base + 2);
+	snprintf(t->urls, sizeof(t->urls), "nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d",
+		 base, base + 1, base + 2);
 }
 
 /* `shmsync serve -s DIR/<sock>.sock ARGS...` in its own process, stderr to
  * DIR/<sock>.log (appended). Returns its pid once the socket answers, or
  * -1 if the process exited first (its status in *status). */
-static inline pid_t rt_serve(struct rt *t, const char *sock, const char *const *args, int64_t wait_ns, int *status)
+static inline pid_t rt_serve(struct rt *t, const char *sock, const char *const *args, int64_t wait_ns,
+			     int *status)
 {
 	char path[512], log[512];
 	snprintf(path, sizeof(path), "%s/%s.sock", t->dir, sock);
@@ -102,16 +145,21 @@ static inline pid_t rt_serve(struct rt *t, const char *sock, const char *const *
 	pid_t pid = fork();
 	T_ASSERT(pid >= 0);
 	if (pid == 0) {
+		/* Not the test's stdout: ctest waits for every holder of it. */
 		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd >= 0)
+		if (fd >= 0) {
+			dup2(fd, 1);
 			dup2(fd, 2);
+		}
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
+	rt_track(pid);
 	int64_t end = rt_now_ns() + wait_ns;
 	while (rt_now_ns() < end) {
 		int st;
 		if (waitpid(pid, &st, WNOHANG) == pid) {
+			rt_untrack(pid);
 			if (status)
 				*status = st;
 			return -1;
@@ -138,8 +186,10 @@ static inline int rt_wait_exit(pid_t pid, int64_t wait_ns)
 	int64_t end = rt_now_ns() + wait_ns;
 	do {
 		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid)
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			rt_untrack(pid);
 			return st;
+		}
 		rt_sleep_ms(20);
 	} while (rt_now_ns() < end);
 	return -1;
@@ -153,6 +203,7 @@ static inline void rt_stop_root(pid_t pid)
 	if (rt_wait_exit(pid, 10000000000LL) < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		rt_untrack(pid);
 	}
 }
 
@@ -270,10 +321,13 @@ static inline pid_t rt_writer(struct rt *t, const char *sock, const char *name, 
 	char path[512], out[512];
 	snprintf(path, sizeof(path), "%s/%s.sock", t->dir, sock);
 	snprintf(out, sizeof(out), "%s/%s.acked", t->dir, name);
+	fflush(NULL);
 	pid_t pid = fork();
 	T_ASSERT(pid >= 0);
-	if (pid)
+	if (pid) {
+		rt_track(pid);
 		return pid;
+	}
 	FILE *f = fopen(out, "w");
 	shmsync_worker *w;
 	if (!f || shmsync_attach(&w, path) < 0)
@@ -300,7 +354,8 @@ static inline pid_t rt_writer(struct rt *t, const char *sock, const char *name, 
 		shmsync_view v;
 		if (rc < 0 || shmsync_get(w, "/w/", key, (size_t)kn, &v) < 0 || v.len != (size_t)vn ||
 		    memcmp(v.data, val, (size_t)vn) != 0) {
-			fprintf(stderr, "writer %s: batch %d acked at tick %llu but not read back here (%s)\n", name,
+			fprintf(stderr,
+				"writer %s: batch %d acked at tick %llu but not read back here (%s)\n", name,
 				i, (unsigned long long)tick, shmsync_strerror(rc));
 			fclose(f);
 			_exit(3);

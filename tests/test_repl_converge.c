@@ -16,8 +16,8 @@ int main(void)
 	rt_sock(&t, "leader", lp, sizeof(lp));
 	rt_sock(&t, "follower", fp, sizeof(fp));
 
-	const char *largs[] = {"--replicate", t.urls, "--stream", "conv", "--replicas", "3", "--snapshot-ticks", "100",
-			       NULL};
+	const char *largs[] = {"--replicate",      t.urls, "--stream", "conv", "--replicas", "3",
+			       "--snapshot-ticks", "100",  NULL};
 	const char *fargs[] = {"--follow", t.urls, "--stream", "conv", NULL};
 	pid_t leader = rt_serve(&t, "leader", largs, 20000000000LL, NULL);
 	T_ASSERT(leader > 0);
@@ -75,6 +75,5 @@ int main(void)
 
 	rt_stop_root(follower);
 	rt_stop_root(leader);
-	printf("ok\n");
-	return 0;
+	return rt_pass();
 }

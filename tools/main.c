@@ -511,8 +511,8 @@ static int parse_options(struct ctx *c, int argc, char **argv)
 /* ---- main ------------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
-	{"serve", cmd_serve, O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW | O_NUMA | O_REPL,
-	 0, 0, "",
+	{"serve", cmd_serve,
+	 O_SOCKET | O_CAPACITY | O_MAXW | O_QUIET | O_STALL | O_RING | O_ALLOW | O_NUMA | O_REPL, 0, 0, "",
 	 "Runs a root in the foreground, serving workers on the socket, until SIGTERM or\n"
 	 "SIGINT; then removes the socket and exits 0. The state lives as long as it does."},
 	{"put", cmd_put, O_SOCKET | O_TIMEOUT | O_ENC | O_RAW | O_COND | O_STDIN, 3, 3, "DIR KEY VALUE",

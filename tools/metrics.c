@@ -181,7 +181,8 @@ void tool_prometheus(FILE *f, const shmsync_stats *s, const shmsync_worker_info 
 	fprintf(f, "shmsync_huge_page_bytes %" PRIu64 "\n", s->huge_bytes);
 	meta(f, "replication_role", "gauge", "0 no replication, 1 leader, 2 follower.");
 	fprintf(f, "shmsync_replication_role %d\n", s->repl_role);
-	meta(f, "replication_lag_ticks", "gauge", "Leader: ticks committed here that JetStream has not stored yet.");
+	meta(f, "replication_lag_ticks", "gauge",
+	     "Leader: ticks committed here that JetStream has not stored yet.");
 	fprintf(f, "shmsync_replication_lag_ticks %" PRIu64 "\n", s->repl_lag_ticks);
 	meta(f, "replication_lag_bytes", "gauge", "Leader: bytes of those ticks.");
 	fprintf(f, "shmsync_replication_lag_bytes %" PRIu64 "\n", s->repl_lag_bytes);

@@ -51,8 +51,8 @@ int cmd_serve(struct ctx *c)
 		return TOOL_USAGE;
 	}
 	if (!c->replicate && !c->follow &&
-	    (c->stream || c->durable || c->replicas || c->lease_ns || c->snapshot_ticks || c->snapshot_bytes ||
-	     c->repl_window)) {
+	    (c->stream || c->durable || c->replicas || c->lease_ns || c->snapshot_ticks ||
+	     c->snapshot_bytes || c->repl_window)) {
 		tool_err("--stream, --durable, --replicas, --lease, --snapshot-* and --repl-window need "
 			 "--replicate or --follow");
 		return TOOL_USAGE;

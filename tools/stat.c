@@ -41,7 +41,9 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	json_object_set_new(o, "worker_restarts", json_integer((json_int_t)sp->worker_restarts));
 	if (sp->repl_role) {
 		json_t *rj = json_object();
-		json_object_set_new(rj, "role", json_string(sp->repl_role == SHMSYNC_REPL_LEADER ? "leader" : "follower"));
+		json_object_set_new(
+			rj, "role",
+			json_string(sp->repl_role == SHMSYNC_REPL_LEADER ? "leader" : "follower"));
 		json_object_set_new(rj, "stored_tick", json_integer((json_int_t)sp->repl_stored_tick));
 		json_object_set_new(rj, "lag_ticks", json_integer((json_int_t)sp->repl_lag_ticks));
 		json_object_set_new(rj, "lag_bytes", json_integer((json_int_t)sp->repl_lag_bytes));
@@ -116,10 +118,11 @@ static void print_stat_text(const shmsync_stats *sp, const shmsync_worker_info *
 	if (sp->repl_role == SHMSYNC_REPL_LEADER)
 		printf("replication   leader: stored by JetStream up to tick %" PRIu64 ", lag %" PRIu64
 		       " ticks, %s\n",
-		       sp->repl_stored_tick, sp->repl_lag_ticks, tool_bytes(b1, sizeof(b1), sp->repl_lag_bytes));
+		       sp->repl_stored_tick, sp->repl_lag_ticks,
+		       tool_bytes(b1, sizeof(b1), sp->repl_lag_bytes));
 	else if (sp->repl_role == SHMSYNC_REPL_FOLLOWER)
-		printf("replication   follower: applied the leader's ticks up to %" PRIu64 " (stream sequence %" PRIu64
-		       ")\n",
+		printf("replication   follower: applied the leader's ticks up to %" PRIu64
+		       " (stream sequence %" PRIu64 ")\n",
 		       sp->repl_stored_tick, sp->repl_seq);
 	if (m) {
 		printf("\n%5s %8s %-8s %4s %10s %10s %8s %12s\n", "slot", "pid", "state", "node", "cursor",

@@ -58,9 +58,14 @@ struct repl {
 	size_t npend, pend_cap;
 	bool resyncing;
 	bool leading;
-	bool settle; /* starting: API calls wait out an election (stream_info, last_msg) */
+	bool settle;    /* starting: API calls wait out an election (stream_info, last_msg) */
+	uint64_t epoch; /* leading: the sequence of our LEADER marker */
 
 	_Atomic uint64_t published_tick, stored_tick, lag_bytes, applied_seq, stream_last;
+	/* Sequences JetStream assigned, from its acks (never our count of what
+	 * we appended, which runs ahead of the stream when an append fails):
+	 * the sequence of stored_tick's message. */
+	_Atomic uint64_t stored_seq;
 	uint64_t ticks_since_snap, bytes_since_snap;
 
 	natsSubscription *ticks_sub, *fwd_sub, *reply_sub;
@@ -79,7 +84,7 @@ struct repl {
 	_Atomic uint64_t idx_tick; /* the last snapshot whose index JetStream stored */
 	int snap_fd;
 	uint64_t snap_tick, snap_tick_seq;
-	uint64_t prev_snap_tick_seq; /* the ticks after the previous snapshot are kept */
+	unsigned idx_parity; /* of the snapshot the index names; a new one uses the other */
 	_Atomic uint64_t *snap_pin;
 };
 
@@ -598,24 +603,7 @@ int repl_snapshot_latest(struct repl *rp, struct repl_snapidx *idx, char *msg, s
 	}
 	natsMsg_Destroy(m);
 	*idx = (struct repl_snapidx){h.tick, h.a, h.b, h.c};
-	return 0;
-}
-
-/* An ordered consumer of one subject from a sequence, read synchronously. */
-static int sub_from(struct repl *rp, natsSubscription **sub, const char *subject, uint64_t start, char *msg,
-		    size_t msglen)
-{
-	jsSubOptions so;
-	jsSubOptions_Init(&so);
-	so.Stream = rp->stream;
-	so.Ordered = true;
-	so.Config.DeliverPolicy = js_DeliverByStartSequence;
-	so.Config.OptStartSeq = start ? start : 1;
-	natsStatus s = js_SubscribeSync(sub, rp->js, subject, NULL, &so, NULL);
-	if (s != NATS_OK) {
-		snprintf(msg, msglen, "reading %s from sequence %" PRIu64 ": %s", subject, start, st_text(s));
-		return -EIO;
-	}
+	rp->idx_parity = (unsigned)(h.a & 1);
 	return 0;
 }
 
@@ -623,32 +611,25 @@ int repl_snapshot_read(struct repl *rp, const struct repl_snapidx *idx,
 		       int (*fn)(const uint8_t *data, size_t len, void *arg), void *arg, char *msg,
 		       size_t msglen)
 {
-	char subject[128];
-	snprintf(subject, sizeof(subject), "%s.snapchunk.%" PRIu64, rp->stream, idx->tick);
-	natsSubscription *sub = NULL;
-	uint64_t next = idx->first_seq;
-	int64_t settle_end = mono_ns() + SETTLE_NS;
-	int rc = sub_from(rp, &sub, subject, next, msg, msglen);
+	if (idx->parity > 1) {
+		snprintf(msg, msglen, "snapshot at tick %" PRIu64 ": an index of parity %" PRIu64, idx->tick,
+			 idx->parity);
+		return -EPROTO;
+	}
+	int rc = 0;
 	for (uint64_t i = 0; rc == 0 && i < idx->chunks; i++) {
+		char subject[160];
+		snprintf(subject, sizeof(subject), "%s.snapchunk.%" PRIu64 ".%" PRIu64, rp->stream,
+			 idx->parity, i);
 		natsMsg *m = NULL;
-		natsStatus s = natsSubscription_NextMsg(&m, sub, REQUEST_TIMEOUT_MS);
-		if (s == NATS_TIMEOUT && rp->settle && mono_ns() < settle_end) {
-			/* Its consumer may have been on a node that went away: a
-			 * new one from the next chunk. */
-			natsSubscription_Unsubscribe(sub);
-			natsSubscription_Destroy(sub);
-			sub = NULL;
-			rc = sub_from(rp, &sub, subject, next, msg, msglen);
-			i--;
-			continue;
-		}
+		jsErrCode jerr = 0;
+		natsStatus s = last_msg(rp, &m, subject, &jerr);
 		if (s != NATS_OK) {
 			snprintf(msg, msglen,
 				 "snapshot at tick %" PRIu64 ": chunk %" PRIu64 " of %" PRIu64
 				 " missing (%s)",
 				 idx->tick, i, idx->chunks, st_text(s));
-			rc = -EIO;
-			break;
+			return -EIO;
 		}
 		struct repl_hdr h;
 		char why[160];
@@ -666,12 +647,7 @@ int repl_snapshot_read(struct repl *rp, const struct repl_snapidx *idx,
 			snprintf(msg, msglen, "snapshot at tick %" PRIu64 ": %s", idx->tick, why);
 		else
 			rc = fn(d, len, arg);
-		next = msg_seq(m) + 1;
 		natsMsg_Destroy(m);
-	}
-	if (sub) {
-		natsSubscription_Unsubscribe(sub);
-		natsSubscription_Destroy(sub);
 	}
 	return rc;
 }
@@ -758,6 +734,7 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *
 			rp->npend -= k;
 		}
 		if (h.tick > atomic_load(&rp->stored_tick)) {
+			atomic_store(&rp->stored_seq, pa->Sequence);
 			atomic_store(&rp->stored_tick, h.tick);
 			stored = h.tick;
 		}
@@ -805,6 +782,9 @@ static natsStatus append_locked(struct repl *rp, const char *subject, const void
 	jsPubOptions_Init(&po);
 	po.ExpectLastSeq = rp->last_seq;
 	po.MsgId = msg_id;
+	/* An ack lost with a node must come back as a timeout: without a
+	 * limit libnats keeps waiting for it, and the window never drains. */
+	po.MaxWait = REQUEST_TIMEOUT_MS;
 	s = js_PublishMsgAsync(rp->js, &m, &po);
 	if (s == NATS_OK)
 		rp->last_seq++;
@@ -863,10 +843,10 @@ int repl_publish_tick(struct repl *rp, uint64_t tick, const uint8_t *payload, si
  * it. Anything else: another root appended, and we no longer lead. */
 int repl_resync(struct repl *rp, char *msg, size_t msglen)
 {
-	jsPubOptions po;
-	jsPubOptions_Init(&po);
-	po.MaxWait = REQUEST_TIMEOUT_MS;
-	js_PublishAsyncComplete(rp->js, &po);
+	/* Appends still in flight are not waited for: one that lands after
+	 * this read carries a tick the stream then has twice under one
+	 * message id (JetStream drops the second), or fails its expected
+	 * sequence and brings us back here. */
 	uint64_t last = 0;
 	int rc = repl_last_seq(rp, &last, msg, msglen);
 	if (rc < 0)
@@ -874,10 +854,11 @@ int repl_resync(struct repl *rp, char *msg, size_t msglen)
 	natsMsg *m = NULL;
 	jsErrCode jerr = 0;
 	natsStatus s = last_msg(rp, &m, rp->subj_ticks, &jerr);
-	uint64_t stored = 0;
+	uint64_t stored = 0, stored_at = 0;
 	if (s == NATS_OK) {
 		struct repl_hdr h;
 		char why[160];
+		stored_at = natsMsg_GetSequence(m);
 		const void *d = natsMsg_GetData(m);
 		size_t len = (size_t)natsMsg_GetDataLength(m);
 		rc = repl_hdr_check(d, len, &h, why, sizeof(why));
@@ -914,9 +895,15 @@ int repl_resync(struct repl *rp, char *msg, size_t msglen)
 		free(rp->pend[k++].data);
 	memmove(rp->pend, rp->pend + k, (rp->npend - k) * sizeof(*rp->pend));
 	rp->npend -= k;
-	if (stored > atomic_load(&rp->stored_tick))
+	if (stored > atomic_load(&rp->stored_tick)) {
+		atomic_store(&rp->stored_seq, stored_at);
 		atomic_store(&rp->stored_tick, stored);
+	}
 	s = NATS_OK;
+	snprintf(msg, msglen,
+		 "replication: the stream holds tick %" PRIu64 " at sequence %" PRIu64
+		 "; appending %zu ticks after it",
+		 stored, last, rp->npend);
 	for (size_t i = 0; i < rp->npend && s == NATS_OK; i++) {
 		char id[24];
 		snprintf(id, sizeof(id), "%" PRIu64, rp->pend[i].tick);
@@ -1095,9 +1082,11 @@ int repl_lead(struct repl *rp, uint64_t tick, uint64_t last_seq, char *msg, size
 	rp->settle = false; /* from here on the root's thread must not wait long */
 	pthread_mutex_lock(&rp->pub_mu);
 	rp->last_seq = pa->Sequence;
+	rp->epoch = pa->Sequence;
 	rp->leading = true;
 	rp->resyncing = false;
 	pthread_mutex_unlock(&rp->pub_mu);
+	atomic_store(&rp->stored_seq, pa->Sequence);
 	jsPubAck_Destroy(pa);
 	atomic_store(&rp->published_tick, tick);
 	atomic_store(&rp->stored_tick, tick);
@@ -1159,7 +1148,7 @@ int repl_follow(struct repl *rp, char *msg, size_t msglen)
 		snprintf(rp->inbox, sizeof(rp->inbox), "%s", (const char *)inbox);
 		natsInbox_Destroy(inbox);
 		char wild[160];
-		snprintf(wild, sizeof(wild), "%s.*", rp->inbox);
+		snprintf(wild, sizeof(wild), "%s.>", rp->inbox); /* <inbox>.<epoch>.<id> */
 		s = natsConnection_Subscribe(&rp->reply_sub, rp->nc, wild, on_reply, rp);
 	}
 	if (s == NATS_OK)
@@ -1171,10 +1160,15 @@ int repl_follow(struct repl *rp, char *msg, size_t msglen)
 	return start_lease(rp, msg, msglen);
 }
 
-int repl_forward(struct repl *rp, uint64_t id, const uint8_t *rec, size_t len)
+uint64_t repl_epoch(struct repl *rp)
+{
+	return rp->epoch;
+}
+
+int repl_forward(struct repl *rp, uint64_t epoch, uint64_t id, const uint8_t *rec, size_t len)
 {
 	char reply[192];
-	snprintf(reply, sizeof(reply), "%s.%" PRIu64, rp->inbox, id);
+	snprintf(reply, sizeof(reply), "%s.%" PRIu64 ".%" PRIu64, rp->inbox, epoch, id);
 	natsStatus s = natsConnection_PublishRequest(rp->nc, rp->subj_fwd, reply, rec, (int)len);
 	return s == NATS_OK ? 0 : -EIO;
 }
@@ -1186,9 +1180,9 @@ struct snap_ctx {
 	uint8_t *buf;
 	size_t len, cap;
 	uint32_t count;
-	uint64_t chunk, first_seq;
+	uint64_t chunk;
+	unsigned parity;
 	bool have_dir;
-	char subject[128];
 	int rc;
 };
 
@@ -1200,15 +1194,15 @@ static int snap_flush(struct snap_ctx *c)
 	struct repl *rp = c->rp;
 	repl_hdr_fill(&h, REPL_SNAP_CHUNK, c->count, rp->snap_tick, c->chunk, 0, 0);
 	memcpy(c->buf, &h, sizeof(h));
-	char id[64];
+	char id[64], subject[160];
 	snprintf(id, sizeof(id), "snap-%" PRIu64 "-%" PRIu64, rp->snap_tick, c->chunk);
+	snprintf(subject, sizeof(subject), "%s.snapchunk.%u.%" PRIu64, rp->stream, c->parity, c->chunk);
 	pthread_mutex_lock(&rp->pub_mu);
 	natsStatus s = rp->resyncing || !rp->leading ? NATS_ILLEGAL_STATE : NATS_OK;
-	if (s == NATS_OK) {
-		if (c->chunk == 0)
-			c->first_seq = rp->last_seq + 1;
-		s = append_locked(rp, c->subject, c->buf, c->len, id, false);
-	}
+	if (s == NATS_OK)
+		/* Rolled up: the chunk this one replaces (same parity, same
+		 * index) belongs to a snapshot no index names any more. */
+		s = append_locked(rp, subject, c->buf, c->len, id, true);
 	pthread_mutex_unlock(&rp->pub_mu);
 	if (s != NATS_OK)
 		return -EIO;
@@ -1272,8 +1266,10 @@ static void *snap_main(void *arg)
 	struct repl *rp = arg;
 	struct shm_seg seg;
 	struct shm_err err;
-	struct snap_ctx c = {.rp = rp, .len = sizeof(struct repl_hdr), .cap = CHUNK_BYTES + 4096};
-	snprintf(c.subject, sizeof(c.subject), "%s.snapchunk.%" PRIu64, rp->stream, rp->snap_tick);
+	struct snap_ctx c = {.rp = rp,
+			     .len = sizeof(struct repl_hdr),
+			     .cap = CHUNK_BYTES + 4096,
+			     .parity = 1 - rp->idx_parity};
 	c.buf = malloc(c.cap);
 	int rc = c.buf ? shm_seg_open_reader(&seg, rp->snap_fd, &err) : -ENOMEM;
 	if (rc == 0) {
@@ -1289,35 +1285,23 @@ static void *snap_main(void *arg)
 	po.MaxWait = 30000;
 	if (rc >= 0 && js_PublishAsyncComplete(rp->js, &po) != NATS_OK)
 		rc = -EIO;
-	if (atomic_load(&rp->snap_failed))
+	if (atomic_load(&rp->snap_failed) || c.chunk == 0)
 		rc = -EIO; /* a chunk is missing: no index may point at it */
 	if (rc >= 0) {
-		/* Whole: index it (one index kept), then drop what it replaces,
-		 * but only once JetStream has the index. */
+		/* Whole: index it. Nothing is purged: the ticks stay (README,
+		 * "Replication": filtered purges lost messages in our tests
+		 * with nats-server 2.9 under node restarts), and the other
+		 * parity's chunks stay until the next snapshot replaces them. */
 		struct repl_hdr h;
-		repl_hdr_fill(&h, REPL_SNAP_IDX, 0, rp->snap_tick, c.first_seq, c.chunk, rp->snap_tick_seq);
+		repl_hdr_fill(&h, REPL_SNAP_IDX, 0, rp->snap_tick, c.parity, c.chunk, rp->snap_tick_seq);
 		pthread_mutex_lock(&rp->pub_mu);
 		natsStatus s = rp->resyncing || !rp->leading
 				       ? NATS_ILLEGAL_STATE
 				       : append_locked(rp, rp->subj_idx, &h, sizeof(h), NULL, true);
 		pthread_mutex_unlock(&rp->pub_mu);
 		if (s == NATS_OK && js_PublishAsyncComplete(rp->js, &po) == NATS_OK &&
-		    atomic_load(&rp->idx_tick) == rp->snap_tick && !atomic_load(&rp->snap_failed)) {
-			jsOptions jo;
-			jsOptions_Init(&jo);
-			jo.Stream.Purge.Subject = rp->subj_chunk;
-			jo.Stream.Purge.Sequence = c.first_seq;
-			js_PurgeStream(rp->js, rp->stream, &jo, NULL);
-			/* Ticks go one snapshot late: a follower that lags by
-			 * less than a snapshot's worth of ticks still finds the
-			 * ones it needs. */
-			if (rp->prev_snap_tick_seq) {
-				jo.Stream.Purge.Subject = rp->subj_ticks;
-				jo.Stream.Purge.Sequence = rp->prev_snap_tick_seq + 1;
-				js_PurgeStream(rp->js, rp->stream, &jo, NULL);
-			}
-			rp->prev_snap_tick_seq = rp->snap_tick_seq;
-		}
+		    atomic_load(&rp->idx_tick) == rp->snap_tick && !atomic_load(&rp->snap_failed))
+			rp->idx_parity = c.parity;
 	}
 	free(c.buf);
 	atomic_store(&rp->snap_busy, false);
@@ -1344,7 +1328,10 @@ int repl_snapshot_start(struct repl *rp, int seg_fd, uint64_t tick, _Atomic uint
 		rp->snap_started = false;
 	}
 	pthread_mutex_lock(&rp->pub_mu);
-	rp->snap_tick_seq = rp->last_seq;
+	/* Where a replay after this snapshot starts: at a tick the stream
+	 * surely holds, at or before `tick` (those in between are replayed
+	 * and skipped as already in the snapshot). */
+	rp->snap_tick_seq = atomic_load(&rp->stored_seq);
 	rp->ticks_since_snap = rp->bytes_since_snap = 0;
 	pthread_mutex_unlock(&rp->pub_mu);
 	rp->snap_fd = seg_fd;

@@ -101,10 +101,15 @@ int repl_follow(struct repl *rp, char *msg, size_t msglen)
 	(void)rp, (void)msg, (void)msglen;
 	return -ENOTSUP;
 }
-int repl_forward(struct repl *rp, uint64_t id, const uint8_t *rec, size_t len)
+int repl_forward(struct repl *rp, uint64_t epoch, uint64_t id, const uint8_t *rec, size_t len)
 {
-	(void)rp, (void)id, (void)rec, (void)len;
+	(void)rp, (void)epoch, (void)id, (void)rec, (void)len;
 	return -ENOTSUP;
+}
+uint64_t repl_epoch(struct repl *rp)
+{
+	(void)rp;
+	return 0;
 }
 int repl_snapshot_start(struct repl *rp, int seg_fd, uint64_t tick, _Atomic uint64_t *pin)
 {

@@ -13,9 +13,13 @@
  *                          the leader applied in it, as wire records (sync/wire.h),
  *                          in order; and LEADER markers (a new leader's first
  *                          append, which fences the one before).
- *   NAME.snapchunk.<tick>  a snapshot's chunks: every directory and key at tick.
- *   NAME.snapidx           the latest whole snapshot: its tick, where its chunks
- *                          and the ticks after it start (rolled up: one kept).
+ *   NAME.snapchunk.<p>.<i> chunk i of a snapshot of parity p (0, 1): every
+ *                          directory and key at its tick. Each subject is rolled
+ *                          up (one message kept), and snapshots alternate
+ *                          parities, so writing one never touches the chunks of
+ *                          the one the index names.
+ *   NAME.snapidx           the latest whole snapshot: its tick, parity, chunks
+ *                          and where the ticks after it start (rolled up).
  * Batches a follower's workers export go to the leader as core NATS requests
  * on _shmsync.NAME.fwd; the reply is the leader's tick, or an errno.
  * Leadership is the key "leader" of the KV bucket shmsync_NAME (a TTL lease).
@@ -49,8 +53,8 @@ struct repl_hdr {
 	uint32_t kind;   /* enum repl_kind */
 	uint32_t count;
 	uint64_t tick; /* TICK: its tick; LEADER: the last tick before it; SNAP_*: the snapshot's */
-	uint64_t a;    /* TICK: the leader's change-log size; SNAP_CHUNK: its index; SNAP_IDX: the first
-			  chunk's stream sequence */
+	uint64_t a;    /* TICK: the leader's change-log size; SNAP_CHUNK: its index; SNAP_IDX: the
+			  chunks' parity */
 	uint64_t b;    /* SNAP_IDX: chunks */
 	uint64_t c;    /* SNAP_IDX: the stream sequence of the snapshot's tick: replay after it */
 };
@@ -68,8 +72,8 @@ struct repl_snaprec {
 
 /* A snapshot's index (the NAME.snapidx message). */
 struct repl_snapidx {
-	uint64_t tick;      /* the state at this tick */
-	uint64_t first_seq; /* the first chunk's stream sequence */
+	uint64_t tick;   /* the state at this tick */
+	uint64_t parity; /* its chunks are NAME.snapchunk.<parity>.<i> */
 	uint64_t chunks;
 	uint64_t tick_seq; /* the stream sequence of tick `tick`'s message: replay after it */
 };
@@ -176,8 +180,13 @@ int repl_reply(struct repl *rp, const char *reply, int64_t result);
  * forwarding. */
 int repl_follow(struct repl *rp, char *msg, size_t msglen);
 /* Sends a worker's batch record to the leader: its answer comes as
- * REPL_EV_FWD_REPLY with this id. */
-int repl_forward(struct repl *rp, uint64_t id, const uint8_t *rec, size_t len);
+ * REPL_EV_FWD_REPLY with this id. `epoch` is the stream sequence of the
+ * last LEADER marker this root applied: a leader of another epoch does not
+ * apply it (the reply subject is <inbox>.<epoch>.<id>). Sent again with
+ * the same id and epoch, it is applied at most once. */
+int repl_forward(struct repl *rp, uint64_t epoch, uint64_t id, const uint8_t *rec, size_t len);
+/* Leader: the stream sequence of its own LEADER marker. */
+uint64_t repl_epoch(struct repl *rp);
 
 /* Takes a snapshot of the state at `tick` in a thread of its own, reading
  * through a read-only mapping of seg_fd (the caller keeps the fd); `pin`

@@ -162,8 +162,11 @@ struct shmsync_root {
 	struct repl_ev *fwd_in, *fwd_in_tail; /* leader: forwarded batches for the next group */
 	struct held_ack *answers;             /* leader: forwarded batches of this group */
 	size_t nanswers, answers_cap;
+	struct origin *origins; /* leader: the followers that forwarded */
+	unsigned norigins;
 	_Atomic uint64_t repl_pin; /* the snapshot being written reads at this tick */
 	uint64_t repl_applied_seq;
+	uint64_t repl_epoch; /* follower: the sequence of the last LEADER marker it applied */
 	int64_t repl_retry_at;
 };
 
@@ -173,12 +176,32 @@ enum { REPL_ROLE_NONE = 0, REPL_ROLE_LEADER, REPL_ROLE_FOLLOWER };
 struct held_ack {
 	uint32_t slot, gen;
 	uint64_t seq;
-	int64_t result;   /* the tick, or -errno */
-	uint64_t tick;    /* leader, durable: written once JetStream stored this tick */
-	uint64_t id;      /* follower: the forward's id */
-	int64_t deadline; /* follower: -ETIMEDOUT after this */
-	bool done;        /* follower: the leader answered */
-	char *reply;      /* an answer to send to a follower (instead of a port ack) */
+	int64_t result;    /* the tick, or -errno */
+	uint64_t tick;     /* leader, durable: written once JetStream stored this tick */
+	uint64_t id;       /* follower: the forward's id; leader: the answer's */
+	int64_t deadline;  /* follower: -ETIMEDOUT after this */
+	int64_t resend_at; /* follower: sent again (same id) if unanswered by then */
+	bool forward;      /* follower: a forward waiting for the leader's answer */
+	bool done;         /* follower: the leader answered */
+	char *reply;       /* an answer to send to a follower (instead of a port ack) */
+	uint8_t *rec;      /* follower: the batch, kept for a resend */
+	size_t rec_len;
+	int origin; /* leader: the follower it answers (r->origins), -1: none */
+};
+
+/* Leader: what it knows of one follower's forwards, so that a forward
+ * sent again (its answer, or itself, was lost with a NATS node) is
+ * answered, not applied twice, and a follower's forwards apply in order. */
+#define ORIGIN_CACHE 1024
+#define MAX_ORIGINS 64
+struct origin {
+	char inbox[128];
+	uint64_t epoch;
+	uint64_t next; /* the id it must send next */
+	struct {
+		uint64_t id;
+		int64_t result;
+	} answered[ORIGIN_CACHE];
 };
 
 /* How the root waits for its events: io_uring (root_uring.c: futex waits on

@@ -24,6 +24,7 @@
 #include "repl.h"
 #include "root.h"
 
+#define RESEND_NS 2000000000LL           /* an unanswered forward is sent again */
 #define FORWARD_TIMEOUT_NS 20000000000LL /* past a JetStream election and a durable store */
 #define RETRY_NS 100000000LL             /* a resync the cluster did not answer: again after this */
 #define CATCH_UP_NS 30000000000LL
@@ -65,6 +66,11 @@ static void held_write(shmsync_root *r, struct held_ack *h)
 		repl_reply(r->repl, h->reply, h->result);
 		free(h->reply);
 		h->reply = NULL;
+		if (h->origin >= 0 && (unsigned)h->origin < r->norigins) {
+			struct origin *o = &r->origins[h->origin];
+			o->answered[h->id % ORIGIN_CACHE].id = h->id;
+			o->answered[h->id % ORIGIN_CACHE].result = h->result;
+		}
 	} else {
 		root_write_ack(r, h->slot, h->gen, h->seq, h->result);
 	}
@@ -77,7 +83,7 @@ static unsigned held_release(shmsync_root *r, uint64_t stored, int64_t now)
 	unsigned n = 0;
 	while (r->held_n) {
 		struct held_ack *h = &r->held[r->held_head];
-		if (h->id) { /* a forward */
+		if (h->forward) {
 			if (!h->done && now < h->deadline)
 				break;
 			if (!h->done)
@@ -86,6 +92,8 @@ static unsigned held_release(shmsync_root *r, uint64_t stored, int64_t now)
 			break;
 		}
 		held_write(r, h);
+		free(h->rec);
+		h->rec = NULL;
 		r->held_head++;
 		r->held_n--;
 		n++;
@@ -218,10 +226,78 @@ void root_repl_apply_forwarded(shmsync_root *r)
 			r->answers = a;
 			r->answers_cap = cap;
 		}
-		r->answers[r->nanswers++] = (struct held_ack){.result = rc, .reply = ev->reply};
+		r->answers[r->nanswers++] = (struct held_ack){
+			.result = rc, .reply = ev->reply, .id = ev->id, .origin = (int)ev->tick};
 		ev->reply = NULL;
 		repl_ev_free(ev);
 	}
+}
+
+/* A forward's reply subject, <inbox>.<epoch>.<id>: which follower sent
+ * it (its state in r->origins, made on first sight), its epoch and id. */
+static int origin_of(shmsync_root *r, const char *reply, uint64_t *epoch, uint64_t *id)
+{
+	const char *dot = strrchr(reply, '.');
+	if (!dot || dot == reply)
+		return -1;
+	const char *dot2 = dot - 1;
+	while (dot2 > reply && *dot2 != '.')
+		dot2--;
+	size_t n = (size_t)(dot2 - reply);
+	char *end;
+	*epoch = strtoull(dot2 + 1, &end, 10);
+	if (*dot2 != '.' || end != dot || n == 0 || n >= sizeof(r->origins[0].inbox))
+		return -1;
+	*id = strtoull(dot + 1, &end, 10);
+	if (*end || *id == 0)
+		return -1;
+	for (unsigned i = 0; i < r->norigins; i++)
+		if (strncmp(r->origins[i].inbox, reply, n) == 0 && r->origins[i].inbox[n] == 0)
+			return (int)i;
+	if (!r->origins) {
+		r->origins = calloc(MAX_ORIGINS, sizeof(*r->origins));
+		if (!r->origins)
+			return -1;
+	}
+	/* A full table forgets the oldest follower: a resend of its gets
+	 * applied as new only if it comes after this many others appeared. */
+	unsigned i = r->norigins < MAX_ORIGINS ? r->norigins++ : (unsigned)(*id % MAX_ORIGINS);
+	struct origin *o = &r->origins[i];
+	memset(o, 0, sizeof(*o));
+	memcpy(o->inbox, reply, n);
+	o->next = *id;
+	o->epoch = *epoch;
+	return (int)i;
+}
+
+/* Should this forwarded batch be applied? Sent again after its answer
+ * went out: the answer again. Sent again before: nothing (the answer is
+ * on its way, to the same subject). Ahead of one that was lost: nothing
+ * (the follower sends them again, in order). From another leader's epoch:
+ * -ETIMEDOUT, which the follower's worker reads as "unknown" (the old
+ * leader may have applied it). */
+static bool take_forward(shmsync_root *r, struct repl_ev *ev)
+{
+	uint64_t epoch = 0, id = 0;
+	int oi = origin_of(r, ev->reply, &epoch, &id);
+	if (oi < 0)
+		return false;
+	struct origin *o = &r->origins[oi];
+	if (epoch != repl_epoch(r->repl)) {
+		repl_reply(r->repl, ev->reply, epoch < repl_epoch(r->repl) ? -ETIMEDOUT : -EREMCHG);
+		return false;
+	}
+	if (id < o->next) {
+		if (o->answered[id % ORIGIN_CACHE].id == id)
+			repl_reply(r->repl, ev->reply, o->answered[id % ORIGIN_CACHE].result);
+		return false;
+	}
+	if (id > o->next)
+		return false;
+	o->next++;
+	ev->id = id;
+	ev->tick = (uint64_t)oi;
+	return true;
 }
 
 /* ---- follower ---------------------------------------------------------- */
@@ -237,9 +313,21 @@ void root_repl_forward(shmsync_root *r, struct slot *s, uint64_t seq, const uint
 	h->gen = s->gen;
 	h->seq = seq;
 	h->id = ++r->fwd_next_id;
-	h->deadline = sig_now_ns() + FORWARD_TIMEOUT_NS;
-	if (rc == 0)
-		rc = repl_forward(r->repl, h->id, rec, len);
+	h->forward = true;
+	h->origin = -1;
+	int64_t now = sig_now_ns();
+	h->deadline = now + FORWARD_TIMEOUT_NS;
+	h->resend_at = now + RESEND_NS;
+	if (rc == 0) {
+		h->rec = malloc(len);
+		if (!h->rec)
+			rc = -ENOMEM;
+	}
+	if (rc == 0) {
+		memcpy(h->rec, rec, len);
+		h->rec_len = len;
+		rc = repl_forward(r->repl, r->repl_epoch, h->id, rec, len);
+	}
 	if (rc < 0) {
 		h->done = true;
 		h->result = rc;
@@ -250,10 +338,17 @@ static void forward_answered(shmsync_root *r, uint64_t id, int64_t result)
 {
 	if (!r->held_n)
 		return;
+	/* Forwards are held in id order, one id apart: look where it would be,
+	 * then make sure (a leader's acks may sit among them after a takeover). */
 	uint64_t first = r->held[r->held_head].id;
-	if (id < first || id - first >= r->held_n)
-		return; /* timed out already, or not ours */
-	struct held_ack *h = &r->held[r->held_head + (id - first)];
+	size_t at = id >= first && id - first < r->held_n ? (size_t)(id - first) : r->held_n;
+	if (at == r->held_n || !r->held[r->held_head + at].forward || r->held[r->held_head + at].id != id)
+		for (at = 0; at < r->held_n; at++)
+			if (r->held[r->held_head + at].forward && r->held[r->held_head + at].id == id)
+				break;
+	if (at == r->held_n)
+		return; /* timed out already, answered twice, or not ours */
+	struct held_ack *h = &r->held[r->held_head + at];
 	h->done = true;
 	h->result = result;
 }
@@ -270,6 +365,8 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 		return rc;
 	r->repl_applied_seq = seq;
 	uint64_t tick = shm_root_tick(r->shm);
+	if (h.kind == REPL_LEADER)
+		r->repl_epoch = seq; /* forwards now go to this leader's epoch */
 	if (h.kind == REPL_LEADER || h.tick <= tick)
 		return 0; /* a new leader's marker, or a tick we have (a replay's overlap) */
 	if (h.kind != REPL_TICK) {
@@ -537,8 +634,11 @@ void root_repl_close(shmsync_root *r)
 		r->fwd_in = ev->next;
 		repl_ev_free(ev);
 	}
-	for (size_t i = 0; i < r->held_n; i++)
+	for (size_t i = 0; i < r->held_n; i++) {
 		free(r->held[r->held_head + i].reply);
+		free(r->held[r->held_head + i].rec);
+	}
+	free(r->origins);
 	for (size_t i = 0; i < r->nanswers; i++)
 		free(r->answers[i].reply);
 	free(r->held);
@@ -588,6 +688,8 @@ int root_repl_process(shmsync_root *r)
 				rc = 0;
 			} else if (rc < 0) {
 				rc = -EREMCHG;
+			} else if (msg[0]) {
+				say(r, msg);
 			}
 		}
 		if (rc < 0)
@@ -602,7 +704,7 @@ int root_repl_process(shmsync_root *r)
 				rc = apply_stream_msg(r, ev->data, ev->len, ev->seq, msg, sizeof(msg));
 			break;
 		case REPL_EV_FWD:
-			if (r->repl_role != REPL_ROLE_LEADER)
+			if (r->repl_role != REPL_ROLE_LEADER || !take_forward(r, ev))
 				break; /* no answer: the follower times out and asks no one else */
 			if (r->fwd_in_tail)
 				r->fwd_in_tail->next = ev;
@@ -617,8 +719,13 @@ int root_repl_process(shmsync_root *r)
 		case REPL_EV_STORED:
 			break;
 		case REPL_EV_RESYNC:
-			if (r->repl_role == REPL_ROLE_LEADER && !r->repl_retry_at)
+			if (r->repl_role == REPL_ROLE_LEADER && !r->repl_retry_at) {
+				char note[300];
+				snprintf(note, sizeof(note), "replication: %s; reading the stream to go on",
+					 ev->msg);
+				say(r, note);
 				r->repl_retry_at = now;
+			}
 			break;
 		case REPL_EV_PROMOTE:
 			if (r->repl_role == REPL_ROLE_FOLLOWER)
@@ -637,6 +744,14 @@ int root_repl_process(shmsync_root *r)
 	}
 	if (rc < 0)
 		goto fatal;
+	if (r->repl_role == REPL_ROLE_FOLLOWER)
+		for (size_t i = 0; i < r->held_n; i++) {
+			struct held_ack *h = &r->held[r->held_head + i];
+			if (h->forward && !h->done && h->rec && now >= h->resend_at) {
+				h->resend_at = now + RESEND_NS;
+				repl_forward(r->repl, r->repl_epoch, h->id, h->rec, h->rec_len);
+			}
+		}
 	struct repl_stats st;
 	repl_stats(r->repl, &st);
 	if (r->held_n && held_release(r, st.stored_tick, now))

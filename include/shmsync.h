@@ -446,8 +446,12 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len);
  * crashes of one slot within crash_window_ns are a crash loop: reported in
  * one line, and that slot is not started again. A worker that exits 0 has
  * finished: it is not restarted. A root that dies is restarted the same way,
- * and every worker with it: the state is lost (it lives in the root only;
- * there is no replication), so the workers start over on the new root.
+ * and every worker with it. Without replication the state is lost (it lives
+ * in the root only) and the workers start over on an empty one. With it
+ * (root.replicate or root.follow) the new root rebuilds the state from the
+ * stream before it serves, at the stream's tick numbers; each restarted
+ * worker attaches to that state, so its first import_next delivers the next
+ * tick's changes, never a RESET (README, "Replication").
  *
  * Stopping: workers get SIGTERM and grace_ns to finish (the root still runs,
  * so their last commits are acknowledged), then SIGKILL; then the root gets

@@ -22,6 +22,9 @@ packages=(
 	libhiredis-dev # bench/peers and the example server's Redis variant: the Redis client library
 	libsqlite3-dev # bench/peers: SQLite, a peer shmsync is measured against
 	redis-server   # bench/peers and bench/server_bench.sh: the Redis server (started privately by pid)
+	libnats-dev    # replication (repl/): the NATS C client, for JetStream
+	nats-server    # replication's tests and bench (scripts/nats-cluster.sh, started privately by pid)
+	curl           # scripts/nats-cluster.sh: asks each node whether JetStream is ready
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

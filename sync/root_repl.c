@@ -360,9 +360,12 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 	struct repl_hdr h;
 	if (seq && seq <= r->repl_applied_seq)
 		return 0; /* a consumer that was replaced delivers it again */
-	int rc = repl_hdr_check(data, len, &h, msg, msglen);
-	if (rc < 0)
+	char why[200];
+	int rc = repl_hdr_check(data, len, &h, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(msg, msglen, "stream sequence %llu, among the ticks: %s", (unsigned long long)seq, why);
 		return rc;
+	}
 	r->repl_applied_seq = seq;
 	uint64_t tick = shm_root_tick(r->shm);
 	if (h.kind == REPL_LEADER)

@@ -363,7 +363,8 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 	char why[200];
 	int rc = repl_hdr_check(data, len, &h, why, sizeof(why));
 	if (rc < 0) {
-		snprintf(msg, msglen, "stream sequence %llu, among the ticks: %s", (unsigned long long)seq, why);
+		snprintf(msg, msglen, "stream sequence %llu, among the ticks: %s", (unsigned long long)seq,
+			 why);
 		return rc;
 	}
 	r->repl_applied_seq = seq;
@@ -451,10 +452,10 @@ static int apply_stream_msg(shmsync_root *r, const uint8_t *data, size_t len, ui
 static int load_chunk(const uint8_t *data, size_t len, void *arg)
 {
 	shmsync_root *r = arg;
-	const struct repl_hdr *h = (const void *)data;
+	struct repl_hdr h; /* checked by the reader; copied: libnats's buffer has no alignment */
+	memcpy(&h, data, sizeof(h));
 	size_t nops = 0, failed = 0;
-	int rc =
-		repl_chunk_decode(data + sizeof(*h), len - sizeof(*h), h->count, r->ops, WIRE_MAX_OPS, &nops);
+	int rc = repl_chunk_decode(data + sizeof(h), len - sizeof(h), h.count, r->ops, WIRE_MAX_OPS, &nops);
 	if (rc == 0)
 		rc = shm_apply_batch(r->shm, r->ops, nops, &failed);
 	return rc;

@@ -195,16 +195,23 @@ static inline int rt_wait_exit(pid_t pid, int64_t wait_ns)
 	return -1;
 }
 
+/* SIGTERM, and the root must exit 0 (under the sanitizers, a leak or an
+ * error report at exit would not). */
 static inline void rt_stop_root(pid_t pid)
 {
 	if (pid <= 0)
 		return;
 	kill(pid, SIGTERM);
-	if (rt_wait_exit(pid, 10000000000LL) < 0) {
+	int st = rt_wait_exit(pid, 10000000000LL);
+	if (st < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		rt_untrack(pid);
+		T_FAIL("root %d ignored SIGTERM for 10 s", (int)pid);
 	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		T_FAIL("root %d exited with status %d after SIGTERM (see the logs in %s)", (int)pid, st,
+		       rt_current ? rt_current->dir : "?");
 }
 
 /* Does the log contain `text`? */

@@ -75,6 +75,7 @@ struct repl {
 	bool lease_started;
 	_Atomic bool stop;
 	_Atomic bool lease_lost;
+	_Atomic bool lease_held; /* the key names us, as the lease keeper last saw */
 	uint64_t lease_rev;
 
 	pthread_t snap_thr;
@@ -951,6 +952,7 @@ static void *lease_main(void *arg)
 			natsStatus s = kvStore_UpdateString(&rev, rp->kv, "leader", rp->id, rp->lease_rev);
 			if (s == NATS_OK) {
 				rp->lease_rev = rev;
+				atomic_store(&rp->lease_held, true);
 				continue;
 			}
 			/* Not renewed: the cluster may be electing, or the key
@@ -963,9 +965,15 @@ static void *lease_main(void *arg)
 			if (s == NATS_OK) {
 				const char *who = kvEntry_ValueString(e);
 				bool mine = who && strcmp(who, rp->id) == 0;
-				if (mine)
+				if (mine) {
 					rp->lease_rev = kvEntry_Revision(e);
-				else {
+				} else if (!rp->leading) {
+					/* Won, but not led yet (the takeover was waiting
+					 * for the cluster): back to following. */
+					atomic_store(&rp->lease_held, false);
+					holding = false;
+				} else {
+					atomic_store(&rp->lease_held, false);
 					struct repl_ev *ev = ev_new(REPL_EV_DEPOSED);
 					if (ev) {
 						snprintf(ev->msg, sizeof(ev->msg),
@@ -976,16 +984,19 @@ static void *lease_main(void *arg)
 					atomic_store(&rp->lease_lost, true);
 				}
 				kvEntry_Destroy(e);
-				if (!mine)
+				if (!mine && rp->leading)
 					break;
 			} else if (s == NATS_NOT_FOUND) {
-				if (kvStore_CreateString(&rev, rp->kv, "leader", rp->id) == NATS_OK)
+				if (kvStore_CreateString(&rev, rp->kv, "leader", rp->id) == NATS_OK) {
 					rp->lease_rev = rev;
+					atomic_store(&rp->lease_held, true);
+				}
 			}
 		} else {
 			natsStatus s = kvStore_CreateString(&rev, rp->kv, "leader", rp->id);
 			if (s == NATS_OK) {
 				rp->lease_rev = rev;
+				atomic_store(&rp->lease_held, true);
 				holding = true;
 				ev_push(rp, ev_new(REPL_EV_PROMOTE));
 			}
@@ -1048,6 +1059,11 @@ int repl_lead(struct repl *rp, uint64_t tick, uint64_t last_seq, char *msg, size
 			return -EBUSY;
 		}
 		rp->lease_rev = rev;
+		atomic_store(&rp->lease_held, true);
+	} else if (!atomic_load(&rp->lease_held)) {
+		snprintf(msg, msglen, "the lease of stream %s moved on before this root could lead",
+			 rp->stream);
+		return -ENOLCK;
 	}
 	/* The marker: appended only if the stream still ends where this root
 	 * has read it. Any append of the previous leader after this fails. */

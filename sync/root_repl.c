@@ -535,6 +535,15 @@ static int promote(shmsync_root *r, char *msg, size_t msglen)
 		say(r, note);
 		return 0;
 	}
+	if (rc == -ENOLCK) {
+		/* Another root took the lease meanwhile: follow on, and wait
+		 * for the lease to lapse again. */
+		char note[300];
+		snprintf(note, sizeof(note), "%s; following on", msg);
+		say(r, note);
+		msg[0] = 0;
+		return 0;
+	}
 	if (rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN) {
 		char note[300];
 		snprintf(note, sizeof(note), "taking over the stream: %s; trying again", msg);

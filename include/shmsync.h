@@ -135,6 +135,10 @@ typedef struct shmsync_root_opts {     /* zero means default */
 	uint64_t snapshot_bytes; /* ... or every this many bytes of ticks; default 64 MiB */
 	unsigned repl_window;    /* ticks published and not yet stored before the root stops
 				    committing; default 256 */
+	const char *repl_id;     /* this root's name in the lease; default host:pid:random. A root
+				    restarted with the same name takes its own unexpired lease back at
+				    once (the supervisor names its root so); never give two live roots
+				    one name */
 } shmsync_root_opts;
 
 /* Creates the segment, the socket and the root's io_uring.

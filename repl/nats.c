@@ -387,8 +387,11 @@ int repl_open(struct repl **out, const struct repl_opts *o, char *msg, size_t ms
 	gethostname(host, sizeof(host) - 1);
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	snprintf(rp->id, sizeof(rp->id), "%s:%d:%llx", host, (int)getpid(),
-		 (unsigned long long)now.tv_nsec ^ (unsigned long long)now.tv_sec << 20);
+	if (o->id && *o->id)
+		snprintf(rp->id, sizeof(rp->id), "%s", o->id);
+	else
+		snprintf(rp->id, sizeof(rp->id), "%s:%d:%llx", host, (int)getpid(),
+			 (unsigned long long)now.tv_nsec ^ (unsigned long long)now.tv_sec << 20);
 	pthread_mutex_init(&rp->mu, NULL);
 	pthread_cond_init(&rp->cv, NULL);
 	pthread_mutex_init(&rp->pub_mu, NULL);
@@ -1045,10 +1048,16 @@ int repl_lead(struct repl *rp, uint64_t tick, uint64_t last_seq, char *msg, size
 	uint64_t rev = 0;
 	if (!rp->lease_started) {
 		natsStatus s = kvStore_CreateString(&rev, rp->kv, "leader", rp->id);
+		kvEntry *e = NULL;
+		if (s != NATS_OK && kvStore_Get(&e, rp->kv, "leader") == NATS_OK &&
+		    strcmp(kvEntry_ValueString(e), rp->id) == 0) {
+			/* Our own name: the root we replace (restarted under the
+			 * same name) held it; take it back by its revision. */
+			s = kvStore_UpdateString(&rev, rp->kv, "leader", rp->id, kvEntry_Revision(e));
+		}
 		if (s != NATS_OK) {
-			kvEntry *e = NULL;
 			const char *holder = "another root";
-			if (kvStore_Get(&e, rp->kv, "leader") == NATS_OK)
+			if (e || kvStore_Get(&e, rp->kv, "leader") == NATS_OK)
 				holder = kvEntry_ValueString(e);
 			snprintf(msg, msglen,
 				 "stream %s is led by %s (its lease lapses %lld ms after its last renewal): "
@@ -1058,6 +1067,8 @@ int repl_lead(struct repl *rp, uint64_t tick, uint64_t last_seq, char *msg, size
 				kvEntry_Destroy(e);
 			return -EBUSY;
 		}
+		if (e)
+			kvEntry_Destroy(e);
 		rp->lease_rev = rev;
 		atomic_store(&rp->lease_held, true);
 	} else if (!atomic_load(&rp->lease_held)) {

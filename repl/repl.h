@@ -106,6 +106,7 @@ struct repl_opts {
 	uint64_t snapshot_bytes; /* ... or this many bytes of ticks */
 	unsigned window;         /* ticks published and not yet stored */
 	int wake_fd;             /* written when an event is queued */
+	const char *id;          /* the name in the lease; NULL: host:pid:random */
 };
 
 enum repl_ev_kind {

@@ -578,6 +578,7 @@ int root_repl_open(shmsync_root *r, const shmsync_root_opts *o, char *msg, size_
 		.snapshot_bytes = o->snapshot_bytes ? o->snapshot_bytes : (uint64_t)64 << 20,
 		.window = o->repl_window ? o->repl_window : 256,
 		.wake_fd = r->wake_fd,
+		.id = o->repl_id,
 	};
 	int rc = repl_open(&r->repl, &ro, msg, msglen);
 	if (rc < 0)

@@ -62,11 +62,29 @@ static void usage(void)
 	       "                        its own, restarted if it dies\n"
 	       "      --crash-limit N   crashes within --crash-window that make a crash loop (default 5)\n"
 	       "      --crash-window SECONDS (default 10)\n"
+	       "      --replicate URLS, --follow URLS, --stream NAME, --durable, --replicas N,\n"
+	       "      --lease SECONDS   replication through NATS JetStream, as for serve: a root\n"
+	       "                        the supervisor restarts rebuilds the state from the stream\n"
 	       "  -h, --help            this help\n\n"
 	       "Exit status: 0 stopped cleanly, 1 failed, 2 usage error.\n");
 }
 
-enum { LO_STALL = 256, LO_PIN, LO_PIN_BYTES, LO_GRACE, LO_CLIMIT, LO_CWINDOW, LO_NUMA, LO_METRICS };
+enum {
+	LO_STALL = 256,
+	LO_PIN,
+	LO_PIN_BYTES,
+	LO_GRACE,
+	LO_CLIMIT,
+	LO_CWINDOW,
+	LO_NUMA,
+	LO_METRICS,
+	LO_REPLICATE,
+	LO_FOLLOW,
+	LO_STREAM,
+	LO_DURABLE,
+	LO_REPLICAS,
+	LO_LEASE,
+};
 
 static const struct option run_options[] = {
 	{"workers", required_argument, NULL, 'n'},
@@ -80,6 +98,12 @@ static const struct option run_options[] = {
 	{"crash-window", required_argument, NULL, LO_CWINDOW},
 	{"numa", required_argument, NULL, LO_NUMA},
 	{"metrics", required_argument, NULL, LO_METRICS},
+	{"replicate", required_argument, NULL, LO_REPLICATE},
+	{"follow", required_argument, NULL, LO_FOLLOW},
+	{"stream", required_argument, NULL, LO_STREAM},
+	{"durable", no_argument, NULL, LO_DURABLE},
+	{"replicas", required_argument, NULL, LO_REPLICAS},
+	{"lease", required_argument, NULL, LO_LEASE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -233,6 +257,31 @@ int tool_run(int argc, char **argv)
 				return TOOL_USAGE;
 			o.crash_window_ns = (int64_t)(secs * 1e9);
 			break;
+		case LO_REPLICATE:
+		case LO_FOLLOW:
+			if (strncmp(optarg, "nats://", 7) != 0 && strncmp(optarg, "tls://", 6) != 0) {
+				tool_err("--%s: NATS URLs look like nats://HOST:PORT[,...], not '%s'",
+					 opt == LO_REPLICATE ? "replicate" : "follow", optarg);
+				return TOOL_USAGE;
+			}
+			*(opt == LO_REPLICATE ? &o.root.replicate : &o.root.follow) = optarg;
+			break;
+		case LO_STREAM:
+			o.root.stream = optarg;
+			break;
+		case LO_DURABLE:
+			o.root.durable = 1;
+			break;
+		case LO_REPLICAS:
+			if (tool_parse_uint("--replicas", optarg, 1, 5, &u) < 0)
+				return TOOL_USAGE;
+			o.root.replicas = (unsigned)u;
+			break;
+		case LO_LEASE:
+			if (tool_parse_seconds("--lease", optarg, 0.1, 3600, &secs) < 0)
+				return TOOL_USAGE;
+			o.root.lease_ns = (int64_t)(secs * 1e9);
+			break;
 		case 'h':
 			usage();
 			return TOOL_OK;
@@ -246,6 +295,14 @@ int tool_run(int argc, char **argv)
 	}
 	if (optind >= argc) {
 		tool_err("no command: shmsync run [OPTIONS] -- COMMAND [ARGS...]");
+		return TOOL_USAGE;
+	}
+	if ((o.root.replicate || o.root.follow) && !o.root.stream) {
+		tool_err("--%s needs --stream NAME", o.root.replicate ? "replicate" : "follow");
+		return TOOL_USAGE;
+	}
+	if (o.root.replicate && o.root.follow) {
+		tool_err("--replicate and --follow exclude each other: a root leads or follows");
 		return TOOL_USAGE;
 	}
 	char **cmd = argv + optind;

@@ -268,6 +268,16 @@ static int root_child(struct sup *s, int ctl)
 	 * root stops (after the workers). */
 	int sfd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
 	shmsync_root_opts ro = s->ro;
+	/* One name for every root this master starts: a restarted root takes
+	 * its predecessor's lease back at once instead of waiting it out (the
+	 * predecessor is dead: the master restarts a root only then). */
+	char repl_id[96];
+	if ((ro.replicate || ro.follow) && !ro.repl_id) {
+		char host[48] = "";
+		gethostname(host, sizeof(host) - 1);
+		snprintf(repl_id, sizeof(repl_id), "%s:supervisor-%d", host, (int)getppid());
+		ro.repl_id = repl_id;
+	}
 	char err[200] = "";
 	ro.errbuf = err;
 	ro.errbuf_len = sizeof(err);
@@ -609,10 +619,16 @@ static void root_exited(struct sup *s, const siginfo_t *si, int64_t now)
 		begin_stop(s, -ECHILD, now);
 		return;
 	}
-	slog(s,
-	     "root pid %d %s after %ld ms: the state is lost (it lives in the root; there is no "
-	     "replication); restarting the root in %ld ms, and every worker with it",
-	     (int)pid, how, ms(ran), ms(sl->backoff));
+	if (s->ro.replicate || s->ro.follow)
+		slog(s,
+		     "root pid %d %s after %ld ms: the new root rebuilds the state from stream %s; "
+		     "restarting the root in %ld ms, and every worker with it",
+		     (int)pid, how, ms(ran), s->ro.stream, ms(sl->backoff));
+	else
+		slog(s,
+		     "root pid %d %s after %ld ms: the state is lost (it lives in the root; there is no "
+		     "replication); restarting the root in %ld ms, and every worker with it",
+		     (int)pid, how, ms(ran), ms(sl->backoff));
 	hup_abort(s, "the root died");
 	/* Their attach is gone: they start over on the new root. Not crashes. */
 	for (unsigned i = 0; i < s->n; i++) {

@@ -8,9 +8,12 @@
 #ifndef SHMSYNC_REPL_SUPPORT_H
 #define SHMSYNC_REPL_SUPPORT_H
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -109,7 +112,31 @@ static inline int rt_pass(void)
 	return 0;
 }
 
-/* A fresh directory and a running cluster; exits 77 without nats-server. */
+/* Are the nine ports of a cluster at `base` free on 127.0.0.1 (clients,
+ * routes, monitors: base, +100, +200, three each)? */
+static inline bool rt_ports_free(int base)
+{
+	for (int k = 0; k < 9; k++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return false;
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons((uint16_t)(base + 100 * (k / 3) + k % 3))};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		close(fd);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* A fresh directory and a running cluster; exits 77 without nats-server.
+ * Each test has its own base port, so tests may run side by side; when
+ * something else holds one of its ports (a cluster a killed run left
+ * behind), it moves up by 37 until it finds nine free ones. */
 static inline void rt_start(struct rt *t, const char *name, int base)
 {
 	if (system("command -v nats-server >/dev/null 2>&1") != 0) {
@@ -118,6 +145,9 @@ static inline void rt_start(struct rt *t, const char *name, int base)
 	}
 	snprintf(t->dir, sizeof(t->dir), "/tmp/shmsync-%s-%d", name, (int)getpid());
 	mkdir(t->dir, 0700);
+	int tries = 0;
+	while (!rt_ports_free(base) && tries++ < 40)
+		base += 37;
 	t->base = base;
 	if (rt_cluster(t, "start", 0) != 0)
 		T_FAIL("the NATS cluster did not start (see %s/nats/*.log)", t->dir);

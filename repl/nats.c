@@ -976,19 +976,23 @@ static void *lease_main(void *arg)
 					atomic_store(&rp->lease_held, false);
 					holding = false;
 				} else {
+					/* The key flapped (it expired while the cluster
+					 * elected, and someone made it again) or another
+					 * root is taking over. Only the stream can say
+					 * which: the root's thread reads it (repl_resync)
+					 * and stops if another root appended; meanwhile
+					 * we take the key back once it lapses. */
 					atomic_store(&rp->lease_held, false);
-					struct repl_ev *ev = ev_new(REPL_EV_DEPOSED);
+					struct repl_ev *ev = ev_new(REPL_EV_RESYNC);
 					if (ev) {
-						snprintf(ev->msg, sizeof(ev->msg),
-							 "lost the lease of stream %s to %s", rp->stream,
-							 who ? who : "another root");
+						snprintf(
+							ev->msg, sizeof(ev->msg),
+							"the lease of stream %s names %s; reading the stream",
+							rp->stream, who ? who : "another root");
 						ev_push(rp, ev);
 					}
-					atomic_store(&rp->lease_lost, true);
 				}
 				kvEntry_Destroy(e);
-				if (!mine && rp->leading)
-					break;
 			} else if (s == NATS_NOT_FOUND) {
 				if (kvStore_CreateString(&rev, rp->kv, "leader", rp->id) == NATS_OK) {
 					rp->lease_rev = rev;

@@ -544,7 +544,9 @@ static int promote(shmsync_root *r, char *msg, size_t msglen)
 		msg[0] = 0;
 		return 0;
 	}
-	if (rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN) {
+	/* -ESTALE: the leader appended while we caught up; again, until our
+	 * marker lands between its appends (then it is fenced). */
+	if (rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ESTALE) {
 		char note[300];
 		snprintf(note, sizeof(note), "taking over the stream: %s; trying again", msg);
 		say(r, note);

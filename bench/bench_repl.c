@@ -1440,6 +1440,15 @@ static void run_lag(struct lag_section *ls)
 	stream_drop("lag");
 }
 
+/* A row's offered rate for the table: "500/s", or "max" (rate 0). */
+static void rate_label(char *buf, size_t len, double rate)
+{
+	if (rate)
+		snprintf(buf, len, "%.0f/s", rate);
+	else
+		snprintf(buf, len, "max");
+}
+
 static void report_lag(json_t *doc, const struct lag_section *ls)
 {
 	json_t *jl = json_array();
@@ -1478,10 +1487,7 @@ static void report_lag(json_t *doc, const struct lag_section *ls)
 	for (int i = 0; i < NRATES; i++) {
 		const struct lag_row *w = &ls->rows[i];
 		char off[16];
-		if (w->rate)
-			snprintf(off, sizeof off, "%.0f/s", w->rate);
-		else
-			snprintf(off, sizeof off, "max");
+		rate_label(off, sizeof off, w->rate);
 		printf("  %-8s %6.0f/s | %5.2f %6.2f %7.2f | %6.2f %8.2f | %7.0f %9.0f | %4.0f %4.0f %4.0f, "
 		       "%6.1f\n",
 		       off, w->achieved, w->lag_ms.p50, w->lag_ms.p99, w->lag_ms.max, w->e2e_ms.p50,
@@ -1496,10 +1502,7 @@ static void report_lag(json_t *doc, const struct lag_section *ls)
 	for (int i = 0; i < NRATES; i++) {
 		const struct lag_row *w = &ls->rows[i];
 		char off[16];
-		if (w->rate)
-			snprintf(off, sizeof off, "%.0f/s", w->rate);
-		else
-			snprintf(off, sizeof off, "max");
+		rate_label(off, sizeof off, w->rate);
 		printf("    %-7s leader %3.0f  follower %3.0f  nats-servers %3.0f  writer+reader %3.0f  host "
 		       "%3.0f\n",
 		       off, w->cpu.pct[P_LEADER], w->cpu.pct[P_FOLLOWER], w->cpu.pct[P_NATS],

@@ -74,7 +74,6 @@ struct repl {
 	pthread_t lease_thr;
 	bool lease_started;
 	_Atomic bool stop;
-	_Atomic bool lease_lost;
 	_Atomic bool lease_held; /* the key names us, as the lease keeper last saw */
 	uint64_t lease_rev;
 
@@ -489,10 +488,15 @@ void repl_close(struct repl *rp)
 		po.MaxWait = 1000;
 		js_PublishAsyncComplete(rp->js, &po);
 	}
-	if (rp->leading && rp->kv && !atomic_load(&rp->lease_lost)) {
-		/* Hand the lease back at once rather than after its TTL. */
+	kvEntry *e = NULL;
+	if (rp->leading && rp->kv && kvStore_Get(&e, rp->kv, "leader") == NATS_OK &&
+	    strcmp(kvEntry_ValueString(e), rp->id) == 0)
+		/* Ours: hand it back at once rather than after its TTL. (Never
+		 * another root's: a deposed leader must not free its successor's
+		 * lease.) */
 		kvStore_Delete(rp->kv, "leader");
-	}
+	if (e)
+		kvEntry_Destroy(e);
 	if (rp->kv)
 		kvStore_Destroy(rp->kv);
 	if (rp->js)
@@ -656,23 +660,32 @@ int repl_snapshot_read(struct repl *rp, const struct repl_snapidx *idx,
 	return rc;
 }
 
+/* An event carrying a copy of m's payload (libnats frees m), or NULL
+ * without memory: a tick lost so is a gap the follower then reports, a
+ * forward lost so is sent again. */
+static struct repl_ev *ev_with_data(int kind, natsMsg *m)
+{
+	struct repl_ev *ev = ev_new(kind);
+	size_t len = (size_t)natsMsg_GetDataLength(m);
+	if (ev)
+		ev->data = malloc(len ? len : 1);
+	if (!ev || !ev->data) {
+		repl_ev_free(ev);
+		return NULL;
+	}
+	memcpy(ev->data, natsMsg_GetData(m), len);
+	ev->len = len;
+	return ev;
+}
+
 static void on_tick_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
 	(void)nc;
 	(void)sub;
-	struct repl *rp = closure;
-	struct repl_ev *ev = ev_new(REPL_EV_TICK);
-	size_t len = (size_t)natsMsg_GetDataLength(m);
+	struct repl_ev *ev = ev_with_data(REPL_EV_TICK, m);
 	if (ev) {
 		ev->seq = msg_seq(m);
-		ev->data = malloc(len ? len : 1);
-		if (ev->data) {
-			memcpy(ev->data, natsMsg_GetData(m), len);
-			ev->len = len;
-			ev_push(rp, ev);
-		} else {
-			free(ev);
-		}
+		ev_push(closure, ev);
 	}
 	natsMsg_Destroy(m);
 }
@@ -1029,21 +1042,12 @@ static void on_fwd(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
 {
 	(void)nc;
 	(void)sub;
-	struct repl *rp = closure;
 	const char *reply = natsMsg_GetReply(m);
-	size_t len = (size_t)natsMsg_GetDataLength(m);
-	struct repl_ev *ev = ev_new(REPL_EV_FWD);
-	if (ev && reply) {
-		ev->data = malloc(len ? len : 1);
-		ev->reply = strdup(reply);
-		if (ev->data && ev->reply) {
-			memcpy(ev->data, natsMsg_GetData(m), len);
-			ev->len = len;
-			ev_push(rp, ev);
-			ev = NULL;
-		}
-	}
-	repl_ev_free(ev);
+	struct repl_ev *ev = reply ? ev_with_data(REPL_EV_FWD, m) : NULL;
+	if (ev && (ev->reply = strdup(reply)) != NULL)
+		ev_push(closure, ev);
+	else
+		repl_ev_free(ev);
 	natsMsg_Destroy(m);
 }
 

@@ -456,11 +456,15 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 	if (!r->building)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
-		/* A load is a put to the checks, and only a loading root has it. */
-		struct shm_op as_put = ops[i];
-		if (as_put.kind == SHM_OP_LOAD && r->loading)
+		int rc;
+		if (ops[i].kind == SHM_OP_LOAD && r->loading) {
+			/* A load is a put to the checks, and only a loading root has it. */
+			struct shm_op as_put = ops[i];
 			as_put.kind = SHM_OP_PUT;
-		int rc = shm_op_check(&as_put);
+			rc = shm_op_check(&as_put);
+		} else {
+			rc = shm_op_check(&ops[i]);
+		}
 		if (rc < 0) {
 			*failed_op = i;
 			return rc;

@@ -165,6 +165,27 @@ err_has "a backslash starts"
 run 2 get '/a\x00/' k
 err_has "NUL"
 
+# Replication's options (issue 14), shared by serve and run: each bad one,
+# and each bad combination, is a usage error before anything connects.
+run 2 serve --replicate foo --stream s
+err_has "NATS URLs look like nats://HOST:PORT"
+run 2 serve --replicate nats://127.0.0.1:1
+err_has "--replicate needs --stream NAME"
+run 2 serve --replicate nats://127.0.0.1:1 --follow nats://127.0.0.1:1 --stream s
+err_has "exclude each other"
+run 2 serve --durable
+err_has "need --replicate or --follow"
+run 2 serve --replicas 9 --replicate nats://127.0.0.1:1 --stream s
+err_has "out of range"
+run 2 serve --lease 0.01 --follow nats://127.0.0.1:1 --stream s
+err_has "--lease"
+run 2 run --follow nats://127.0.0.1:1 -- true
+err_has "--follow needs --stream NAME"
+run 2 run --stream s -- true
+err_has "need --replicate or --follow"
+run 2 put --durable /a/ k v
+err_has "does not apply to put"
+
 # --numa (issue 11, item 2): a bad policy is a usage error; a node that
 # does not exist is refused by the library, which names the nodes there are.
 run 2 serve --numa sometimes

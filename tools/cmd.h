@@ -63,12 +63,8 @@ struct ctx {
 	unsigned n_allow_uids;
 	bool force, prometheus;
 	int numa_policy, numa_node; /* SHMSYNC_NUMA_*, 0: the default (interleave) */
-	const char *replicate, *follow, *stream; /* serve: replication */
-	bool durable;
-	unsigned replicas, repl_window;
-	int64_t lease_ns;
-	uint64_t snapshot_ticks;
-	size_t snapshot_bytes, log_bytes;
+	shmsync_root_opts repl;     /* serve: the replication settings only (tool_repl_option) */
+	size_t log_bytes;
 	char **args;
 	int nargs;
 	shmsync_worker *w;

@@ -291,53 +291,25 @@ static int parse_allow_uid(struct ctx *c, const char *arg)
 	return -1;
 }
 
-/* serve's replication options. Returns -1 to go on, or the exit code. */
+/* serve's replication options (shared with run: tool_repl_option) and
+ * its log size. Returns -1 to go on, or the exit code. */
 static int apply_repl_option(struct ctx *c, int opt, const char *arg)
 {
-	unsigned long long u;
-	double secs;
-	switch (opt) {
-	case LO_REPLICATE:
-	case LO_FOLLOW:
-		if (strncmp(arg, "nats://", 7) != 0 && strncmp(arg, "tls://", 6) != 0) {
-			tool_err("--%s: NATS URLs look like nats://HOST:PORT[,nats://HOST:PORT...], not '%s'",
-				 opt == LO_REPLICATE ? "replicate" : "follow", arg);
-			return TOOL_USAGE;
-		}
-		*(opt == LO_REPLICATE ? &c->replicate : &c->follow) = arg;
-		break;
-	case LO_STREAM:
-		c->stream = arg;
-		break;
-	case LO_REPLICAS:
-		if (tool_parse_uint("--replicas", arg, 1, 5, &u) < 0)
-			return TOOL_USAGE;
-		c->replicas = (unsigned)u;
-		break;
-	case LO_LEASE:
-		if (tool_parse_seconds("--lease", arg, 0.1, 3600, &secs) < 0)
-			return TOOL_USAGE;
-		c->lease_ns = (int64_t)(secs * 1e9);
-		break;
-	case LO_SNAP_TICKS:
-		if (tool_parse_uint("--snapshot-ticks", arg, 1, UINT32_MAX, &u) < 0)
-			return TOOL_USAGE;
-		c->snapshot_ticks = u;
-		break;
-	case LO_SNAP_BYTES:
-		if (tool_parse_size("--snapshot-bytes", arg, &c->snapshot_bytes) < 0)
-			return TOOL_USAGE;
-		break;
-	case LO_REPL_WINDOW:
-		if (tool_parse_uint("--repl-window", arg, 1, 65536, &u) < 0)
-			return TOOL_USAGE;
-		c->repl_window = (unsigned)u;
-		break;
-	case LO_LOG_BYTES:
-		if (tool_parse_size("--log-bytes", arg, &c->log_bytes) < 0)
-			return TOOL_USAGE;
-		break;
-	}
+	static const struct {
+		int opt;
+		enum tool_repl_opt which;
+	} map[] = {
+		{LO_REPLICATE, TOOL_REPL_REPLICATE},   {LO_FOLLOW, TOOL_REPL_FOLLOW},
+		{LO_STREAM, TOOL_REPL_STREAM},         {LO_DURABLE, TOOL_REPL_DURABLE},
+		{LO_REPLICAS, TOOL_REPL_REPLICAS},     {LO_LEASE, TOOL_REPL_LEASE},
+		{LO_SNAP_TICKS, TOOL_REPL_SNAP_TICKS}, {LO_SNAP_BYTES, TOOL_REPL_SNAP_BYTES},
+		{LO_REPL_WINDOW, TOOL_REPL_WINDOW},
+	};
+	if (opt == LO_LOG_BYTES)
+		return tool_parse_size("--log-bytes", arg, &c->log_bytes) < 0 ? TOOL_USAGE : -1;
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (map[i].opt == opt)
+			return tool_repl_option(map[i].which, arg, &c->repl) < 0 ? TOOL_USAGE : -1;
 	return -1;
 }
 
@@ -430,9 +402,6 @@ static int apply_option(struct ctx *c, struct parsed *p, int opt, const char *ar
 		break;
 	case LO_PROMETHEUS:
 		c->prometheus = true;
-		break;
-	case LO_DURABLE:
-		c->durable = true;
 		break;
 	default:
 		return apply_value_option(c, p, opt, arg);

@@ -259,28 +259,18 @@ int tool_run(int argc, char **argv)
 			break;
 		case LO_REPLICATE:
 		case LO_FOLLOW:
-			if (strncmp(optarg, "nats://", 7) != 0 && strncmp(optarg, "tls://", 6) != 0) {
-				tool_err("--%s: NATS URLs look like nats://HOST:PORT[,...], not '%s'",
-					 opt == LO_REPLICATE ? "replicate" : "follow", optarg);
-				return TOOL_USAGE;
-			}
-			*(opt == LO_REPLICATE ? &o.root.replicate : &o.root.follow) = optarg;
-			break;
 		case LO_STREAM:
-			o.root.stream = optarg;
-			break;
 		case LO_DURABLE:
-			o.root.durable = 1;
-			break;
 		case LO_REPLICAS:
-			if (tool_parse_uint("--replicas", optarg, 1, 5, &u) < 0)
-				return TOOL_USAGE;
-			o.root.replicas = (unsigned)u;
-			break;
 		case LO_LEASE:
-			if (tool_parse_seconds("--lease", optarg, 0.1, 3600, &secs) < 0)
+			if (tool_repl_option(opt == LO_REPLICATE  ? TOOL_REPL_REPLICATE
+					     : opt == LO_FOLLOW   ? TOOL_REPL_FOLLOW
+					     : opt == LO_STREAM   ? TOOL_REPL_STREAM
+					     : opt == LO_DURABLE  ? TOOL_REPL_DURABLE
+					     : opt == LO_REPLICAS ? TOOL_REPL_REPLICAS
+								  : TOOL_REPL_LEASE,
+					     optarg, &o.root) < 0)
 				return TOOL_USAGE;
-			o.root.lease_ns = (int64_t)(secs * 1e9);
 			break;
 		case 'h':
 			usage();
@@ -297,14 +287,8 @@ int tool_run(int argc, char **argv)
 		tool_err("no command: shmsync run [OPTIONS] -- COMMAND [ARGS...]");
 		return TOOL_USAGE;
 	}
-	if ((o.root.replicate || o.root.follow) && !o.root.stream) {
-		tool_err("--%s needs --stream NAME", o.root.replicate ? "replicate" : "follow");
+	if (tool_repl_check(&o.root) < 0)
 		return TOOL_USAGE;
-	}
-	if (o.root.replicate && o.root.follow) {
-		tool_err("--replicate and --follow exclude each other: a root leads or follows");
-		return TOOL_USAGE;
-	}
 	char **cmd = argv + optind;
 	if (find_command(cmd[0]) < 0) {
 		tool_err("%s: command not found (or not executable)", cmd[0]);

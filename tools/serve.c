@@ -32,31 +32,18 @@ int cmd_serve(struct ctx *c)
 	o.n_allow_uids = c->n_allow_uids;
 	o.numa_policy = c->numa_policy;
 	o.numa_node = c->numa_node;
-	o.replicate = c->replicate;
-	o.follow = c->follow;
-	o.stream = c->stream;
-	o.durable = c->durable;
-	o.replicas = c->replicas;
-	o.lease_ns = c->lease_ns;
-	o.snapshot_ticks = c->snapshot_ticks;
-	o.snapshot_bytes = c->snapshot_bytes;
-	o.repl_window = c->repl_window;
+	if (tool_repl_check(&c->repl) < 0)
+		return TOOL_USAGE;
+	o.replicate = c->repl.replicate;
+	o.follow = c->repl.follow;
+	o.stream = c->repl.stream;
+	o.durable = c->repl.durable;
+	o.replicas = c->repl.replicas;
+	o.lease_ns = c->repl.lease_ns;
+	o.snapshot_ticks = c->repl.snapshot_ticks;
+	o.snapshot_bytes = c->repl.snapshot_bytes;
+	o.repl_window = c->repl.repl_window;
 	o.log_bytes = c->log_bytes;
-	if ((c->replicate || c->follow) && !c->stream) {
-		tool_err("--%s needs --stream NAME", c->replicate ? "replicate" : "follow");
-		return TOOL_USAGE;
-	}
-	if (c->replicate && c->follow) {
-		tool_err("--replicate and --follow exclude each other: a root leads or follows");
-		return TOOL_USAGE;
-	}
-	if (!c->replicate && !c->follow &&
-	    (c->stream || c->durable || c->replicas || c->lease_ns || c->snapshot_ticks ||
-	     c->snapshot_bytes || c->repl_window)) {
-		tool_err("--stream, --durable, --replicas, --lease, --snapshot-* and --repl-window need "
-			 "--replicate or --follow");
-		return TOOL_USAGE;
-	}
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	shmsync_root *r;

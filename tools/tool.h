@@ -33,6 +33,25 @@ int tool_parse_seconds(const char *what, const char *s, double min, double max, 
  * list of those that do. */
 int tool_parse_numa(const char *s, int *policy, int *node);
 
+/* The replication options serve and run share, into a root's options:
+ * 0, or -1 after printing why. tool_repl_check then checks them together
+ * (a stream with either URL list, not both URL lists, no setting without
+ * one). The struct is shmsync.h's; tool.h does not include it. */
+enum tool_repl_opt {
+	TOOL_REPL_REPLICATE,
+	TOOL_REPL_FOLLOW,
+	TOOL_REPL_STREAM,
+	TOOL_REPL_DURABLE,
+	TOOL_REPL_REPLICAS,
+	TOOL_REPL_LEASE,
+	TOOL_REPL_SNAP_TICKS,
+	TOOL_REPL_SNAP_BYTES,
+	TOOL_REPL_WINDOW,
+};
+struct shmsync_root_opts;
+int tool_repl_option(enum tool_repl_opt which, const char *arg, struct shmsync_root_opts *ro);
+int tool_repl_check(const struct shmsync_root_opts *ro);
+
 /* How keys and values are read from arguments and written to output. */
 enum tool_enc {
 	ENC_TEXT,   /* \\ and \xNN escapes, in arguments and on output (none if raw) */

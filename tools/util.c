@@ -390,3 +390,73 @@ int tool_socket(const char *given, const char **out)
 	*out = s;
 	return 0;
 }
+
+int tool_repl_option(enum tool_repl_opt which, const char *arg, struct shmsync_root_opts *ro)
+{
+	unsigned long long u;
+	double secs;
+	size_t bytes;
+	switch (which) {
+	case TOOL_REPL_REPLICATE:
+	case TOOL_REPL_FOLLOW:
+		if (strncmp(arg, "nats://", 7) != 0 && strncmp(arg, "tls://", 6) != 0) {
+			tool_err("--%s: NATS URLs look like nats://HOST:PORT[,nats://HOST:PORT...], not '%s'",
+				 which == TOOL_REPL_REPLICATE ? "replicate" : "follow", arg);
+			return -1;
+		}
+		*(which == TOOL_REPL_REPLICATE ? &ro->replicate : &ro->follow) = arg;
+		return 0;
+	case TOOL_REPL_STREAM:
+		ro->stream = arg;
+		return 0;
+	case TOOL_REPL_DURABLE:
+		ro->durable = 1;
+		return 0;
+	case TOOL_REPL_REPLICAS:
+		if (tool_parse_uint("--replicas", arg, 1, 5, &u) < 0)
+			return -1;
+		ro->replicas = (unsigned)u;
+		return 0;
+	case TOOL_REPL_LEASE:
+		if (tool_parse_seconds("--lease", arg, 0.1, 3600, &secs) < 0)
+			return -1;
+		ro->lease_ns = (int64_t)(secs * 1e9);
+		return 0;
+	case TOOL_REPL_SNAP_TICKS:
+		if (tool_parse_uint("--snapshot-ticks", arg, 1, UINT32_MAX, &u) < 0)
+			return -1;
+		ro->snapshot_ticks = u;
+		return 0;
+	case TOOL_REPL_SNAP_BYTES:
+		if (tool_parse_size("--snapshot-bytes", arg, &bytes) < 0)
+			return -1;
+		ro->snapshot_bytes = bytes;
+		return 0;
+	case TOOL_REPL_WINDOW:
+		if (tool_parse_uint("--repl-window", arg, 1, 65536, &u) < 0)
+			return -1;
+		ro->repl_window = (unsigned)u;
+		return 0;
+	}
+	return -1;
+}
+
+int tool_repl_check(const struct shmsync_root_opts *ro)
+{
+	if ((ro->replicate || ro->follow) && !ro->stream) {
+		tool_err("--%s needs --stream NAME", ro->replicate ? "replicate" : "follow");
+		return -1;
+	}
+	if (ro->replicate && ro->follow) {
+		tool_err("--replicate and --follow exclude each other: a root leads or follows");
+		return -1;
+	}
+	if (!ro->replicate && !ro->follow &&
+	    (ro->stream || ro->durable || ro->replicas || ro->lease_ns || ro->snapshot_ticks ||
+	     ro->snapshot_bytes || ro->repl_window)) {
+		tool_err("--stream, --durable, --replicas, --lease, --snapshot-* and --repl-window need "
+			 "--replicate or --follow");
+		return -1;
+	}
+	return 0;
+}

@@ -11,7 +11,7 @@
  *  - /rnd/: random keys;
  *  - /atk/: the test's adaptive attacker. Before every batch it reads the
  *    seed and size of the table readers use (shm_dir_table) and searches
- *    keys whose home slot (shm_key_pos) is one chosen slot, so every key of
+ *    keys whose home slot (shm_key_home) is one chosen slot, so every key of
  *    the batch lands on one window, whatever rebuilds came before. The
  *    search is not timed: only shm_commit_begin + shm_apply_batch +
  *    shm_commit_publish are (thread CPU time, so time slices taken by
@@ -149,13 +149,13 @@ static void fill_attack(struct shm_root *root, char (*keys)[KEY_LEN], uint8_t (*
 		if (ti.seed != last_seed || ai->seeds_seen == 0)
 			ai->seeds_seen++;
 		last_seed = ti.seed;
-		uint64_t mask = ti.nslots - 1, target = TARGET_SLOT & mask;
+		uint64_t target = TARGET_SLOT % ti.nslots;
 		uint64_t t0 = bench_now_ns();
 		for (size_t j = 0; j < m; j++) {
 			for (;;) {
 				make_key(keys[i + j], 'a', (*ctr)++);
 				ai->tries++;
-				if ((shm_key_pos(seg, ti.seed, keys[i + j], KEY_LEN) & mask) == target)
+				if (shm_key_home(seg, ti.seed, ti.nslots, keys[i + j], KEY_LEN) == target)
 					break;
 			}
 			ops[j] = put_op(ATK_DIR, keys[i + j], vals[i + j]);
@@ -335,11 +335,11 @@ static void diag_fill(struct shm_root *root, const char *dir, char (*keys)[KEY_L
 		int rc = shm_dir_table(seg, shm_published_tick(seg), dir, strlen(dir), &ti);
 		if (rc < 0)
 			bench_die("shm_dir_table", rc);
-		uint64_t mask = ti.nslots - 1, target = TARGET_SLOT & mask;
+		uint64_t target = TARGET_SLOT % ti.nslots;
 		for (size_t j = 0; j < m; j++) {
 			while (attack) {
 				make_key(keys[i + j], 'a', (*ctr)++);
-				if ((shm_key_pos(seg, ti.seed, keys[i + j], KEY_LEN) & mask) == target)
+				if (shm_key_home(seg, ti.seed, ti.nslots, keys[i + j], KEY_LEN) == target)
 					break;
 			}
 			ops[j] = put_op(dir, keys[i + j], vals[i + j]);

@@ -118,12 +118,12 @@ static uint64_t building(const struct shm_root *r)
 	return r->tick + 1;
 }
 
-/* A new head version of op's key in incarnation incoff for the tick being
+/* A new head version of op's key for the tick being
  * built, chained to `older`. A tombstone (SHM_VER_TOMB) may use the
  * headroom: a delete must go through when the segment is full, it is what
  * frees space. */
-static inline int version_new(struct shm_root *r, const struct shm_op *op, uint64_t incoff, uint64_t older,
-			      uint32_t flags, const void *value, size_t vlen, uint64_t *voff)
+static inline int version_new(struct shm_root *r, const struct shm_op *op, uint64_t older, uint32_t flags,
+			      const void *value, size_t vlen, uint64_t *voff)
 {
 	int rc = alloc_obj(r, shm_ver_size(op->key_len, vlen), (flags & SHM_VER_TOMB) != 0, SHM_OBJ_VERSION,
 			   voff);
@@ -131,15 +131,12 @@ static inline int version_new(struct shm_root *r, const struct shm_op *op, uint6
 		return rc;
 	struct shm_ver *v = shm_at(r, *voff);
 	v->tick = building(r);
-	atomic_store_explicit(&v->older, older, memory_order_relaxed);
-	v->newer = 0;
-	v->owner = incoff;
-	v->flags = flags;
-	v->key_len = (uint32_t)op->key_len;
-	v->value_len = vlen;
-	memcpy((uint8_t *)v + sizeof(*v), op->key, op->key_len);
+	atomic_store_explicit(&v->link, shm_link_make(older, (uint32_t)op->key_len, flags),
+			      memory_order_relaxed);
+	v->value_len = (uint32_t)vlen;
+	memcpy((uint8_t *)v + SHM_VER_HDR, op->key, op->key_len);
 	if (vlen)
-		memcpy(ver_value(v), value, vlen);
+		memcpy((uint8_t *)v + shm_ver_value_at(op->key_len), value, vlen);
 	return 0;
 }
 static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
@@ -153,7 +150,7 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	probe_key(r, shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed)), h, op->key,
 		  op->key_len, &p);
 	struct shm_ver *head = p.head ? shm_at(r, p.head) : NULL;
-	bool present = head && !(head->flags & SHM_VER_TOMB);
+	bool present = head && !(ver_flags(head) & SHM_VER_TOMB);
 	const void *value = op->value;
 	size_t vlen = op->value_len;
 	uint8_t counter[8];
@@ -204,32 +201,33 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 			return rc;
 	}
 	uint64_t voff;
-	int rc = version_new(r, op, incoff, p.head, 0, value, vlen, &voff);
+	int rc = version_new(r, op, p.head, 0, value, vlen, &voff);
 	if (rc < 0)
 		return rc;
 	if (op->kind == SHM_OP_LOAD)
 		((struct shm_ver *)shm_at(r, voff))->tick = op->expected_tick;
 
 	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
-	uint64_t vbytes = obj_bytes(r, voff);
+	uint64_t vbytes = ver_bytes(r, voff);
+	uint64_t word = shm_slot_make(voff, h);
 	if (head) {
-		set_plain(r, &head->newer, voff);
-		uint64_t hbytes = obj_bytes(r, p.head);
+		uint64_t hbytes = ver_bytes(r, p.head);
 		/* inc->bytes leaves tombstones out: they are freed by their own
 		 * entries, never by an rmdir. */
 		set_plain(r, &inc->bytes, inc->bytes - (present ? hbytes : 0) + vbytes);
-		/* A tombstone is already on a retire list (R_UNLINK); it is
-		 * rescheduled as a superseded version when that entry runs. */
-		if (!(head->flags & SHM_VER_TOMB))
-			retire(r, p.head, R_VERSION, t, hbytes, true);
-		set_shared(r, &p.slot->node, voff);
+		/* A tombstone is already queued (R_UNLINK): marked superseded,
+		 * that entry leaves it to this one. */
+		if (!present)
+			set_shared(r, &head->link,
+				   ver_link(head) | (uint64_t)SHM_VER_SUPERSEDED << SHM_VER_FLAGS_SHIFT);
+		retire_ver(r, p.head, R_VERSION, t, hbytes, voff, true);
+		set_shared(r, &p.slot->word, word);
 	} else if (p.free) {
 		struct shm_slot *s = p.free;
-		if (atomic_load_explicit(&s->node, memory_order_relaxed) == SHM_SLOT_EMPTY)
+		if (atomic_load_explicit(&s->word, memory_order_relaxed) == SHM_SLOT_EMPTY)
 			set_plain(r, &tab->used, tab->used + 1);
 		set_plain(r, &inc->bytes, inc->bytes + vbytes);
-		set_shared(r, &s->hash, h);
-		set_shared(r, &s->node, voff);
+		set_shared(r, &s->word, word);
 	} else {
 		set_plain(r, &inc->bytes, inc->bytes + vbytes);
 		shm_tree_insert(r, table_pool(r, tab), tab->seed, shm_table_pos(tab->seed, h), h, op->key,
@@ -253,19 +251,18 @@ static int op_del(struct shm_root *r, const struct shm_op *op, uint64_t h)
 	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
 	probe_key(r, tab, h, op->key, op->key_len, &p);
 	struct shm_ver *head = p.head ? shm_at(r, p.head) : NULL;
-	if (!head || (head->flags & SHM_VER_TOMB))
+	if (!head || (ver_flags(head) & SHM_VER_TOMB))
 		return -ENOENT;
 	uint64_t voff;
-	int rc = version_new(r, op, incoff, p.head, SHM_VER_TOMB, NULL, 0, &voff);
+	int rc = version_new(r, op, p.head, SHM_VER_TOMB, NULL, 0, &voff);
 	if (rc < 0)
 		return rc;
 
-	uint64_t hbytes = obj_bytes(r, p.head);
-	set_plain(r, &head->newer, voff);
+	uint64_t hbytes = ver_bytes(r, p.head);
 	set_plain(r, &inc->bytes, inc->bytes - hbytes);
-	retire(r, p.head, R_VERSION, t, hbytes, true);
-	set_shared(r, &p.slot->node, voff);
-	retire(r, voff, R_UNLINK, t, 0, true);
+	retire_ver(r, p.head, R_VERSION, t, hbytes, voff, true);
+	set_shared(r, &p.slot->word, shm_slot_make(voff, h));
+	retire_ver(r, voff, R_UNLINK, t, 0, incoff, true);
 	set_plain(r, &tab->live, tab->live - 1);
 	r->c.keys--;
 	r->c.tombstones++;
@@ -338,6 +335,8 @@ static int op_rmdir(struct shm_root *r, const struct shm_op *op)
 		if (atomic_load_explicit(&inc->deleted, memory_order_relaxed))
 			continue;
 		int rc = undo_reserve(r, UNDO_SLACK);
+		if (rc == 0)
+			rc = retire_room(r, UNDO_SLACK);
 		if (rc < 0)
 			return rc;
 		struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
@@ -386,14 +385,15 @@ static void prefetch_window(struct shm_root *r, const struct shm_op *ops, size_t
 				    : NULL;
 		}
 		if ((tabs[i] = last_tab)) {
-			home[i] = shm_table_pos(last_tab->seed, hashes[i]) & (last_tab->nslots - 1);
+			home[i] = shm_table_home(shm_table_pos(last_tab->seed, hashes[i]), last_tab->nslots);
 			__builtin_prefetch(&last_tab->slots[home[i]]);
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!tabs[i])
 			continue;
-		uint64_t node = atomic_load_explicit(&tabs[i]->slots[home[i]].node, memory_order_relaxed);
+		uint64_t node = shm_slot_node(
+			atomic_load_explicit(&tabs[i]->slots[home[i]].word, memory_order_relaxed));
 		if (node > SHM_SLOT_DELETED)
 			__builtin_prefetch(shm_at(r, node));
 	}
@@ -411,7 +411,7 @@ static void undo_to(struct shm_root *r, size_t mark, size_t allocs_mark)
 			*(uint64_t *)u->addr = u->old;
 			break;
 		case U_PUSH:
-			unpush(r, (uint64_t)(uintptr_t)u->addr, u->old);
+			unpush(r, u->old != 0);
 			break;
 		case U_NAME_INSERT:
 			names_uninsert(r, u->old);
@@ -427,12 +427,14 @@ static void undo_to(struct shm_root *r, size_t mark, size_t allocs_mark)
 	/* Pushed after the pops above, so the pops took their own entries. */
 	uint64_t t = building(r);
 	while (r->nundone > allocs_mark) {
-		uint64_t off = r->undone_allocs[--r->nundone];
-		struct shm_obj *o = shm_at(r, off);
-		/* Not a tombstone any more: freeing it must not count one. */
-		if (o->kind == SHM_OBJ_VERSION)
-			((struct shm_ver *)o)->flags &= ~SHM_VER_TOMB;
-		retire(r, off, R_FREE, t, obj_bytes(r, off), false);
+		struct shm_undone a = r->undone_allocs[--r->nundone];
+		if (a.kind == SHM_OBJ_VERSION) {
+			/* Not a tombstone any more: freeing it must not count one. */
+			ver_set_flags(ver_at(r, a.off), 0, SHM_VER_TOMB);
+			retire_ver(r, a.off, R_FREE, t, ver_bytes(r, a.off), 0, false);
+		} else {
+			retire(r, a.off, R_FREE, t, obj_bytes(r, a.off), false);
+		}
 	}
 }
 
@@ -488,6 +490,8 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 			prefetch_window(r, ops + i, n - i < PREFETCH_WINDOW ? n - i : PREFETCH_WINDOW,
 					hashes);
 		rc = undo_reserve(r, UNDO_SLACK);
+		if (rc == 0)
+			rc = retire_room(r, UNDO_SLACK);
 		if (rc < 0) {
 			*failed_op = i;
 			break;
@@ -511,6 +515,9 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 			break;
 		}
 	}
+	/* Room for what publishing retires (the replaced name array). */
+	if (rc == 0 && (rc = retire_room(r, 1)) < 0)
+		*failed_op = n ? n - 1 : 0;
 	if (rc < 0) {
 		undo_to(r, mark, 0);
 		r->c.dirs = saved.dirs;
@@ -580,9 +587,8 @@ int shm_root_load_begin(struct shm_root *r, uint64_t tick)
 	/* Fresh: tick 1, nothing retired, nothing in the log. */
 	if (r->building || r->loading || r->tick != 1 || r->bk_base != 1 || r->log_head != 0)
 		return -EBUSY;
-	for (uint64_t i = 0; i < r->bk_cap; i++)
-		if (r->bk[i].head)
-			return -EBUSY;
+	if (r->rq_tail != r->rq_head)
+		return -EBUSY;
 	/* The tick being built is `tick`: the retire buckets start there
 	 * (all are empty), and every remembered tick ends where the log
 	 * starts. */

@@ -133,6 +133,7 @@ void shm_root_destroy(struct shm_root *r)
 	shm_arena_destroy(r->arena);
 	shm_seg_close(&r->seg);
 	free(r->bk);
+	free(r->rq);
 	free(r->tick_end);
 	free(r->prefix);
 	free(r->undo);

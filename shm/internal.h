@@ -36,14 +36,26 @@ static inline uint64_t shm_hash(uint64_t seed, const void *key, size_t len)
 }
 
 /* Where a key goes in a table: its segment hash mixed with the table's own
- * seed. Mixing the stored hash, not the key, lets a rebuild place every
- * entry under a fresh seed without reading its key; keys that agree in some
- * bits of h (what a search against the segment seed yields) are scattered
- * by every new table seed. A bijection of h for a given seed, so distinct
- * hashes stay distinct. */
+ * seed, so keys that agree in some bits of h (what a search against the
+ * segment seed yields) are scattered by every new table seed. A bijection
+ * of h for a given seed, so distinct hashes stay distinct. */
 static inline uint64_t shm_table_pos(uint64_t table_seed, uint64_t h)
 {
 	return XXH3_64bits_withSeed(&h, sizeof(h), table_seed);
+}
+
+/* The home slot of position pos in a table of nslots (any size, not only
+ * powers of two: a table grows by half, not double, so it sits at 1/2 to
+ * 3/4 load, not 1/4 to 3/4). The high bits of pos, scaled. */
+static inline uint64_t shm_table_home(uint64_t pos, uint64_t nslots)
+{
+	return (uint64_t)(((unsigned __int128)pos * nslots) >> 64);
+}
+
+/* The slot after i in a probe, wrapping at the end. */
+static inline uint64_t shm_table_next(uint64_t i, uint64_t nslots)
+{
+	return i + 1 == nslots ? 0 : i + 1;
 }
 
 /* Bit i of (pos, key_len, key) for the overflow tree (layout.h). Past the

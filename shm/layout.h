@@ -8,6 +8,7 @@
 #define SHMSYNC_LAYOUT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "shm.h"
@@ -64,12 +65,13 @@ struct shm_hdr {
 	uint64_t ext_size;
 };
 
-/* Every allocated object begins with this; retire lists are linked through
- * it, so retiring never allocates. */
+/* Every allocated object but a version begins with this. Retire lists are
+ * the root's own memory (writer.h), never the objects: a version has no
+ * room for a link, and readers may still be reading a retired object. */
 struct shm_obj {
-	uint64_t retire_next; /* root only */
-	uint32_t kind;        /* enum shm_obj_kind; root only */
-	uint32_t retire_kind; /* enum shm_retire_kind while on a list; root only */
+	uint64_t reserved0;
+	uint32_t kind; /* enum shm_obj_kind; root only */
+	uint32_t reserved1;
 };
 
 enum shm_obj_kind {
@@ -81,37 +83,96 @@ enum shm_obj_kind {
 	SHM_OBJ_POOL,
 };
 
-#define SHM_VER_TOMB 1u    /* a key tombstone: the key is absent from tick on */
-#define SHM_VER_PENDING 2u /* on a retire list (root only) */
+/* Flags of a version (struct shm_ver, the link word). */
+#define SHM_VER_TOMB 1u       /* a key tombstone: the key is absent from tick on */
+#define SHM_VER_PENDING 2u    /* on a retire list (root only) */
+#define SHM_VER_SUPERSEDED 4u /* a tombstone a put superseded (root only, reclaim.c) */
 
-/* One version of one key. Versions of a key form a chain, newest first,
- * from the key's table slot. The key is stored in every version so that a
- * get touches the slot and one node. Value bytes follow the key, padded to
- * 8 bytes, so values are 8-byte aligned. */
+/* One version of one key, the object there is one of per key: every byte
+ * of its header is paid for each key kept. Versions of a key form a chain,
+ * newest first, from the key's table slot. The key is stored in every
+ * version so that a get touches the slot and one node. The header is
+ * SHM_VER_HDR (20) bytes: the tick, one link word, the value's length; the
+ * key follows at byte 20, then padding to 8, then the value, so values are
+ * 8-byte aligned and a 9-byte key with a 64-byte value takes 96 bytes (a
+ * 16-byte size class exactly). What only the root needs (which incarnation
+ * a version belongs to, which version superseded it, retire-list links)
+ * lives in the root's retire entries (writer.h), not here.
+ *
+ * The link word packs what a reader must see together, so that one load
+ * gives a consistent view: the older version's offset / 16 (bits 0-39;
+ * objects are 16-byte aligned and the segment is at most 2^44 bytes), the
+ * key's length (bits 40-50) and the flags (bits 51-63). The root changes it
+ * after publication only to cut the older link (reclaim) and to set root-only
+ * flags, with whole-word atomic stores. */
 struct shm_ver {
-	struct shm_obj o;
-	uint64_t tick;          /* the commit that wrote it */
-	_Atomic uint64_t older; /* previous version, 0 at the end */
-	uint64_t newer;         /* root only: the version that superseded this */
-	uint64_t owner;         /* root only: the incarnation it belongs to */
-	uint32_t flags;
-	uint32_t key_len;
-	uint64_t value_len;
-	/* key[key_len], padding to 8, value[value_len] */
+	uint64_t tick;         /* the commit that wrote it */
+	_Atomic uint64_t link; /* older / 16 | key_len << 40 | flags << 51 */
+	uint32_t value_len;
+	/* key[key_len] at SHM_VER_HDR, padding to 8, value[value_len] */
 };
+
+#define SHM_VER_HDR 20u
+_Static_assert(SHMSYNC_MAX_KEY <= 0x7ff, "a key length must fit the link word's 11 bits");
+_Static_assert(SHM_MAX_CAPACITY <= (size_t)1 << 44, "an offset / 16 must fit the link word's 40 bits");
+#define SHM_VER_OLDER_BITS 40u
+#define SHM_VER_KLEN_SHIFT 40u
+#define SHM_VER_FLAGS_SHIFT 51u
+
+static inline uint64_t shm_link_older(uint64_t link)
+{
+	return (link & (((uint64_t)1 << SHM_VER_OLDER_BITS) - 1)) << 4;
+}
+
+static inline uint32_t shm_link_klen(uint64_t link)
+{
+	return (uint32_t)(link >> SHM_VER_KLEN_SHIFT) & 0x7ffu;
+}
+
+static inline uint32_t shm_link_flags(uint64_t link)
+{
+	return (uint32_t)(link >> SHM_VER_FLAGS_SHIFT);
+}
+
+static inline uint64_t shm_link_make(uint64_t older, uint32_t key_len, uint32_t flags)
+{
+	return older >> 4 | (uint64_t)key_len << SHM_VER_KLEN_SHIFT | (uint64_t)flags << SHM_VER_FLAGS_SHIFT;
+}
 
 #define SHM_SLOT_EMPTY 0u
 #define SHM_SLOT_DELETED 1u
 
-/* A slot of a directory's hash table. Insert stores hash (relaxed) then
- * node (release); a reader loads node (acquire), then hash. A slot whose key
- * no snapshot can see any more becomes DELETED (probes go on past it).
- * hash is the key's hash with the segment's seed (hdr.hash_seed), the same
- * in every table; where it goes in a table is decided by shm_table_pos. */
+/* A slot of a directory's hash table: one word, stored (release) and
+ * loaded (acquire) whole. It holds the head version's offset / 16 (bits
+ * 0-39, as in a version's link word) and a tag: the top 24 bits of the
+ * key's hash h with the segment's seed (hdr.hash_seed), the same in every
+ * table, so a probe skips other keys without touching their versions (a
+ * false match costs one key compare, 1 in 2^24). Where a key goes in a
+ * table is decided by shm_table_pos of the full h, which the root computes
+ * again from the key when it rebuilds a table. A slot whose key no snapshot
+ * can see any more becomes DELETED (probes go on past it). 8 bytes, not
+ * 16: at 1M keys a table of 2M slots is 16 MiB, not 32. */
 struct shm_slot {
-	_Atomic uint64_t hash;
-	_Atomic uint64_t node;
+	_Atomic uint64_t word;
 };
+
+#define SHM_SLOT_TAG_SHIFT 40u
+
+static inline uint64_t shm_slot_make(uint64_t node, uint64_t h)
+{
+	return node >> 4 | (h >> SHM_SLOT_TAG_SHIFT) << SHM_SLOT_TAG_SHIFT;
+}
+
+/* The head's offset, or SHM_SLOT_EMPTY / SHM_SLOT_DELETED. */
+static inline uint64_t shm_slot_node(uint64_t word)
+{
+	return word <= SHM_SLOT_DELETED ? word : shm_link_older(word);
+}
+
+static inline bool shm_slot_tag_is(uint64_t word, uint64_t h)
+{
+	return word >> SHM_SLOT_TAG_SHIFT == h >> SHM_SLOT_TAG_SHIFT;
+}
 
 /* Hash flooding. Every worker can read every seed (it must hash keys to
  * find them), so it can search for keys that collide in a table. A table
@@ -129,7 +190,8 @@ struct shm_slot {
  * seed is argued next to the code (shm/table.h, table_room). */
 #define SHM_PROBE_WINDOW 16u
 
-/* Open addressing, linear probing within the window, power-of-two size.
+/* Open addressing, linear probing within the window (wrapping at the end),
+ * any size: a key's home is shm_table_home.
  * Replaced, never grown in place: a reader may hold the old table until it
  * is reclaimed. */
 struct shm_table {
@@ -150,8 +212,9 @@ struct shm_table {
 #define SHM_CB_LEAF UINT32_MAX
 
 /* A node of an overflow tree. A leaf (bit == SHM_CB_LEAF) is a slot: its
- * node field is set and read like a slot's, and becomes DELETED when its key
- * is unlinked from the tree. An internal node tests `bit` and leads to
+ * word is set and read like a slot's, and becomes DELETED when its key is
+ * unlinked from the tree; a leaf's child[0] holds its key's full hash h for
+ * the root (readers never follow a leaf's children). An internal node tests `bit` and leads to
  * child[0] or child[1] (pool index + 1). A node is filled in before the
  * store (release) that links it; links are loaded with acquire. */
 struct shm_onode {
@@ -230,9 +293,14 @@ static inline uint64_t shm_round8(uint64_t n)
 	return (n + 7) & ~(uint64_t)7;
 }
 
+static inline uint64_t shm_ver_value_at(uint64_t key_len)
+{
+	return shm_round8(SHM_VER_HDR + key_len);
+}
+
 static inline uint64_t shm_ver_size(uint64_t key_len, uint64_t value_len)
 {
-	return sizeof(struct shm_ver) + shm_round8(key_len) + value_len;
+	return shm_ver_value_at(key_len) + value_len;
 }
 
 static inline uint64_t shm_logrec_size(uint64_t dir_len, uint64_t key_len, uint64_t value_bytes)

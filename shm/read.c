@@ -56,24 +56,28 @@ static bool rd_dname(const struct shm_seg *seg, uint64_t off, struct rd_name *ou
 	return true;
 }
 
+/* A version as loaded once: its link word (older, key length, flags) and
+ * value length are the checked copies. */
 struct rd_ver {
 	const struct shm_ver *v;
 	const uint8_t *key, *value;
+	uint64_t link;
 	uint32_t key_len;
 	uint64_t value_len;
 };
 
 static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
 {
-	const struct shm_ver *v = shm_seg_ptr(seg, off, sizeof(*v), 8);
+	const struct shm_ver *v = shm_seg_ptr(seg, off, SHM_VER_HDR, 8);
 	if (!v)
 		return false;
-	uint32_t kl = RD_ONCE(v->key_len);
+	uint64_t link = atomic_load_explicit(&v->link, memory_order_acquire);
+	uint32_t kl = shm_link_klen(link);
 	uint64_t vl = RD_ONCE(v->value_len);
 	if (kl > SHMSYNC_MAX_KEY || vl > SHMSYNC_MAX_VALUE || !shm_seg_ptr(seg, off, shm_ver_size(kl, vl), 8))
 		return false;
-	const uint8_t *key = (const uint8_t *)v + sizeof(*v);
-	*out = (struct rd_ver){v, key, key + shm_round8(kl), kl, vl};
+	const uint8_t *p = (const uint8_t *)v;
+	*out = (struct rd_ver){v, p + SHM_VER_HDR, p + shm_ver_value_at(kl), link, kl, vl};
 	return true;
 }
 
@@ -92,7 +96,7 @@ static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *o
 	if (!t)
 		return false;
 	uint64_t n = RD_ONCE(t->nslots);
-	if (n == 0 || (n & (n - 1)) || n > (uint64_t)1 << 36 ||
+	if (n == 0 || n > (uint64_t)1 << 36 ||
 	    !shm_seg_ptr(seg, off, sizeof(*t) + n * sizeof(struct shm_slot), 8))
 		return false;
 	*out = (struct rd_table){t->slots, n, RD_ONCE(t->seed), NULL, NULL, 0};
@@ -177,12 +181,12 @@ static int rd_version_at(const struct shm_seg *seg, struct rd_ver v, uint64_t ep
 	for (unsigned steps = 0;; steps++) {
 		uint64_t tick = RD_ONCE(v.v->tick);
 		if (tick <= epoch) {
-			if (RD_ONCE(v.v->flags) & SHM_VER_TOMB)
+			if (shm_link_flags(v.link) & SHM_VER_TOMB)
 				return 0;
 			*out = (struct shm_value){.data = v.value, .len = v.value_len, .tick = tick};
 			return 1;
 		}
-		uint64_t older = atomic_load_explicit(&v.v->older, memory_order_acquire);
+		uint64_t older = shm_link_older(v.link);
 		if (!older)
 			return 0;
 		if (!rd_ver(seg, older, &v) || steps > SHM_MAX_STEPS)
@@ -217,8 +221,9 @@ void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *lo
 static int rd_match(const struct shm_seg *seg, const struct shm_slot *s, uint64_t h, const void *key,
 		    size_t key_len, struct rd_ver *v)
 {
-	uint64_t node = atomic_load_explicit(&s->node, memory_order_acquire);
-	if (node <= SHM_SLOT_DELETED || atomic_load_explicit(&s->hash, memory_order_relaxed) != h)
+	uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+	uint64_t node = shm_slot_node(word);
+	if (node <= SHM_SLOT_DELETED || !shm_slot_tag_is(word, h))
 		return 0;
 	if (!rd_ver(seg, node, v))
 		return -EIO;
@@ -238,11 +243,11 @@ static uint64_t rd_window(const struct rd_table *t)
 static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, uint64_t h, const void *key,
 		     size_t key_len, struct rd_ver *v, uint64_t *steps)
 {
-	uint64_t pos = shm_table_pos(t->seed, h);
-	uint64_t mask = t->nslots - 1, win = rd_window(t);
-	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
+	uint64_t pos = shm_table_pos(t->seed, h), win = rd_window(t);
+	for (uint64_t i = shm_table_home(pos, t->nslots), n = 0; n < win;
+	     i = shm_table_next(i, t->nslots), n++) {
 		++*steps;
-		if (atomic_load_explicit(&t->slots[i].node, memory_order_acquire) == SHM_SLOT_EMPTY)
+		if (atomic_load_explicit(&t->slots[i].word, memory_order_acquire) == SHM_SLOT_EMPTY)
 			return 0;
 		int rc = rd_match(seg, &t->slots[i], h, key, key_len, v);
 		if (rc)
@@ -321,20 +326,20 @@ static int rd_get_group(const struct shm_seg *seg, const struct rd_table *t, uin
 			const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs)
 {
 	uint64_t h[MANY_GROUP], home[MANY_GROUP];
-	uint64_t mask = t->nslots - 1, win = rd_window(t);
+	uint64_t win = rd_window(t);
 	uint64_t seed = seg->hdr->hash_seed;
 	for (size_t j = 0; j < n; j++) {
 		h[j] = shm_hash(seed, keys[j].data, keys[j].len);
-		home[j] = shm_table_pos(t->seed, h[j]) & mask;
+		home[j] = shm_table_home(shm_table_pos(t->seed, h[j]), t->nslots);
 		__builtin_prefetch(&t->slots[home[j]]);
 	}
 	for (size_t j = 0; j < n; j++) {
-		for (uint64_t i = home[j], k = 0; k < win; i = (i + 1) & mask, k++) {
-			uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_relaxed);
+		for (uint64_t i = home[j], k = 0; k < win; i = shm_table_next(i, t->nslots), k++) {
+			uint64_t word = atomic_load_explicit(&t->slots[i].word, memory_order_relaxed);
+			uint64_t node = shm_slot_node(word);
 			if (node == SHM_SLOT_EMPTY)
 				break;
-			if (node > SHM_SLOT_DELETED &&
-			    atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed) == h[j]) {
+			if (node > SHM_SLOT_DELETED && shm_slot_tag_is(word, h[j])) {
 				rd_prefetch_obj(seg, node);
 				break;
 			}
@@ -395,9 +400,10 @@ int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, si
 	return 0;
 }
 
-uint64_t shm_key_pos(const struct shm_seg *seg, uint64_t table_seed, const void *key, size_t key_len)
+uint64_t shm_key_home(const struct shm_seg *seg, uint64_t table_seed, uint64_t nslots, const void *key,
+		      size_t key_len)
 {
-	return shm_table_pos(table_seed, shm_hash(seg->hdr->hash_seed, key, key_len));
+	return shm_table_home(shm_table_pos(table_seed, shm_hash(seg->hdr->hash_seed, key, key_len)), nslots);
 }
 
 int shm_dir_exists(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len)
@@ -427,7 +433,7 @@ int shm_dir_iter(const struct shm_seg *seg, uint64_t epoch, const char *dir, siz
 				continue;
 			s = &nd->s;
 		}
-		uint64_t node = atomic_load_explicit(&s->node, memory_order_acquire);
+		uint64_t node = shm_slot_node(atomic_load_explicit(&s->word, memory_order_acquire));
 		if (node <= SHM_SLOT_DELETED)
 			continue;
 		struct rd_ver v;

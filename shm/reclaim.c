@@ -17,8 +17,8 @@
  *  - Anything replaced (a table, the name array) while building tick t is
  *    retired at t: readers at E < t may hold it, readers at E >= t load the
  *    new one, which was stored (release) before tick t was published.
- * Retire entries are linked through the retired objects (obj.retire_next),
- * so retiring never allocates.
+ * Retire entries are the root's own (writer.h, struct shm_retired), in one
+ * queue in push order, which is tag order: every push is at tick + 1.
  */
 #include <string.h>
 
@@ -26,15 +26,8 @@
 
 /* ---- freeing ----------------------------------------------------------- */
 
-static void free_obj(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
+static void free_bytes(struct shm_root *r, uint64_t off, uint64_t bytes, struct shm_reclaim_report *rep)
 {
-	uint64_t bytes = obj_bytes(r, off);
-	struct shm_obj *o = shm_at(r, off);
-	if (o->kind == SHM_OBJ_TABLE) {
-		uint64_t pool = atomic_load_explicit(&((struct shm_table *)o)->pool, memory_order_relaxed);
-		if (pool)
-			shm_arena_free(r->arena, pool);
-	}
 	shm_arena_free(r->arena, off);
 	r->reclaimed_objects++;
 	r->reclaimed_bytes += bytes;
@@ -44,80 +37,73 @@ static void free_obj(struct shm_root *r, uint64_t off, struct shm_reclaim_report
 	}
 }
 
-/* Frees a version and cuts the links its neighbours keep to it: both are
- * alive (a version is freed only by its own retire entry, or as the head of
- * a deleted incarnation, and each free cuts these links first). */
-static void free_version(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
+/* An object with a header (not a version). */
+static void free_obj(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
 {
-	struct shm_ver *v = shm_at(r, off);
-	uint64_t older = atomic_load_explicit(&v->older, memory_order_relaxed);
-	if (v->newer) {
-		struct shm_ver *n = shm_at(r, v->newer);
-		if (atomic_load_explicit(&n->older, memory_order_relaxed) == off)
-			atomic_store_explicit(&n->older, 0, memory_order_relaxed);
+	uint64_t bytes = obj_bytes(r, off);
+	struct shm_obj *o = shm_at(r, off);
+	if (o->kind == SHM_OBJ_TABLE) {
+		uint64_t pool = atomic_load_explicit(&((struct shm_table *)o)->pool, memory_order_relaxed);
+		if (pool)
+			shm_arena_free(r->arena, pool);
 	}
-	if (older) {
-		struct shm_ver *o = shm_at(r, older);
-		if (o->newer == off)
-			o->newer = 0;
+	free_bytes(r, off, bytes, rep);
+}
+
+/* Frees a version and cuts the link the version that superseded it (newer,
+ * 0 for a head) keeps to it. newer is alive: it was retired after this
+ * version (writer.h, struct shm_retired), so it is freed after it. Versions
+ * older than this one were freed before it, and each cut its link here. */
+static void free_version(struct shm_root *r, uint64_t off, uint64_t newer, struct shm_reclaim_report *rep)
+{
+	struct shm_ver *v = ver_at(r, off);
+	if (newer) {
+		struct shm_ver *n = ver_at(r, newer);
+		uint64_t l = ver_link(n);
+		if (shm_link_older(l) == off)
+			atomic_store_explicit(&n->link, shm_link_make(0, shm_link_klen(l), shm_link_flags(l)),
+					      memory_order_relaxed);
 	}
-	if (v->flags & SHM_VER_TOMB)
+	if (ver_flags(v) & SHM_VER_TOMB)
 		r->c.tombstones--;
-	free_obj(r, off, rep);
+	free_bytes(r, off, ver_bytes(r, off), rep);
 }
 
 /* ---- reclamation ------------------------------------------------------- */
 
-static void bucket_pop(struct shm_root *r, struct shm_bucket *b, uint64_t bytes)
+/* A tombstone whose tick every reader has passed; inc holds its key. */
+static void unlink_tombstone(struct shm_root *r, uint64_t off, uint64_t incoff)
 {
-	struct shm_obj *o = shm_at(r, b->head);
-	b->head = o->retire_next;
-	if (!b->head)
-		b->tail = 0;
-	b->count--;
-	b->bytes -= bytes;
-	r->c.retired_objects--;
-	r->c.retired_bytes -= bytes;
-	o->retire_next = 0;
-	if (o->kind == SHM_OBJ_VERSION)
-		((struct shm_ver *)o)->flags &= ~SHM_VER_PENDING;
-}
-
-/* A tombstone whose tick every reader has passed. */
-static void unlink_tombstone(struct shm_root *r, uint64_t off, uint64_t min_epoch,
-			     struct shm_reclaim_report *rep)
-{
-	struct shm_ver *x = shm_at(r, off);
-	uint64_t bytes = obj_bytes(r, off);
-	if (x->newer) {
-		/* Superseded by a put at t2: now an ordinary superseded version. */
-		uint64_t t2 = ((struct shm_ver *)shm_at(r, x->newer))->tick;
-		if (t2 <= min_epoch)
-			free_version(r, off, rep);
-		else
-			retire(r, off, R_VERSION, t2, bytes, false);
+	struct shm_ver *x = ver_at(r, off);
+	/* Superseded by a put: its R_VERSION entry, later in the queue, frees
+	 * it as an ordinary superseded version. */
+	if (ver_flags(x) & SHM_VER_SUPERSEDED)
 		return;
-	}
-	struct shm_inc *inc = shm_at(r, x->owner);
+	uint64_t bytes = ver_bytes(r, off);
+	uint32_t klen = ver_klen(x);
+	struct shm_inc *inc = shm_at(r, incoff);
 	struct shm_table *tab = shm_at(r, atomic_load_explicit(&inc->table, memory_order_relaxed));
-	uint64_t pos = shm_table_pos(tab->seed, shm_hash(r->seed, ver_key(x), x->key_len));
-	uint64_t mask = tab->nslots - 1, win = window_of(tab);
+	uint64_t pos = shm_table_pos(tab->seed, shm_hash(r->seed, ver_key(x), klen));
+	uint64_t win = window_of(tab);
 	bool found = false;
-	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
-		uint64_t node = atomic_load_explicit(&tab->slots[i].node, memory_order_relaxed);
+	for (uint64_t i = shm_table_home(pos, tab->nslots), n = 0; n < win;
+	     i = shm_table_next(i, tab->nslots), n++) {
+		uint64_t node =
+			shm_slot_node(atomic_load_explicit(&tab->slots[i].word, memory_order_relaxed));
 		if (node == SHM_SLOT_EMPTY)
 			break;
 		if (node == off) {
 			/* No snapshot can see the key: its slot goes, probes pass it. */
-			atomic_store_explicit(&tab->slots[i].node, SHM_SLOT_DELETED, memory_order_release);
+			atomic_store_explicit(&tab->slots[i].word, SHM_SLOT_DELETED, memory_order_release);
 			found = true;
 			break;
 		}
 	}
 	if (!found)
-		shm_tree_remove(r, tab, pos, ver_key(x), x->key_len, off);
-	/* Readers at the published tick may still stand on it. */
-	retire(r, off, R_FREE, r->tick + 1, bytes, false);
+		shm_tree_remove(r, tab, pos, ver_key(x), klen, off);
+	/* Readers at the published tick may still stand on it. The entry just
+	 * taken made the room. */
+	retire_ver(r, off, R_FREE, r->tick + 1, bytes, 0, false);
 }
 
 /* Frees the entries and table of a deleted incarnation, at most `room`
@@ -137,18 +123,18 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 			return false;
 		/* Each head is a random cache miss: ask for one 16 slots ahead. */
 		if (inc->reclaim_pos + 16 < tab->nslots) {
-			uint64_t ahead = atomic_load_explicit(&tab->slots[inc->reclaim_pos + 16].node,
-							      memory_order_relaxed);
+			uint64_t ahead = shm_slot_node(atomic_load_explicit(
+				&tab->slots[inc->reclaim_pos + 16].word, memory_order_relaxed));
 			if (ahead > SHM_SLOT_DELETED)
 				__builtin_prefetch(shm_at(r, ahead), 1);
 		}
 		uint64_t i = inc->reclaim_pos++, node = SHM_SLOT_EMPTY;
 		if (i < tab->nslots) {
-			node = atomic_load_explicit(&tab->slots[i].node, memory_order_relaxed);
+			node = shm_slot_node(atomic_load_explicit(&tab->slots[i].word, memory_order_relaxed));
 		} else {
 			struct shm_onode *nd = &pool->nodes[i - tab->nslots];
 			if (nd->bit == SHM_CB_LEAF)
-				node = atomic_load_explicit(&nd->s.node, memory_order_relaxed);
+				node = shm_slot_node(atomic_load_explicit(&nd->s.word, memory_order_relaxed));
 		}
 		if (node <= SHM_SLOT_DELETED) {
 			/* Empty slots cost a little too: a huge, mostly empty
@@ -157,11 +143,11 @@ static bool delinc_step(struct shm_root *r, struct shm_inc *inc, size_t room, si
 				(*done)++;
 			continue;
 		}
-		struct shm_ver *v = shm_at(r, node);
+		struct shm_ver *v = ver_at(r, node);
 		/* Versions below the head were retired when superseded and are
 		 * freed by their own entries; the head is this entry's to free. */
-		if (!(v->flags & SHM_VER_PENDING)) {
-			free_version(r, node, rep);
+		if (!(ver_flags(v) & SHM_VER_PENDING)) {
+			free_version(r, node, 0, rep);
 			(*done)++;
 		}
 	}
@@ -187,28 +173,23 @@ static void delinc_finish(struct shm_root *r, uint64_t ioff, struct shm_reclaim_
 	retire(r, ioff, R_FREE, r->tick + 1, obj_bytes(r, ioff), false);
 }
 
-static void free_retired(struct shm_root *r, uint64_t off, struct shm_reclaim_report *rep)
+static void free_retired(struct shm_root *r, const struct shm_retired *e, struct shm_reclaim_report *rep)
 {
-	struct shm_obj *o = shm_at(r, off);
-	switch (o->kind) {
-	case SHM_OBJ_VERSION:
-		free_version(r, off, rep);
-		break;
-	case SHM_OBJ_INC:
-		if (atomic_load_explicit(&((struct shm_inc *)o)->deleted, memory_order_relaxed))
-			r->c.tombstones--;
-		free_obj(r, off, rep);
-		break;
-	default:
-		free_obj(r, off, rep);
-		break;
+	if (e->okind == SHM_OBJ_VERSION) {
+		free_version(r, e->off, e->aux, rep);
+		return;
 	}
+	struct shm_obj *o = shm_at(r, e->off);
+	if (o->kind == SHM_OBJ_INC &&
+	    atomic_load_explicit(&((struct shm_inc *)o)->deleted, memory_order_relaxed))
+		r->c.tombstones--;
+	free_obj(r, e->off, rep);
 }
 
 /* Publishes a copy of the name array without the names whose incarnations
- * are all gone (compaction, between ticks); the dropped names are chained
- * through retire_next for the caller. */
-static int names_compact(struct shm_root *r, uint64_t tag, uint64_t *dropped_list)
+ * are all gone (compaction, between ticks), and retires the old array and
+ * the dropped names. */
+static int names_compact(struct shm_root *r, uint64_t tag)
 {
 	uint64_t aoff = atomic_load_explicit(&r->hdr->dirs, memory_order_relaxed);
 	struct shm_dir_array *a = shm_at(r, aoff);
@@ -216,8 +197,11 @@ static int names_compact(struct shm_root *r, uint64_t tag, uint64_t *dropped_lis
 	for (uint64_t i = 0; i < a->count; i++)
 		if (atomic_load_explicit(&dname_at(r, a->names[i])->head, memory_order_relaxed))
 			n++;
+	int rc = retire_room(r, a->count - n + 1);
+	if (rc < 0)
+		return rc;
 	uint64_t noff;
-	int rc = shm_arena_alloc(r->arena, names_bytes(n ? n : 1), true, &noff);
+	rc = shm_arena_alloc(r->arena, names_bytes(n ? n : 1), true, &noff);
 	if (rc < 0)
 		return rc;
 	struct shm_dir_array *na = shm_at(r, noff);
@@ -225,15 +209,16 @@ static int names_compact(struct shm_root *r, uint64_t tag, uint64_t *dropped_lis
 	uint64_t j = 0;
 	for (uint64_t i = 0; i < a->count; i++) {
 		uint64_t dn = a->names[i];
-		if (atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed) == 0) {
-			dname_at(r, dn)->o.retire_next = *dropped_list;
-			*dropped_list = dn;
-			continue;
-		}
-		na->names[j++] = dn;
+		if (atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed))
+			na->names[j++] = dn;
 	}
 	na->count = j;
 	atomic_store_explicit(&r->hdr->dirs, noff, memory_order_release);
+	for (uint64_t i = 0; i < a->count; i++) {
+		uint64_t dn = a->names[i];
+		if (!atomic_load_explicit(&dname_at(r, dn)->head, memory_order_relaxed))
+			retire(r, dn, R_FREE, tag, obj_bytes(r, dn), false);
+	}
 	retire(r, aoff, R_FREE, tag, obj_bytes(r, aoff), false);
 	return 0;
 }
@@ -243,15 +228,8 @@ static void compact_names(struct shm_root *r)
 	const struct shm_dir_array *a = dir_array(r);
 	if (!r->empty_names || r->empty_names * 16 < a->count)
 		return;
-	uint64_t dropped = 0;
-	if (names_compact(r, r->tick + 1, &dropped) < 0)
-		return;
-	while (dropped) {
-		uint64_t next = ((struct shm_obj *)shm_at(r, dropped))->retire_next;
-		retire(r, dropped, R_FREE, r->tick + 1, obj_bytes(r, dropped), false);
-		dropped = next;
-	}
-	r->empty_names = 0;
+	if (names_compact(r, r->tick + 1) == 0)
+		r->empty_names = 0;
 }
 
 int shm_reclaim(struct shm_root *r, uint64_t min_epoch, uint64_t min_cursor, size_t budget,
@@ -273,44 +251,48 @@ int shm_reclaim(struct shm_root *r, uint64_t min_epoch, uint64_t min_cursor, siz
 	/* Entries of the unpublished tag may be freed only if they were
 	 * retired before the caller's scan: before this call. */
 	uint64_t safe_next = r->next_safe;
-	while (r->bk_base <= last && r->bk_base <= min_epoch) {
-		uint64_t t = r->bk_base;
-		struct shm_bucket *b = bucket(r, t);
-		while (b->head && (t < last || safe_next)) {
-			if (budget && done >= budget) {
-				rep->more = true;
-				goto out;
-			}
-			uint64_t off = b->head;
-			struct shm_obj *o = shm_at(r, off);
-			unsigned kind = o->retire_kind;
-			if (kind == R_DELINC && !delinc_step(r, (struct shm_inc *)o, budget, &done, rep)) {
-				rep->more = true;
-				goto out;
-			}
-			uint64_t bytes = kind == R_DELINC   ? ((struct shm_inc *)o)->bytes
-					 : kind == R_UNLINK ? 0
-							    : obj_bytes(r, off);
-			bucket_pop(r, b, bytes);
-			if (t == last)
-				safe_next--;
-			switch (kind) {
-			case R_UNLINK:
-				unlink_tombstone(r, off, min_epoch, rep);
-				break;
-			case R_DELINC:
-				delinc_finish(r, off, rep);
-				break;
-			default:
-				free_retired(r, off, rep);
-				break;
-			}
-			done++;
-		}
-		if (b->head || t == last)
+	while (r->rq_head != r->rq_tail) {
+		struct shm_retired e = r->rq[r->rq_head & (r->rq_cap - 1)];
+		if (e.tag > min_epoch || (e.tag == last && !safe_next))
 			break;
-		r->bk_base++;
+		if (budget && done >= budget) {
+			rep->more = true;
+			goto out;
+		}
+		if (e.rkind == R_DELINC && !delinc_step(r, shm_at(r, e.off), budget, &done, rep)) {
+			rep->more = true;
+			goto out;
+		}
+		/* Taken off before it is handled: handling may queue it again
+		 * (at tick + 1), in the place this frees. */
+		r->rq_head++;
+		struct shm_bucket *b = bucket(r, e.tag);
+		b->count--;
+		b->bytes -= e.bytes;
+		r->c.retired_objects--;
+		r->c.retired_bytes -= e.bytes;
+		/* A superseded tombstone stays queued (its R_VERSION entry). */
+		if (e.okind == SHM_OBJ_VERSION &&
+		    !(e.rkind == R_UNLINK && (ver_flags(ver_at(r, e.off)) & SHM_VER_SUPERSEDED)))
+			ver_set_flags(ver_at(r, e.off), 0, SHM_VER_PENDING);
+		if (e.tag == last)
+			safe_next--;
+		switch (e.rkind) {
+		case R_UNLINK:
+			unlink_tombstone(r, e.off, e.aux);
+			break;
+		case R_DELINC:
+			delinc_finish(r, e.off, rep);
+			break;
+		default:
+			free_retired(r, &e, rep);
+			break;
+		}
+		done++;
 	}
+	/* Buckets a reclaim has emptied are not looked at again. */
+	while (r->bk_base < last && r->bk_base <= min_epoch && bucket(r, r->bk_base)->count == 0)
+		r->bk_base++;
 out:
 	compact_names(r);
 	r->next_safe = bucket(r, last)->count;

@@ -27,8 +27,11 @@
  * longer changes and look for the worker table where they now are.
  * 5: the probe window went from 32 slots to 16 (SHM_PROBE_WINDOW): a reader
  * of layout 4 would stop at an EMPTY slot past the 16th instead of going on
- * into the overflow tree, missing keys that are there. */
-#define SHM_LAYOUT_VERSION 5u
+ * into the overflow tree, missing keys that are there.
+ * 6: versions lost their 64-byte header for a 20-byte one (tick, a link
+ * word packing the older offset, key length and flags, the value length):
+ * a reader of layout 5 would read every version wrong. */
+#define SHM_LAYOUT_VERSION 6u
 
 /* A message for the caller: what failed, the limit involved, what to set. */
 struct shm_err {
@@ -383,9 +386,9 @@ struct shm_table_info {
 };
 int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
 		  struct shm_table_info *out);
-/* The position hash of a key in a table with that seed: its home slot is
- * this modulo nslots. */
-uint64_t shm_key_pos(const struct shm_seg *seg, uint64_t table_seed, const void *key, size_t key_len);
+/* The home slot of a key in a table with that seed and size. */
+uint64_t shm_key_home(const struct shm_seg *seg, uint64_t table_seed, uint64_t nslots, const void *key,
+		      size_t key_len);
 /* shm_get that also reports how many slots and tree nodes it visited. */
 int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
 		  size_t key_len, struct shm_value *out, uint64_t *steps);

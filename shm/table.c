@@ -24,9 +24,9 @@ void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint
 {
 	uint64_t li = ++p->used, steps = 0;
 	struct shm_onode *leaf = pool_node(p, li);
-	atomic_store_explicit(&leaf->s.hash, h, memory_order_relaxed);
-	atomic_store_explicit(&leaf->s.node, shared ? SHM_SLOT_EMPTY : node, memory_order_relaxed);
-	atomic_store_explicit(&leaf->child[0], 0, memory_order_relaxed);
+	atomic_store_explicit(&leaf->s.word, shared ? SHM_SLOT_EMPTY : shm_slot_make(node, h),
+			      memory_order_relaxed);
+	atomic_store_explicit(&leaf->child[0], h, memory_order_relaxed); /* a leaf's: its hash */
 	atomic_store_explicit(&leaf->child[1], 0, memory_order_relaxed);
 	leaf->bit = SHM_CB_LEAF;
 	leaf->reserved = 0;
@@ -35,21 +35,20 @@ void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint
 	struct shm_onode *best = pr ? pr->best : tree_best(p, pos, key, klen, &steps, NULL);
 	if (best) {
 		uint64_t bpos =
-			shm_table_pos(seed, atomic_load_explicit(&best->s.hash, memory_order_relaxed));
+			shm_table_pos(seed, atomic_load_explicit(&best->child[0], memory_order_relaxed));
 		uint32_t c;
 		if (bpos != pos) {
 			c = (uint32_t)__builtin_clzll(pos ^ bpos);
 		} else {
 			/* A full collision of position hashes: the length and
 			 * the bytes decide. */
-			const struct shm_ver *bv =
-				shm_at(r, atomic_load_explicit(&best->s.node, memory_order_relaxed));
-			c = shm_cb_crit(pos, klen, key, bpos, bv->key_len, ver_key(bv));
+			const struct shm_ver *bv = shm_at(
+				r, shm_slot_node(atomic_load_explicit(&best->s.word, memory_order_relaxed)));
+			c = shm_cb_crit(pos, klen, key, bpos, ver_klen(bv), ver_key(bv));
 		}
 		uint64_t ii = ++p->used;
 		struct shm_onode *in = pool_node(p, ii);
-		atomic_store_explicit(&in->s.hash, 0, memory_order_relaxed);
-		atomic_store_explicit(&in->s.node, 0, memory_order_relaxed);
+		atomic_store_explicit(&in->s.word, 0, memory_order_relaxed);
 		in->bit = c;
 		in->reserved = 0;
 		unsigned known = pr ? pr->path_len : 0;
@@ -85,7 +84,7 @@ void shm_tree_insert(struct shm_root *r, struct shm_pool *p, uint64_t seed, uint
 	count_probe(r, steps);
 	if (shared) {
 		set_shared(r, link, top);
-		set_shared(r, &leaf->s.node, node);
+		set_shared(r, &leaf->s.word, shm_slot_make(node, h));
 		set_plain(r, &p->live, p->live + 1);
 	} else {
 		atomic_store_explicit(link, top, memory_order_release);
@@ -110,7 +109,7 @@ bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, cons
 	while (idx) {
 		struct shm_onode *nd = pool_node(p, idx);
 		if (nd->bit == SHM_CB_LEAF) {
-			if (atomic_load_explicit(&nd->s.node, memory_order_relaxed) != off)
+			if (shm_slot_node(atomic_load_explicit(&nd->s.word, memory_order_relaxed)) != off)
 				return false;
 			if (!parent)
 				atomic_store_explicit(&p->root, 0, memory_order_release);
@@ -119,7 +118,7 @@ bool shm_tree_remove(struct shm_root *r, struct shm_table *t, uint64_t pos, cons
 					plink,
 					atomic_load_explicit(&parent->child[!pdir], memory_order_relaxed),
 					memory_order_release);
-			atomic_store_explicit(&nd->s.node, SHM_SLOT_DELETED, memory_order_release);
+			atomic_store_explicit(&nd->s.word, SHM_SLOT_DELETED, memory_order_release);
 			p->live--;
 			(void)r;
 			return true;
@@ -160,8 +159,10 @@ static uint64_t table_bytes(uint64_t nslots)
 }
 
 /* Gives a rebuild's private table a pool with `room` free nodes; nodes
- * keep their indices, so a bigger copy is a memcpy. */
-static int pool_private_reserve(struct shm_root *r, struct shm_table *t, uint64_t room)
+ * keep their indices, so a bigger copy is a memcpy. exact: the pool the
+ * table is published with, used + room nodes; otherwise it doubles, as the
+ * rebuild places keys two nodes at a time. */
+static int pool_private_reserve(struct shm_root *r, struct shm_table *t, uint64_t room, bool exact)
 {
 	struct shm_pool *p = table_pool(r, t);
 	if (p && p->cap - p->used >= room)
@@ -169,6 +170,8 @@ static int pool_private_reserve(struct shm_root *r, struct shm_table *t, uint64_
 	uint64_t used = p ? p->used : 0, cap = p ? p->cap * 2 : POOL_MIN_NODES, off;
 	while (cap < used + room)
 		cap *= 2;
+	if (exact)
+		cap = used + room;
 	int rc = shm_arena_alloc(r->arena, pool_bytes(cap), false, &off);
 	if (rc < 0)
 		return rc;
@@ -201,23 +204,34 @@ int shm_table_new(struct shm_root *r, uint64_t nslots, uint64_t *off)
 	return 0;
 }
 
+/* Slots a rebuild loads versions ahead of the one it places. */
+#define REBUILD_AHEAD 16u
+
+/* The segment hash of the key of the version at node. */
+static uint64_t head_hash(struct shm_root *r, uint64_t node)
+{
+	const struct shm_ver *v = shm_at(r, node);
+	return shm_hash(r->seed, ver_key(v), ver_klen(v));
+}
+
 /* Places an entry in a rebuild's private table. */
 static int place_private(struct shm_root *r, struct shm_table *t, uint64_t h, uint64_t node)
 {
-	uint64_t mask = t->nslots - 1, pos = shm_table_pos(t->seed, h), win = window_of(t);
-	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
-		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) == SHM_SLOT_EMPTY) {
-			atomic_store_explicit(&t->slots[i].hash, h, memory_order_relaxed);
-			atomic_store_explicit(&t->slots[i].node, node, memory_order_relaxed);
+	uint64_t pos = shm_table_pos(t->seed, h), win = window_of(t);
+	for (uint64_t i = shm_table_home(pos, t->nslots), n = 0; n < win;
+	     i = shm_table_next(i, t->nslots), n++) {
+		if (atomic_load_explicit(&t->slots[i].word, memory_order_relaxed) == SHM_SLOT_EMPTY) {
+			atomic_store_explicit(&t->slots[i].word, shm_slot_make(node, h),
+					      memory_order_relaxed);
 			t->used++;
 			return 0;
 		}
 	}
-	int rc = pool_private_reserve(r, t, 2);
+	int rc = pool_private_reserve(r, t, 2, false);
 	if (rc < 0)
 		return rc;
 	const struct shm_ver *v = shm_at(r, node);
-	shm_tree_insert(r, table_pool(r, t), t->seed, pos, h, ver_key(v), v->key_len, node, false, NULL);
+	shm_tree_insert(r, table_pool(r, t), t->seed, pos, h, ver_key(v), ver_klen(v), node, false, NULL);
 	return 0;
 }
 
@@ -230,36 +244,49 @@ int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag, boo
 	struct shm_pool *op = table_pool(r, t);
 	uint64_t entries = op ? op->live : 0;
 	for (uint64_t i = 0; i < t->nslots; i++)
-		if (atomic_load_explicit(&t->slots[i].node, memory_order_relaxed) > SHM_SLOT_DELETED)
+		if (atomic_load_explicit(&t->slots[i].word, memory_order_relaxed) > SHM_SLOT_DELETED)
 			entries++;
-	uint64_t n = TABLE_MIN_SLOTS;
-	while (n < (entries + 1) * 2)
-		n *= 2;
+	/* Half full: a table grows by half at each rebuild (at 3/4 load,
+	 * table_room), so it holds keys at 1/2 to 3/4 of its slots; doubling
+	 * to a power of two left it at 1/4 to 3/4, and cost 16.8 bytes a key at
+	 * 1M keys against 11.2 (ARCHITECTURE.md, "Memory per key"). Each entry
+	 * is moved about twice over the table's growth instead of once and a
+	 * half. */
+	uint64_t n = (entries + 1) * 2;
+	if (n < TABLE_MIN_SLOTS)
+		n = TABLE_MIN_SLOTS;
 	uint64_t noff;
 	int rc = shm_table_new(r, n, &noff);
 	if (rc < 0)
 		return rc;
 	struct shm_table *nt = shm_at(r, noff);
+	/* A slot keeps 24 bits of its key's hash, a position needs all 64:
+	 * each key is hashed again from its head version, loaded ahead. */
 	for (uint64_t i = 0; i < t->nslots; i++) {
-		uint64_t node = atomic_load_explicit(&t->slots[i].node, memory_order_relaxed);
+		if (i + REBUILD_AHEAD < t->nslots) {
+			uint64_t ahead = shm_slot_node(atomic_load_explicit(&t->slots[i + REBUILD_AHEAD].word,
+									    memory_order_relaxed));
+			if (ahead > SHM_SLOT_DELETED)
+				__builtin_prefetch(shm_at(r, ahead));
+		}
+		uint64_t node = shm_slot_node(atomic_load_explicit(&t->slots[i].word, memory_order_relaxed));
 		if (node <= SHM_SLOT_DELETED)
 			continue;
-		rc = place_private(r, nt, atomic_load_explicit(&t->slots[i].hash, memory_order_relaxed),
-				   node);
+		rc = place_private(r, nt, head_hash(r, node), node);
 		if (rc < 0)
 			return rc; /* nt is retired with the batch's allocations */
 	}
 	for (uint64_t i = 0; op && i < op->used; i++) {
 		struct shm_onode *nd = &op->nodes[i];
-		uint64_t node = atomic_load_explicit(&nd->s.node, memory_order_relaxed);
+		uint64_t node = shm_slot_node(atomic_load_explicit(&nd->s.word, memory_order_relaxed));
 		if (nd->bit != SHM_CB_LEAF || node <= SHM_SLOT_DELETED)
 			continue;
-		rc = place_private(r, nt, atomic_load_explicit(&nd->s.hash, memory_order_relaxed), node);
+		rc = place_private(r, nt, atomic_load_explicit(&nd->child[0], memory_order_relaxed), node);
 		if (rc < 0)
 			return rc;
 	}
 	uint64_t room = reseed && op ? pool_room_after(nt) : pool_room(nt);
-	if ((table_pool(r, nt) || (reseed && op)) && (rc = pool_private_reserve(r, nt, room)) < 0)
+	if ((table_pool(r, nt) || (reseed && op)) && (rc = pool_private_reserve(r, nt, room, true)) < 0)
 		return rc;
 	nt->live = t->live;
 	uint64_t old_bytes = obj_bytes(r, toff);

@@ -77,14 +77,15 @@ static inline struct shm_onode *tree_best(struct shm_pool *p, uint64_t pos, cons
 static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h, const void *key,
 			     size_t klen, struct probe *p)
 {
-	uint64_t mask = t->nslots - 1, pos = shm_table_pos(t->seed, h), win = window_of(t), steps = 0;
+	uint64_t n_slots = t->nslots, pos = shm_table_pos(t->seed, h), win = window_of(t), steps = 0;
 	p->slot = p->free = NULL;
 	p->best = NULL;
 	p->path_len = 0;
 	p->head = 0;
-	for (uint64_t i = pos & mask, n = 0; n < win; i = (i + 1) & mask, n++) {
+	for (uint64_t i = shm_table_home(pos, n_slots), n = 0; n < win; i = shm_table_next(i, n_slots), n++) {
 		struct shm_slot *s = &t->slots[i];
-		uint64_t node = atomic_load_explicit(&s->node, memory_order_relaxed);
+		uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
+		uint64_t node = shm_slot_node(word);
 		steps++;
 		if (node == SHM_SLOT_EMPTY) {
 			/* A key goes to the tree only when its window has no
@@ -99,10 +100,10 @@ static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h
 				p->free = s;
 			continue;
 		}
-		if (atomic_load_explicit(&s->hash, memory_order_relaxed) != h)
+		if (!shm_slot_tag_is(word, h))
 			continue;
 		struct shm_ver *v = shm_at(r, node);
-		if (v->key_len == klen && memcmp(ver_key(v), key, klen) == 0) {
+		if (ver_klen(v) == klen && memcmp(ver_key(v), key, klen) == 0) {
 			p->slot = s;
 			p->head = node;
 			count_probe(r, steps);
@@ -113,11 +114,11 @@ static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h
 	struct shm_onode *leaf = pool ? tree_best(pool, pos, key, klen, &steps, p) : NULL;
 	p->best = leaf;
 	if (leaf) {
-		uint64_t node = atomic_load_explicit(&leaf->s.node, memory_order_relaxed);
-		if (node > SHM_SLOT_DELETED &&
-		    atomic_load_explicit(&leaf->s.hash, memory_order_relaxed) == h) {
+		uint64_t word = atomic_load_explicit(&leaf->s.word, memory_order_relaxed);
+		uint64_t node = shm_slot_node(word);
+		if (node > SHM_SLOT_DELETED && shm_slot_tag_is(word, h)) {
 			struct shm_ver *v = shm_at(r, node);
-			if (v->key_len == klen && memcmp(ver_key(v), key, klen) == 0) {
+			if (ver_klen(v) == klen && memcmp(ver_key(v), key, klen) == 0) {
 				p->slot = &leaf->s;
 				p->head = node;
 			}

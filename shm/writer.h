@@ -20,10 +20,26 @@ enum shm_retire_kind {
 	R_FREE,        /* unreachable (unlinked or replaced): free it */
 };
 
-/* Retire entries waiting for readers to pass a tick, in FIFO order. */
+/* What is retired at one tag: counts for stats and the reclaim's limits;
+ * the entries themselves are in the root's retire queue, in push order. */
 struct shm_bucket {
-	uint64_t head, tail;
 	uint64_t count, bytes;
+};
+
+/* One retired object, in the root's own memory (a version has no room for
+ * a link). aux: for R_VERSION the version that superseded it, whose older
+ * link is cut when it is freed; for R_UNLINK the incarnation whose table
+ * holds the tombstone's key; else 0.
+ *
+ * Every push has tag building(r) = tick + 1 (commits retire at the tick
+ * they build, reclaim between ticks at tick + 1), so the queue is in tag
+ * order and reclamation takes it from the front. That order is also what
+ * makes aux safe to follow: the version that superseded v, or the head a
+ * deleted incarnation frees, is retired after v, so it is freed after v. */
+struct shm_retired {
+	uint64_t off, aux, tag, bytes;
+	uint32_t okind; /* enum shm_obj_kind */
+	uint32_t rkind; /* enum shm_retire_kind */
 };
 
 struct shm_undo {
@@ -59,12 +75,20 @@ struct shm_root {
 
 	/* Bucket for tag t is bk[t % bk_cap], for t in [bk_base, bk_base + bk_cap). */
 	struct shm_bucket *bk;
+	/* The retire queue: entries [rq_head, rq_tail) at index % rq_cap (a
+	 * power of two). Pushes never allocate: room is made beforehand
+	 * (retire_room), where a failure can still undo the batch. */
+	struct shm_retired *rq;
+	uint64_t rq_head, rq_tail, rq_cap;
 	uint64_t bk_base, bk_cap;
 	uint64_t next_safe; /* entries of bucket tick+1 a reclaim may free */
 
 	struct shm_undo *undo;
 	size_t nundo, undo_cap;
-	uint64_t *undone_allocs;
+	struct shm_undone {
+		uint64_t off;
+		unsigned kind;
+	} * undone_allocs;
 	size_t nundone, undone_cap;
 
 	/* Change log (writer side). */
@@ -137,29 +161,87 @@ static inline void set_plain(struct shm_root *r, uint64_t *p, uint64_t v)
 	*p = v;
 }
 
-static inline void retire(struct shm_root *r, uint64_t off, unsigned kind, uint64_t tag, uint64_t bytes,
-			  bool undoable)
+/* Makes room in the retire queue for n more entries. */
+static inline int retire_room(struct shm_root *r, uint64_t n)
 {
-	struct shm_obj *o = shm_at(r, off);
+	uint64_t len = r->rq_tail - r->rq_head;
+	if (len + n <= r->rq_cap)
+		return 0;
+	uint64_t cap = r->rq_cap ? r->rq_cap : 256;
+	while (cap < len + n)
+		cap *= 2;
+	struct shm_retired *q = malloc(cap * sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < len; i++)
+		q[i] = r->rq[(r->rq_head + i) & (r->rq_cap - 1)];
+	free(r->rq);
+	r->rq = q;
+	r->rq_cap = cap;
+	r->rq_head = 0;
+	r->rq_tail = len;
+	return 0;
+}
+
+static inline struct shm_ver *ver_at(const struct shm_root *r, uint64_t off)
+{
+	return shm_at(r, off);
+}
+
+static inline uint64_t ver_link(const struct shm_ver *v)
+{
+	return atomic_load_explicit(&v->link, memory_order_relaxed);
+}
+
+static inline uint32_t ver_flags(const struct shm_ver *v)
+{
+	return shm_link_flags(ver_link(v));
+}
+
+static inline uint32_t ver_klen(const struct shm_ver *v)
+{
+	return shm_link_klen(ver_link(v));
+}
+
+static inline uint64_t ver_older(const struct shm_ver *v)
+{
+	return shm_link_older(ver_link(v));
+}
+
+/* Root-only flags: readers look at TOMB alone, and each store is of the
+ * whole word they load at once. */
+static inline void ver_set_flags(struct shm_ver *v, uint32_t set, uint32_t clear)
+{
+	uint64_t l = ver_link(v);
+	l |= (uint64_t)set << SHM_VER_FLAGS_SHIFT;
+	l &= ~((uint64_t)clear << SHM_VER_FLAGS_SHIFT);
+	atomic_store_explicit(&v->link, l, memory_order_relaxed);
+}
+
+/* Queues off (an object of kind okind) to be handled by reclaim.c once
+ * readers pass tag. Room was made by retire_room. */
+static inline void retire_kind(struct shm_root *r, uint64_t off, unsigned okind, unsigned rkind, uint64_t tag,
+			       uint64_t bytes, uint64_t aux, bool undoable)
+{
 	struct shm_bucket *b = bucket(r, tag);
-	o->retire_kind = kind;
-	o->retire_next = 0;
-	if (o->kind == SHM_OBJ_VERSION)
-		((struct shm_ver *)o)->flags |= SHM_VER_PENDING;
+	/* A superseded tombstone is queued twice (R_UNLINK, R_VERSION): an
+	 * undone second push must leave it pending. */
+	bool was_pending = false;
+	if (okind == SHM_OBJ_VERSION) {
+		was_pending = (ver_flags(ver_at(r, off)) & SHM_VER_PENDING) != 0;
+		ver_set_flags(ver_at(r, off), SHM_VER_PENDING, 0);
+	}
 	if (undoable)
-		r->undo[r->nundo++] = (struct shm_undo){U_PUSH, (void *)(uintptr_t)tag, b->tail};
-	if (b->tail)
-		((struct shm_obj *)shm_at(r, b->tail))->retire_next = off;
-	else
-		b->head = off;
-	b->tail = off;
+		r->undo[r->nundo++] = (struct shm_undo){U_PUSH, NULL, was_pending};
+	r->rq[r->rq_tail++ & (r->rq_cap - 1)] = (struct shm_retired){off, aux, tag, bytes, okind, rkind};
 	b->count++;
 	b->bytes += bytes;
 	r->c.retired_objects++;
 	r->c.retired_bytes += bytes;
 }
 
-/* A table's bytes include its pool's: they live and die together. */
+/* A table's bytes include its pool's: they live and die together. Not for
+ * versions, which have no object header (ver_bytes). */
 static inline uint64_t obj_bytes(struct shm_root *r, uint64_t off)
 {
 	uint64_t n = shm_arena_size_of(r->arena, off);
@@ -173,25 +255,34 @@ static inline uint64_t obj_bytes(struct shm_root *r, uint64_t off)
 	return n;
 }
 
-static inline void unpush(struct shm_root *r, uint64_t tag, uint64_t prev_tail)
+static inline uint64_t ver_bytes(struct shm_root *r, uint64_t off)
 {
-	struct shm_bucket *b = bucket(r, tag);
-	uint64_t off = b->tail;
-	struct shm_obj *o = shm_at(r, off);
-	uint64_t bytes = o->retire_kind == R_DELINC   ? ((struct shm_inc *)o)->bytes
-			 : o->retire_kind == R_UNLINK ? 0
-						      : obj_bytes(r, off);
-	if (o->kind == SHM_OBJ_VERSION)
-		((struct shm_ver *)o)->flags &= ~SHM_VER_PENDING;
-	b->tail = prev_tail;
-	if (prev_tail)
-		((struct shm_obj *)shm_at(r, prev_tail))->retire_next = 0;
-	else
-		b->head = 0;
+	return shm_arena_size_of(r->arena, off);
+}
+
+/* Retires an object with a header (not a version). */
+static inline void retire(struct shm_root *r, uint64_t off, unsigned rkind, uint64_t tag, uint64_t bytes,
+			  bool undoable)
+{
+	retire_kind(r, off, ((struct shm_obj *)shm_at(r, off))->kind, rkind, tag, bytes, 0, undoable);
+}
+
+static inline void retire_ver(struct shm_root *r, uint64_t off, unsigned rkind, uint64_t tag, uint64_t bytes,
+			      uint64_t aux, bool undoable)
+{
+	retire_kind(r, off, SHM_OBJ_VERSION, rkind, tag, bytes, aux, undoable);
+}
+
+static inline void unpush(struct shm_root *r, bool was_pending)
+{
+	struct shm_retired *e = &r->rq[--r->rq_tail & (r->rq_cap - 1)];
+	struct shm_bucket *b = bucket(r, e->tag);
+	if (e->okind == SHM_OBJ_VERSION && !was_pending)
+		ver_set_flags(ver_at(r, e->off), 0, SHM_VER_PENDING);
 	b->count--;
-	b->bytes -= bytes;
+	b->bytes -= e->bytes;
 	r->c.retired_objects--;
-	r->c.retired_bytes -= bytes;
+	r->c.retired_bytes -= e->bytes;
 }
 
 /* An allocation made for the batch being applied. If the batch is undone,
@@ -202,20 +293,25 @@ static inline int alloc_obj(struct shm_root *r, uint64_t size, bool use_headroom
 {
 	if (r->nundone == r->undone_cap) {
 		size_t cap = r->undone_cap ? r->undone_cap * 2 : 64;
-		uint64_t *p = realloc(r->undone_allocs, cap * sizeof(*p));
+		struct shm_undone *p = realloc(r->undone_allocs, cap * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		r->undone_allocs = p;
 		r->undone_cap = cap;
 	}
-	int rc = shm_arena_alloc(r->arena, size, use_headroom, off);
+	/* An undo retires every allocation of the batch after popping the
+	 * batch's own entries: the queue must hold them then. */
+	int rc = retire_room(r, r->nundone + 1);
 	if (rc < 0)
 		return rc;
-	struct shm_obj *o = shm_at(r, *off);
-	o->retire_next = 0;
-	o->kind = kind;
-	o->retire_kind = 0;
-	r->undone_allocs[r->nundone++] = *off;
+	rc = shm_arena_alloc(r->arena, size, use_headroom, off);
+	if (rc < 0)
+		return rc;
+	if (kind != SHM_OBJ_VERSION) {
+		struct shm_obj *o = shm_at(r, *off);
+		*o = (struct shm_obj){0, kind, 0};
+	}
+	r->undone_allocs[r->nundone++] = (struct shm_undone){*off, kind};
 	return 0;
 }
 
@@ -243,12 +339,12 @@ static inline struct shm_dname *dname_at(struct shm_root *r, uint64_t off)
 
 static inline const void *ver_key(const struct shm_ver *v)
 {
-	return (const uint8_t *)v + sizeof(*v);
+	return (const uint8_t *)v + SHM_VER_HDR;
 }
 
 static inline void *ver_value(struct shm_ver *v)
 {
-	return (uint8_t *)v + sizeof(*v) + shm_round8(v->key_len);
+	return (uint8_t *)v + shm_ver_value_at(ver_klen(v));
 }
 
 /* Asks the CPU to move the cache lines of [p, p + len) out of this core's

@@ -51,7 +51,7 @@ static struct shm_slot *slot_of_k(void)
 	struct shm_inc *inc = (void *)(s->base + atomic_load(&d->head));
 	struct shm_table *t = (void *)(s->base + atomic_load(&inc->table));
 	for (uint64_t i = 0; i < t->nslots; i++)
-		if (atomic_load(&t->slots[i].node) > SHM_SLOT_DELETED)
+		if (atomic_load(&t->slots[i].word) > SHM_SLOT_DELETED)
 			return &t->slots[i];
 	T_FAIL("no slot in use");
 }
@@ -88,34 +88,43 @@ int main(void)
 	T_EQ(get_k(), 0);
 
 	struct shm_slot *slot = slot_of_k();
-	uint64_t good = atomic_load(&slot->node);
+	uint64_t good_word = atomic_load(&slot->word), good = shm_slot_node(good_word);
 	uint64_t size = shm_seg_published_size(s);
 
-	/* Offsets outside the published size, inside the header, misaligned. */
-	uint64_t bad[] = {size, size + 4096, s->capacity - 8, UINT64_MAX - 7, 8, SHM_HDR_SIZE - 8, good + 3};
+	/* Offsets outside the published size, inside the header; a slot holds
+	 * offset / 16, so every offset it can name is aligned. */
+	uint64_t bad[] = {size, size + 4096,      s->capacity - 16, ((uint64_t)1 << 44) - 16,
+			  16,   SHM_HDR_SIZE - 16};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		atomic_store(&slot->node, bad[i]);
+		atomic_store(&slot->word, (good_word & ~(((uint64_t)1 << SHM_SLOT_TAG_SHIFT) - 1)) |
+						  (bad[i] >> 4 & (((uint64_t)1 << SHM_SLOT_TAG_SHIFT) - 1)));
 		T_EQ(get_k(), -EIO);
 		int n = 0;
 		T_EQ(shm_dir_iter(&reader, shm_published_tick(&reader), "/d/", 3, count_keys, &n), -EIO);
 	}
-	atomic_store(&slot->node, good);
+	atomic_store(&slot->word, good_word);
 	T_EQ(get_k(), 0);
 
 	/* A version chain that loops: reading at an epoch older than every
 	 * version walks it until the step limit. */
 	struct shm_ver *v = (void *)(s->base + good);
-	uint64_t older = atomic_load(&v->older);
-	atomic_store(&v->older, good);
+	uint64_t link = atomic_load(&v->link);
+	T_ASSERT(shm_link_older(link) != 0);
+	atomic_store(&v->link, shm_link_make(good, shm_link_klen(link), shm_link_flags(link)));
 	struct shm_value val;
 	T_EQ(shm_get(&reader, 2, "/d/", 3, "k", 1, &val), -EIO); /* /d/ made at 2, k at 3 */
-	atomic_store(&v->older, older);
+	atomic_store(&v->link, link);
+
+	/* A key length past SHMSYNC_MAX_KEY (the link word holds up to 2047). */
+	atomic_store(&v->link, shm_link_make(shm_link_older(link), 2047, shm_link_flags(link)));
+	T_EQ(get_k(), -EIO);
+	atomic_store(&v->link, link);
 
 	/* An oversized value length would run past the segment. */
-	uint64_t vlen = v->value_len;
-	v->value_len = (uint64_t)SHMSYNC_MAX_VALUE + 1;
+	uint32_t vlen = v->value_len;
+	v->value_len = SHMSYNC_MAX_VALUE + 1;
 	T_EQ(get_k(), -EIO);
-	v->value_len = size;
+	v->value_len = (uint32_t)(size - good);
 	T_EQ(get_k(), -EIO);
 	v->value_len = vlen;
 
@@ -127,13 +136,19 @@ int main(void)
 	T_EQ(shm_dirs_iter(&reader, shm_published_tick(&reader), "/", 1, count_dirs, &nd), -EIO);
 	a->count = count;
 
-	/* A table whose size is not a power of two. */
+	/* A table with no slots, or more than the segment holds. */
 	struct shm_dname *d = (void *)(s->base + a->names[0]);
 	struct shm_inc *inc = (void *)(s->base + atomic_load(&d->head));
 	struct shm_table *t = (void *)(s->base + atomic_load(&inc->table));
 	uint64_t nslots = t->nslots;
+	uint64_t bad_n[] = {0, size / 8, (uint64_t)1 << 40, UINT64_MAX};
+	for (size_t i = 0; i < sizeof(bad_n) / sizeof(bad_n[0]); i++) {
+		t->nslots = bad_n[i];
+		T_EQ(get_k(), -EIO);
+	}
+	/* Any other size reads, probing from the key's home and wrapping. */
 	t->nslots = 3;
-	T_EQ(get_k(), -EIO);
+	T_ASSERT(get_k() == 0 || get_k() == -ENOENT);
 	t->nslots = nslots;
 
 	/* The dirs pointer itself off the end. */

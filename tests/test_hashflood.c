@@ -3,7 +3,7 @@
  * A worker can read every seed a reader needs, so it can search for keys
  * that collide in a directory's table. This test is that worker: it reads
  * the seed and size of the table the readers use (shm_dir_table), finds
- * keys whose home slot (shm_key_pos, the function readers use) is one
+ * keys whose home slot (shm_key_home, the function readers use) is one
  * chosen slot, inserts them into one directory, and re-reads the seed
  * before every batch, so it adapts to every rebuild. The directory already
  * holds FILL random keys, so the attack runs against a big table.
@@ -174,14 +174,14 @@ int main(void)
 			last_seed = ti.seed;
 		}
 		nslots_seen = ti.nslots;
-		uint64_t target = 12345 & (ti.nslots - 1);
+		uint64_t target = 12345 % ti.nslots;
 		double t0 = now_s();
 		for (size_t j = i; j < i + BATCH; j++) {
 			for (;;) {
 				char k[24];
 				int n = snprintf(k, sizeof(k), "atk-%u", ctr++);
 				tries++;
-				if ((shm_key_pos(seg, ti.seed, k, (size_t)n) & (ti.nslots - 1)) == target) {
+				if (shm_key_home(seg, ti.seed, ti.nslots, k, (size_t)n) == target) {
 					memcpy(atk[j].k, k, (size_t)n + 1);
 					atk[j].n = (size_t)n;
 					break;
@@ -258,7 +258,7 @@ int main(void)
 		size_t n = 0;
 		while (n < 200) {
 			int kn = snprintf(rej[n], sizeof(rej[n]), "rej-%u", ctr++);
-			if ((shm_key_pos(seg, ti.seed, rej[n], (size_t)kn) & (ti.nslots - 1)) == 777)
+			if (shm_key_home(seg, ti.seed, ti.nslots, rej[n], (size_t)kn) == 777 % ti.nslots)
 				ops[n] = put(rej[n], (size_t)kn), n++;
 		}
 		ops[n] = put(atk[1].k, atk[1].n);

@@ -12,7 +12,6 @@
 
 #include "sync.h"
 
-#define SPIN_NS 20000
 #define SLICE_NS 20000000 /* the futex path checks for the root's death this often */
 
 enum { WUD_FUTEX = 1, WUD_CONN = 2, WUD_IGNORE = 3 };
@@ -88,8 +87,10 @@ static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_
  * futex word (which changes with every publish and every ack round).
  * 0, -ETIMEDOUT, -ESHUTDOWN. */
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns)
+		    int64_t timeout_ns, int64_t spin_ns)
 {
+	if (spin_ns <= 0)
+		spin_ns = WAIT_SPIN_NS;
 	if (cond(w, arg))
 		return 0;
 	if (timeout_ns == 0)
@@ -106,7 +107,7 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 		if (turn % 16)
 			continue;
 		int64_t spun = sig_now_ns() - start;
-		if (spun >= SPIN_NS)
+		if (spun >= spin_ns)
 			break;
 		if (spun >= (int64_t)(yielded + 1) * POLL_YIELD_NS) {
 			yielded++;

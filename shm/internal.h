@@ -25,6 +25,10 @@
 #define SHMSYNC_INTERNAL_H
 
 #include <string.h>
+/* XXH3 inlined: a get hashes its key and then the hash again (the table
+ * position); inline, each is a few multiplies for a short key, where a
+ * call into the shared library goes through its length dispatch. */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "layout.h"

@@ -81,14 +81,7 @@ static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
 	return true;
 }
 
-struct rd_table {
-	const struct shm_slot *slots;
-	uint64_t nslots;
-	uint64_t seed;
-	const struct shm_onode *nodes; /* the overflow tree's pool, NULL if none */
-	const struct shm_pool *pool;
-	uint64_t cap;
-};
+#define rd_table shm_table_ref
 
 static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *out)
 {
@@ -173,6 +166,30 @@ static int rd_find_inc(const struct shm_seg *seg, uint64_t epoch, const char *di
 		return -ENOENT;
 	int rc = rd_visible(seg, d.d, epoch, inc);
 	return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
+}
+
+/* The table of dir at epoch, through the cache when it holds it. */
+static int rd_dir_table(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
+			const char *dir, size_t dir_len, struct rd_table *t)
+{
+	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
+	    memcmp(cache->dir, dir, dir_len) == 0) {
+		*t = cache->table;
+		return 0;
+	}
+	const struct shm_inc *inc;
+	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
+	if (rc < 0)
+		return rc;
+	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), t))
+		return -EIO;
+	if (cache && dir_len <= sizeof(cache->dir)) {
+		cache->epoch = epoch;
+		cache->dir_len = dir_len;
+		memcpy(cache->dir, dir, dir_len);
+		cache->table = *t;
+	}
+	return 0;
 }
 
 /* The version of a key chain visible at epoch: 1, 0 if absent, -EIO. */
@@ -274,17 +291,14 @@ static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, uint64
 	}
 }
 
-int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
-		  size_t key_len, struct shm_value *out, uint64_t *steps)
+static int get_steps(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
+		     size_t dir_len, const void *key, size_t key_len, struct shm_value *out, uint64_t *steps)
 {
-	const struct shm_inc *inc;
 	*steps = 0;
-	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
+	struct rd_table t;
+	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &t);
 	if (rc < 0)
 		return rc;
-	struct rd_table t;
-	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
-		return -EIO;
 	struct rd_ver v;
 	rc = rd_lookup(seg, &t, shm_hash(seg->hdr->hash_seed, key, key_len), key, key_len, &v, steps);
 	if (rc <= 0)
@@ -293,11 +307,24 @@ int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, si
 	return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
 }
 
+int shm_get_steps(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
+		  size_t key_len, struct shm_value *out, uint64_t *steps)
+{
+	return get_steps(seg, NULL, epoch, dir, dir_len, key, key_len, out, steps);
+}
+
 int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
 	    size_t key_len, struct shm_value *out)
 {
 	uint64_t steps;
-	return shm_get_steps(seg, epoch, dir, dir_len, key, key_len, out, &steps);
+	return get_steps(seg, NULL, epoch, dir, dir_len, key, key_len, out, &steps);
+}
+
+int shm_get_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
+		   size_t dir_len, const void *key, size_t key_len, struct shm_value *out)
+{
+	uint64_t steps;
+	return get_steps(seg, cache, epoch, dir, dir_len, key, key_len, out, &steps);
 }
 
 /* Keys in flight at once: enough misses to keep the memory system busy
@@ -363,8 +390,15 @@ static int rd_get_group(const struct shm_seg *seg, const struct rd_table *t, uin
 int shm_get_many(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len,
 		 const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs)
 {
-	const struct shm_inc *inc;
-	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
+	return shm_get_many_cached(seg, NULL, epoch, dir, dir_len, keys, n, out, rcs);
+}
+
+int shm_get_many_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
+			const char *dir, size_t dir_len, const shmsync_key *keys, size_t n,
+			struct shm_value *out, int *rcs)
+{
+	struct rd_table t;
+	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &t);
 	if (rc == -ENOENT) {
 		for (size_t j = 0; j < n; j++)
 			rcs[j] = -ENOENT;
@@ -372,9 +406,6 @@ int shm_get_many(const struct shm_seg *seg, uint64_t epoch, const char *dir, siz
 	}
 	if (rc < 0)
 		return rc;
-	struct rd_table t;
-	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
-		return -EIO;
 	size_t found = 0;
 	for (size_t j = 0; j < n; j += MANY_GROUP) {
 		size_t m = n - j < MANY_GROUP ? n - j : MANY_GROUP;

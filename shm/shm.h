@@ -360,6 +360,35 @@ void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *lo
  * the directory or key is absent at epoch, -EIO on a corrupt segment. */
 int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t dir_len, const void *key,
 	    size_t key_len, struct shm_value *out);
+
+/* A reader's memory of the last directory it looked up: the table that
+ * directory had at `epoch` (checked when it was found). At one epoch a
+ * directory's visible incarnation cannot change, and a table it had then is
+ * not freed while a reader holds that epoch (a rebuild retires it with the
+ * rebuild's tick, which is after epoch), so gets at the same epoch in the
+ * same directory skip the name search, the incarnation chain and the
+ * table's checks: about a third of a hot get. The owner clears it (epoch 0)
+ * when it lets go of its epoch (offline). */
+struct shm_table_ref {
+	const struct shm_slot *slots;
+	uint64_t nslots;
+	uint64_t seed;
+	const struct shm_onode *nodes; /* the overflow tree's pool, NULL if none */
+	const struct shm_pool *pool;
+	uint64_t cap;
+};
+struct shm_dir_cache {
+	uint64_t epoch; /* 0: empty */
+	size_t dir_len;
+	struct shm_table_ref table;
+	char dir[SHMSYNC_MAX_DIR];
+};
+/* shm_get and shm_get_many through a cache (NULL: none). */
+int shm_get_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
+		   size_t dir_len, const void *key, size_t key_len, struct shm_value *out);
+int shm_get_many_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
+			const char *dir, size_t dir_len, const shmsync_key *keys, size_t n,
+			struct shm_value *out, int *rcs);
 /* n shm_gets in one directory, their cache misses overlapped: rcs[i] is 0
  * (out[i] set) or -ENOENT (also every key when dir is absent at epoch).
  * The number found, or -EIO on a corrupt segment. */

@@ -27,6 +27,7 @@
 /* Announces the published tick as the read epoch, until it holds still. */
 void worker_go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end)
 {
+	w->dir_cache.epoch = 0;
 	for (;;) {
 		shm_published_state(&w->seg, tick, log_end);
 		atomic_store_explicit(&w->port->read_epoch, *tick, memory_order_seq_cst);
@@ -357,6 +358,7 @@ static bool back_online(shmsync_worker *w, uint64_t target)
 	if (revocations(w) != w->revoke_seen)
 		return true;
 	uint64_t old = w->epoch;
+	w->dir_cache.epoch = 0;
 	atomic_store_explicit(&w->port->read_epoch, old, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (shm_published_tick(&w->seg) == old) {
@@ -472,6 +474,7 @@ void shmsync_offline(shmsync_worker *w)
 		return;
 	atomic_store_explicit(&w->port->read_epoch, PORT_OFFLINE, memory_order_release);
 	w->online = false;
+	w->dir_cache.epoch = 0;
 }
 
 /* ---- reads ------------------------------------------------------------- */
@@ -484,9 +487,11 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 	if (!dir)
 		return -EINVAL;
 	struct shm_value val;
-	int rc = shm_get(&w->seg, w->epoch, dir, strlen(dir), k, kn, &val);
-	if (revoked_since(w))
+	int rc = shm_get_cached(&w->seg, &w->dir_cache, w->epoch, dir, strlen(dir), k, kn, &val);
+	if (revoked_since(w)) {
+		w->dir_cache.epoch = 0;
 		return -ESTALE;
+	}
 	if (rc < 0)
 		return rc;
 	*v = (shmsync_view){val.data, val.len, val.tick, w->epoch};
@@ -505,9 +510,14 @@ int shmsync_get_many(shmsync_worker *w, const char *dir, const shmsync_key *keys
 	size_t dir_len = strlen(dir), found = 0;
 	for (size_t j = 0; j < n; j += 64) {
 		size_t m = n - j < 64 ? n - j : 64;
-		int rc = shm_get_many(&w->seg, w->epoch, dir, dir_len, keys + j, m, vals, rcs + j);
-		if (rc < 0 || revoked_since(w))
-			return rc < 0 ? rc : -ESTALE;
+		int rc = shm_get_many_cached(&w->seg, &w->dir_cache, w->epoch, dir, dir_len, keys + j, m,
+					     vals, rcs + j);
+		if (revoked_since(w)) {
+			w->dir_cache.epoch = 0;
+			return -ESTALE;
+		}
+		if (rc < 0)
+			return rc;
 		for (size_t i = 0; i < m; i++)
 			if (rcs[j + i] == 0)
 				views[j + i] =

@@ -21,6 +21,10 @@ struct shmsync_worker {
 	pid_t pid;
 	int conn;
 	struct shm_seg seg; /* the root segment, read-only */
+	/* The last directory a get looked up, at w->epoch. Emptied whenever
+	 * the epoch is announced afresh or let go (offline, revoked): what it
+	 * points at is kept only while this handle holds that epoch. */
+	struct shm_dir_cache dir_cache;
 	struct port_hdr *port;
 	size_t port_size;
 	uint8_t *exring;
@@ -108,9 +112,9 @@ void worker_arm(shmsync_worker *w, uint32_t futex_val);
 /* Empties the fallback's wake socket and eventfd (shmsync_fd). */
 void worker_drain_fdwake(shmsync_worker *w);
 
-#define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
+#define GONE_CHECK_NS 1000000  /* non-blocking calls look for the root's death this often */
 #define ACK_SPIN_MAX_NS 250000 /* the longest a wait_committed spins (worker.c) */
-#define POLL_YIELD_NS 1000    /* a worker polling with nothing new yields this often (worker.c) */
+#define POLL_YIELD_NS 1000     /* a worker polling with nothing new yields this often (worker.c) */
 
 /* The same question for calls that do not block. A poll(2) costs more than
  * the whole spinning export or import around it, so these ask the kernel at

@@ -35,14 +35,18 @@ struct shm_hdr {
 	/* Publication. tick is stored (release) after every byte of the commit
 	 * is in place. pub_seq is a seqlock over (pub_tick, pub_log_end): odd
 	 * while the root writes. (The sync layer's wake-up word is in its own
-	 * area, sync/shared.h.) */
-	_Atomic uint64_t tick;
+	 * area, sync/shared.h.) The four share one cache line of their own: an
+	 * importer that sees a new tick reads the other three at once, so one
+	 * line crosses from the root's core, not two (it was two while
+	 * pub_tick began the header's second line), and the words every
+	 * checked read loads (size above) are not invalidated by each commit. */
+	_Alignas(64) _Atomic uint64_t tick;
 	_Atomic uint64_t pub_seq;
 	_Atomic uint64_t pub_tick;
 	_Atomic uint64_t pub_log_end;
 
 	/* Offset of the current struct shm_dir_array (release on replace). */
-	_Atomic uint64_t dirs;
+	_Alignas(64) _Atomic uint64_t dirs;
 
 	/* The change log: a ring of log_size bytes at log_off. Byte positions
 	 * are monotonic; the ring offset is pos % log_size. log_tail is the
@@ -64,6 +68,8 @@ struct shm_hdr {
 	uint64_t ext_off;
 	uint64_t ext_size;
 };
+
+_Static_assert(sizeof(struct shm_hdr) <= SHM_HDR_SIZE, "the segment header fits its page");
 
 /* Every allocated object but a version begins with this. Retire lists are
  * the root's own memory (writer.h), never the objects: a version has no

@@ -30,7 +30,9 @@
  * into the overflow tree, missing keys that are there.
  * 6: versions lost their 64-byte header for a 20-byte one (tick, a link
  * word packing the older offset, key length and flags, the value length):
- * a reader of layout 5 would read every version wrong. */
+ * a reader of layout 5 would read every version wrong. The publication
+ * words (tick, pub_seq, pub_tick, pub_log_end) moved to a cache line of
+ * their own at offset 64. */
 #define SHM_LAYOUT_VERSION 6u
 
 /* A message for the caller: what failed, the limit involved, what to set. */

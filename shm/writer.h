@@ -300,8 +300,10 @@ static inline int alloc_obj(struct shm_root *r, uint64_t size, bool use_headroom
 		r->undone_cap = cap;
 	}
 	/* An undo retires every allocation of the batch after popping the
-	 * batch's own entries: the queue must hold them then. */
-	int rc = retire_room(r, r->nundone + 1);
+	 * batch's own entries: the queue must hold them then, and still have
+	 * room for the one entry publishing the tick may push (the replaced
+	 * name array of an earlier batch of the tick): tests/test_retire_queue. */
+	int rc = retire_room(r, r->nundone + 2);
 	if (rc < 0)
 		return rc;
 	rc = shm_arena_alloc(r->arena, size, use_headroom, off);

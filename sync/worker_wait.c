@@ -91,6 +91,9 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 {
 	if (spin_ns <= 0)
 		spin_ns = WAIT_SPIN_NS;
+	/* A wait shorter than the spin ends on time. */
+	if (timeout_ns > 0 && spin_ns > timeout_ns)
+		spin_ns = timeout_ns;
 	if (cond(w, arg))
 		return 0;
 	if (timeout_ns == 0)

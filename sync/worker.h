@@ -99,10 +99,11 @@ void worker_go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end);
 
 /* Waits until cond(w, arg) holds: spins for spin_ns (0: the default,
  * WAIT_SPIN_NS), then sleeps on the tick futex word. 0, -ETIMEDOUT,
- * -ESHUTDOWN. */
+ * -ESHUTDOWN. *waited (may be NULL): about how long it waited, from the
+ * clock reads the wait made anyway (0 for a wait of a few turns). */
 #define WAIT_SPIN_NS 20000
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns, int64_t spin_ns);
+		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited);
 /* Has the root gone away? Asks the kernel (poll on the connection). */
 bool worker_root_gone(shmsync_worker *w);
 /* Reaps this handle's io_uring completions (io_uring path). */

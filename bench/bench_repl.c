@@ -311,24 +311,10 @@ static void fail(const char *fmt, ...)
 
 typedef int (*child_fn)(void *arg);
 
-/* A forked worker process (never exec'd) pinned to cpu (-1: not pinned). */
+/* A forked worker process pinned to cpu (-1: not pinned), tracked. */
 static pid_t spawn(int cpu, child_fn fn, void *arg)
 {
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0)
-		bench_die("fork", -errno);
-	if (pid == 0) {
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
-			_exit(1);
-		if (cpu >= 0)
-			bench_pin(cpu);
-		_exit(fn(arg));
-	}
+	pid_t pid = bench_spawn(cpu, fn, arg);
 	track(pid);
 	return pid;
 }

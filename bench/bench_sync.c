@@ -117,27 +117,6 @@ static void futex_wake_all(_Atomic uint32_t *word)
 	futex(word, FUTEX_WAKE, INT32_MAX);
 }
 
-typedef int (*child_fn)(void *arg);
-
-/* Forks a child pinned to cpu that runs fn and exits with its value. */
-static pid_t spawn(int cpu, child_fn fn, void *arg)
-{
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0)
-		bench_die("fork", -errno);
-	if (pid == 0) {
-		/* Never outlive a bench that died: an orphaned root would hold
-		 * its socket and the caller's pipes. */
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
-			_exit(1);
-		bench_pin(cpu);
-		_exit(fn(arg));
-	}
-	return pid;
-}
-
 static void reap_child(pid_t pid, const char *what)
 {
 	int status;
@@ -191,7 +170,7 @@ static int root_main(void *arg)
 static pid_t start_root(void)
 {
 	unlink(sock_path);
-	pid_t pid = spawn(root_cpu, root_main, NULL);
+	pid_t pid = bench_spawn(root_cpu, root_main, NULL);
 	for (int i = 0; i < 5000; i++) {
 		struct stat st;
 		if (stat(sock_path, &st) == 0)
@@ -371,8 +350,8 @@ static void cacheline_floor(size_t n)
 	struct floor_arg fa = {n, n / 10 + 100, 0};
 	atomic_store(&ctl->ping, 0);
 	atomic_store(&ctl->pong, 0);
-	pid_t q = spawn(root_cpu, cl_ponger, NULL);
-	pid_t p = spawn(worker_cpu, cl_pinger, &fa);
+	pid_t q = bench_spawn(root_cpu, cl_ponger, NULL);
+	pid_t p = bench_spawn(worker_cpu, cl_pinger, &fa);
 	reap_child(p, "cache-line pinger");
 	reap_child(q, "cache-line ponger");
 }
@@ -428,8 +407,8 @@ static void futex_floor(size_t n, uint64_t gap_ns)
 	struct floor_arg fa = {n, n / 10 + 10, gap_ns};
 	atomic_store(&ctl->fw1, 0);
 	atomic_store(&ctl->fw2, 0);
-	pid_t q = spawn(root_cpu, fx_q, NULL);
-	pid_t p = spawn(worker_cpu, fx_p, &fa);
+	pid_t q = bench_spawn(root_cpu, fx_q, NULL);
+	pid_t p = bench_spawn(worker_cpu, fx_p, &fa);
 	reap_child(p, "futex P");
 	reap_child(q, "futex Q");
 }
@@ -740,7 +719,7 @@ static struct tp_result tp_run(pid_t root, int nw, size_t batch, uint64_t dur_ns
 	for (int i = 0; i < nw; i++) {
 		ta[i] = (struct tp_arg){i, (uint32_t)nw, batch, dur_ns};
 		ctl->puts[i] = 0;
-		pid[i] = spawn(worker_cpu, tp_worker, &ta[i]);
+		pid[i] = bench_spawn(worker_cpu, tp_worker, &ta[i]);
 	}
 	while (atomic_load(&ctl->ready) < (uint32_t)nw)
 		usleep(1000);
@@ -837,7 +816,7 @@ static int inproc_main(void *arg)
 static double inproc_rate(uint64_t dur_ns)
 {
 	uint64_t d = dur_ns;
-	pid_t p = spawn(root_cpu, inproc_main, &d);
+	pid_t p = bench_spawn(root_cpu, inproc_main, &d);
 	reap_child(p, "in-process baseline");
 	return (double)ctl->puts[0] / ((double)ctl->t_end[0] / 1e9);
 }
@@ -901,7 +880,7 @@ static void section_rtt(const struct bench_opts *o, int which, json_t *doc)
 		fl50[r] = f.p50;
 		fl99[r] = f.p99;
 		struct lat_arg la = {n, n / 10 + 100, rtt ? RTT_POLL | RTT_WAITC : COMMIT};
-		reap_child(spawn(worker_cpu, lat_worker, &la), "latency worker");
+		reap_child(bench_spawn(worker_cpu, lat_worker, &la), "latency worker");
 		struct pcts pa = pcts(rtt ? ctl->a : ctl->c, n);
 		a50[r] = pa.p50;
 		a99[r] = pa.p99;
@@ -972,8 +951,8 @@ static void section_xprop(const struct bench_opts *o, json_t *doc)
 		struct xp_arg xa = {n, n / 10 + 10, gap};
 		atomic_store(&ctl->ready, 0);
 		atomic_store(&ctl->done, 0);
-		pid_t b = spawn(worker_cpu, xp_b, &xa);
-		pid_t a = spawn(worker_cpu, xp_a, &xa);
+		pid_t b = bench_spawn(worker_cpu, xp_b, &xa);
+		pid_t a = bench_spawn(worker_cpu, xp_a, &xa);
 		reap_child(a, "worker A");
 		reap_child(b, "worker B");
 		struct pcts px = pcts(ctl->a, n), pe = pcts(ctl->b, n);
@@ -1145,7 +1124,7 @@ static void section_idle(const struct bench_opts *o, json_t *doc)
 	atomic_store(&ctl->ready, 0);
 	pid_t w[2];
 	for (int i = 0; i < 2; i++)
-		w[i] = spawn(worker_cpu, idle_worker, NULL);
+		w[i] = bench_spawn(worker_cpu, idle_worker, NULL);
 	while (atomic_load(&ctl->ready) < 2)
 		usleep(1000);
 	/* Settle: the root's 50 ms reclaim timer runs until nothing retired

@@ -16,11 +16,13 @@
 #endif
 #include <jansson.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,6 +85,30 @@ static inline void bench_pin(int cpu)
 	CPU_SET((size_t)cpu, &set);
 	if (sched_setaffinity(0, sizeof set, &set) != 0)
 		bench_die("sched_setaffinity", -errno);
+}
+
+/* Forks a child (never exec'd) that runs fn(arg) and exits with its value,
+ * pinned to cpu (-1: not pinned), with the default handlers for the
+ * signals a bench may catch. It dies with the bench: an orphan would hold
+ * the bench's sockets, pipes and CPUs. */
+static inline pid_t bench_spawn(int cpu, int (*fn)(void *), void *arg)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		bench_die("fork", -errno);
+	if (pid == 0) {
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
+			_exit(1);
+		if (cpu >= 0)
+			bench_pin(cpu);
+		_exit(fn(arg));
+	}
+	return pid;
 }
 
 static inline uint64_t bench_now_ns(void)

@@ -81,9 +81,7 @@ static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
 	return true;
 }
 
-#define rd_table shm_table_ref
-
-static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *out)
+static bool rd_table(const struct shm_seg *seg, uint64_t off, struct shm_table_ref *out)
 {
 	const struct shm_table *t = shm_seg_ptr(seg, off, sizeof(*t), 8);
 	if (!t)
@@ -92,7 +90,7 @@ static bool rd_table(const struct shm_seg *seg, uint64_t off, struct rd_table *o
 	if (n == 0 || n > (uint64_t)1 << 36 ||
 	    !shm_seg_ptr(seg, off, sizeof(*t) + n * sizeof(struct shm_slot), 8))
 		return false;
-	*out = (struct rd_table){t->slots, n, RD_ONCE(t->seed), NULL, NULL, 0};
+	*out = (struct shm_table_ref){t->slots, n, RD_ONCE(t->seed), NULL, NULL, 0};
 	uint64_t poff = atomic_load_explicit(&t->pool, memory_order_acquire);
 	if (!poff)
 		return true;
@@ -170,7 +168,7 @@ static int rd_find_inc(const struct shm_seg *seg, uint64_t epoch, const char *di
 
 /* The table of dir at epoch, through the cache when it holds it. */
 static int rd_dir_table(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
-			const char *dir, size_t dir_len, struct rd_table *t)
+			const char *dir, size_t dir_len, struct shm_table_ref *t)
 {
 	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
 	    memcmp(cache->dir, dir, dir_len) == 0) {
@@ -252,12 +250,12 @@ static int rd_match(const struct shm_seg *seg, const struct shm_slot *s, uint64_
  * *v, 0 if absent, -EIO. Each tree step must test a later bit than the one
  * before and stay in the pool, so a corrupt or reused tree cannot loop. */
 /* The slots a lookup probes before the overflow tree. */
-static uint64_t rd_window(const struct rd_table *t)
+static uint64_t rd_window(const struct shm_table_ref *t)
 {
 	return t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
 }
 
-static int rd_lookup(const struct shm_seg *seg, const struct rd_table *t, uint64_t h, const void *key,
+static int rd_lookup(const struct shm_seg *seg, const struct shm_table_ref *t, uint64_t h, const void *key,
 		     size_t key_len, struct rd_ver *v, uint64_t *steps)
 {
 	uint64_t pos = shm_table_pos(t->seed, h), win = rd_window(t);
@@ -295,7 +293,7 @@ static int get_steps(const struct shm_seg *seg, struct shm_dir_cache *cache, uin
 		     size_t dir_len, const void *key, size_t key_len, struct shm_value *out, uint64_t *steps)
 {
 	*steps = 0;
-	struct rd_table t;
+	struct shm_table_ref t;
 	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &t);
 	if (rc < 0)
 		return rc;
@@ -349,7 +347,7 @@ static void rd_prefetch_obj(const struct shm_seg *seg, uint64_t off)
  * and start loading its version; then the ordinary checked lookup, which
  * finds all of it in cache. The passes before the last only prefetch, so
  * what a lookup returns is exactly what shm_get would. */
-static int rd_get_group(const struct shm_seg *seg, const struct rd_table *t, uint64_t epoch,
+static int rd_get_group(const struct shm_seg *seg, const struct shm_table_ref *t, uint64_t epoch,
 			const shmsync_key *keys, size_t n, struct shm_value *out, int *rcs)
 {
 	uint64_t h[MANY_GROUP], home[MANY_GROUP];
@@ -397,7 +395,7 @@ int shm_get_many_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, 
 			const char *dir, size_t dir_len, const shmsync_key *keys, size_t n,
 			struct shm_value *out, int *rcs)
 {
-	struct rd_table t;
+	struct shm_table_ref t;
 	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &t);
 	if (rc == -ENOENT) {
 		for (size_t j = 0; j < n; j++)
@@ -424,7 +422,7 @@ int shm_dir_table(const struct shm_seg *seg, uint64_t epoch, const char *dir, si
 	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
 	if (rc < 0)
 		return rc;
-	struct rd_table t;
+	struct shm_table_ref t;
 	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
 	*out = (struct shm_table_info){t.seed, t.nslots, rd_window(&t), t.cap};
@@ -451,7 +449,7 @@ int shm_dir_iter(const struct shm_seg *seg, uint64_t epoch, const char *dir, siz
 	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
 	if (rc < 0)
 		return rc;
-	struct rd_table t;
+	struct shm_table_ref t;
 	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), &t))
 		return -EIO;
 	/* The slots, then the tree's leaves (a key is in one place only; an

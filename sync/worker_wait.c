@@ -12,6 +12,7 @@
 
 #include "sync.h"
 
+#define SPIN_NS 20000
 #define SLICE_NS 20000000 /* the futex path checks for the root's death this often */
 
 enum { WUD_FUTEX = 1, WUD_CONN = 2, WUD_IGNORE = 3 };
@@ -87,17 +88,8 @@ static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_
  * futex word (which changes with every publish and every ack round).
  * 0, -ETIMEDOUT, -ESHUTDOWN. */
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited)
+		    int64_t timeout_ns)
 {
-	int64_t dummy;
-	if (!waited)
-		waited = &dummy;
-	*waited = 0;
-	if (spin_ns <= 0)
-		spin_ns = WAIT_SPIN_NS;
-	/* A wait shorter than the spin ends on time. */
-	if (timeout_ns > 0 && spin_ns > timeout_ns)
-		spin_ns = timeout_ns;
 	if (cond(w, arg))
 		return 0;
 	if (timeout_ns == 0)
@@ -110,12 +102,11 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 	 * poll_missed in worker.c. */
 	for (unsigned turn = 1, yielded = 0;; turn++) {
 		if (cond(w, arg))
-			return 0; /* *waited: as of the last clock read, no read more */
+			return 0;
 		if (turn % 16)
 			continue;
 		int64_t spun = sig_now_ns() - start;
-		*waited = spun;
-		if (spun >= spin_ns)
+		if (spun >= SPIN_NS)
 			break;
 		if (spun >= (int64_t)(yielded + 1) * POLL_YIELD_NS) {
 			yielded++;
@@ -125,7 +116,6 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;
 	want_tick_wake(w, keep | PORT_TICK_WAKE_CALL);
 	int rc = sleep_until(w, cond, arg, timeout_ns, deadline);
-	*waited = sig_now_ns() - start;
 	/* Lowering needs no fence: a wake the root then makes anyway is
 	 * only a wasted system call. */
 	w->tick_wake = keep;

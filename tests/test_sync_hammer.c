@@ -21,9 +21,18 @@
  * the test only when given (notes/bugs.md asks for counters that would let
  * this test see those timers fire).
  *
+ * The game ends at the target count of sleep/wake rounds or when its time
+ * budget is spent, whichever comes first: a fixed count that had to fit in a
+ * deadline failed on a CI machine that managed 450-650 rounds/s where this
+ * one manages 4700 (both hammers side by side on 2 cores, each with 30 us
+ * busy waits). What the test asserts does not depend on the machine's
+ * speed: no import waits 2 s, late wakes stay within their allowance, and
+ * at least MIN_ROUNDS rounds really slept (fewer means the game itself
+ * stalled: a wake that came only with a timer, every time).
+ *
  * Usage: test_sync_hammer [sleep/wake rounds in total, default 250000: each move waits out the 20 us spin
- * first] [pairs, default 2] [stall bound in ms, 0: none (default)] Prints rounds/s; bounds itself to
- * MAX_SECONDS and fails past it.
+ * first] [pairs, default 2] [stall bound in ms, 0: none (default)] [time budget in s, default 60]
+ * Prints rounds/s.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -38,7 +47,10 @@
 
 #define MS 1000000LL
 #define MAX_PAIRS 8
-#define MAX_SECONDS 300
+#define DEFAULT_SECONDS 60
+/* Past the budget, the rounds in flight finish within this, or the test fails. */
+#define FINISH_SECONDS 60
+#define MIN_ROUNDS 5000
 #define NBUCKETS 8
 
 /* Wait lengths of moves that slept: < 0.1, 0.3, 1, 3, 10, 20, 50 ms, more. */
@@ -57,6 +69,7 @@ struct player {
 struct ctl {
 	_Atomic uint64_t total_sleeps;
 	_Atomic int ready; /* players attached: nobody moves before all are */
+	_Atomic int stop;  /* the time budget is spent: A players end their games */
 	struct player p[2 * MAX_PAIRS];
 };
 
@@ -186,7 +199,8 @@ static int player(int pair, bool is_a)
 		sd_sleep_ns(100000);
 	for (int64_t i = 1;; i++) {
 		if (is_a) {
-			bool last = atomic_load_explicit(&C->total_sleeps, memory_order_relaxed) >= target;
+			bool last = atomic_load_explicit(&C->total_sleeps, memory_order_relaxed) >= target ||
+				    atomic_load_explicit(&C->stop, memory_order_relaxed);
 			delay_answer();
 			put_i64(w, dir, "a", last ? 0 : i);
 			if (last)
@@ -235,15 +249,19 @@ static void fill_setup(shmsync_batch *b, void *arg)
 
 int main(int argc, char **argv)
 {
-	sd_init(MAX_SECONDS + 30);
 	target = argc > 1 ? strtoull(argv[1], NULL, 0) : 250000;
 	npairs = argc > 2 ? atoi(argv[2]) : 2;
 	int pairs = npairs;
 	stall_ns = (argc > 3 ? atoll(argv[3]) : 0) * MS;
-	T_ASSERT(target > 0 && pairs >= 1 && pairs <= MAX_PAIRS && stall_ns >= 0);
-	printf("sync_hammer: signal path %s, %d pairs, target %llu sleep/wake rounds, stall bound %lld ms "
-	       "(0: none)\n",
-	       st_signal_name(), pairs, (unsigned long long)target, (long long)(stall_ns / MS));
+	long budget_s = argc > 4 ? atol(argv[4]) : DEFAULT_SECONDS;
+	T_ASSERT(target > 0 && pairs >= 1 && pairs <= MAX_PAIRS && stall_ns >= 0 && budget_s > 0 &&
+		 budget_s <= 3600);
+	sd_init((unsigned)(budget_s + FINISH_SECONDS + 30));
+	uint64_t min_rounds = target < MIN_ROUNDS ? target : MIN_ROUNDS;
+	printf("sync_hammer: signal path %s, %d pairs, target %llu sleep/wake rounds or %ld s (at least "
+	       "%llu rounds), stall bound %lld ms (0: none)\n",
+	       st_signal_name(), pairs, (unsigned long long)target, budget_s, (unsigned long long)min_rounds,
+	       (long long)(stall_ns / MS));
 	C = sd_shared(sizeof(*C));
 	pid_t root = sd_start_root(NULL);
 	sd_setup_batch(fill_setup, &pairs);
@@ -254,8 +272,8 @@ int main(int argc, char **argv)
 		if (kids[k] == 0)
 			exit(player(k / 2, k % 2 == 0));
 	}
-	/* Progress, and the time limit: past it the test fails (with what it
-	 * reached), so the count must fit the machine. */
+	/* Progress, and the time budget: past it the A players end their games;
+	 * rounds still in flight must finish within FINISH_SECONDS. */
 	int64_t last_print = t0;
 	uint64_t done;
 	for (;;) {
@@ -285,10 +303,14 @@ int main(int argc, char **argv)
 		if (all)
 			break;
 		int64_t now = sd_now_ns();
-		if (now - t0 > (int64_t)MAX_SECONDS * 1000000000)
-			T_FAIL("only %llu of %llu sleep/wake rounds in %d s (%.0f/s): lower the count",
-			       (unsigned long long)done, (unsigned long long)target, MAX_SECONDS,
-			       (double)done / MAX_SECONDS);
+		if (now - t0 > (int64_t)budget_s * 1000000000 && !atomic_load(&C->stop)) {
+			printf("  time budget of %ld s spent at %llu sleep/wake rounds: ending the games\n",
+			       budget_s, (unsigned long long)done);
+			atomic_store(&C->stop, 1);
+		}
+		if (now - t0 > (int64_t)(budget_s + FINISH_SECONDS) * 1000000000)
+			T_FAIL("the games did not end %d s after the time budget (%llu sleep/wake rounds)",
+			       FINISH_SECONDS, (unsigned long long)done);
 		if (now - last_print > 10000 * MS) {
 			printf("  %llu sleep/wake rounds after %.0f s\n", (unsigned long long)done,
 			       (double)(now - t0) / 1e9);
@@ -309,7 +331,12 @@ int main(int argc, char **argv)
 		if (p->worst_ns > worst)
 			worst = p->worst_ns;
 	}
-	T_ASSERT(sleeps >= target);
+	if (sleeps < min_rounds)
+		T_FAIL("only %llu sleep/wake rounds in %.1f s, fewer than %llu: the game stalled",
+		       (unsigned long long)sleeps, secs, (unsigned long long)min_rounds);
+	if (!atomic_load(&C->stop) && sleeps < target)
+		T_FAIL("the games ended at %llu of %llu rounds with time left", (unsigned long long)sleeps,
+		       (unsigned long long)target);
 	sd_untrack(root);
 	st_stop_root(root);
 	printf("sync_hammer: %llu sleep/wake rounds (%llu moves) in %.1f s: %.0f rounds/s, %.0f moves/s; "

@@ -67,7 +67,6 @@ write_conf() {
 server_name: n$n
 listen: 127.0.0.1:$((base + n - 1))
 http: 127.0.0.1:$((base + 200 + n - 1))
-pid_file: "$dir/n$n.pid"
 log_file: "$dir/n$n.log"
 max_payload: 8MB
 
@@ -92,10 +91,14 @@ launch_node() {
     if pid=$(live_pid "$dir" "$n") && [[ -n "$pid" ]]; then
         die "node n$n already running (pid $pid)"
     fi
-    # Exec the server directly so $! is its pid; it also writes the same pid to pid_file.
+    # Exec the server directly so $! is its pid. Only this script writes
+    # nN.pid, whole, by rename: a server that wrote it too (pid_file) once
+    # truncated it just as wait_ready read it, which looked like a node that
+    # had exited, and the cluster was torn down (CI, repl_recover).
     nohup "$NATS_SERVER" -c "$dir/n$n.conf" >"$dir/n$n.out" 2>&1 </dev/null &
     pid=$!
-    echo "$pid" >"$dir/n$n.pid"
+    echo "$pid" >"$dir/n$n.pid.tmp"
+    mv -f "$dir/n$n.pid.tmp" "$dir/n$n.pid"
     disown "$pid" 2>/dev/null || true
 }
 
@@ -136,7 +139,10 @@ wait_ready() { # wait_ready DIR BASE NODE...
     while :; do
         all=1
         for n in "$@"; do
-            if [[ -z "$(live_pid "$dir" "$n")" ]]; then
+            # The pid just launched, without live_pid's command-line check:
+            # until nohup has exec'd the server, the child's command line is
+            # still this script's.
+            if ! kill -0 "$(tr -dc '0-9' <"$dir/n$n.pid" 2>/dev/null)" 2>/dev/null; then
                 log "node n$n exited during startup; last log lines:"
                 tail -n 15 "$dir/n$n.log" "$dir/n$n.out" >&2 2>/dev/null || true
                 return 1

@@ -52,8 +52,9 @@ struct slot {
 	uint8_t *ring;
 	uint64_t ring_size;
 	struct port_ack *acks;
-	uint64_t tail;     /* our own copy of the ring's tail */
-	uint64_t next_seq; /* the seq the next batch must carry */
+	uint64_t tail;       /* our own copy of the ring's tail */
+	uint64_t next_seq;   /* the seq the next batch must carry */
+	int64_t exported_at; /* when a batch last came from this ring (hint_exporters) */
 	uint32_t doorbell_seen;
 	/* io_uring path: operations armed for this slot (they point into its
 	 * port, so the slot is freed only once they are all reaped). */

@@ -128,6 +128,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 	if (shm_commit_begin(r->shm) < 0)
 		return 0;
 	unsigned taken = 0;
+	int64_t now = sig_now_ns();
 	for (bool progress = true; progress && taken < r->max_group;) {
 		progress = false;
 		for (unsigned i = 0; i < (only ? 1 : r->nlive) && taken < r->max_group; i++) {
@@ -159,6 +160,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 				}
 				apply_record(r, s, len);
 				atomic_store_explicit(&s->port->ring_tail, s->tail, memory_order_release);
+				s->exported_at = now;
 				taken++;
 				progress = true;
 			}

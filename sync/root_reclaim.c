@@ -180,10 +180,12 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 	}
 	if (r->max_pin_bytes > 0)
 		shm_retired_bytes_after(r->shm, r->live_epochs, r->live_pinned, r->nlive);
+	uint32_t exporters = 0;
 	for (unsigned j = 0; j < r->nlive; j++) {
 		unsigned i = r->live[j];
 		struct slot *s = &r->slots[i];
 		uint64_t e = s->epoch, c = s->cursor;
+		exporters += s->exported_at && now - s->exported_at < SYNC_EXPORTER_WINDOW_NS;
 		apply_policies(r, i, tick, now, r->max_pin_bytes > 0 ? r->live_pinned[j] : 0, &e, &c);
 		if (e < min_e)
 			min_e = e;
@@ -201,6 +203,7 @@ static void reclaim_step(shmsync_root *r, size_t budget)
 	struct sync_shared *sh = r->shared;
 	atomic_store_explicit(&sh->stat_min_epoch, min_e, memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_workers, r->nlive, memory_order_relaxed);
+	atomic_store_explicit(&sh->hint_exporters, exporters, memory_order_relaxed);
 	atomic_store_explicit(&sh->stat_signal, (uint32_t)r->signal, memory_order_relaxed);
 	/* smaps is a walk of every mapping: once a second is plenty. */
 	if (now - r->last_huge_check > 1000000000LL) {

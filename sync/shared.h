@@ -21,11 +21,17 @@
 /* 128: a line and its neighbour, which the adjacent-line prefetcher pulls
  * in together (as in port.h). */
 #define SYNC_SHARED_LINE 128
+#define SYNC_EXPORTER_WINDOW_NS 1000000
 
 struct sync_shared {
 	uint64_t magic;
 	uint32_t size; /* sizeof(struct sync_shared): where the worker table starts */
-	uint32_t reserved;
+	/* Live workers that exported a batch within the last
+	 * SYNC_EXPORTER_WINDOW_NS, as the root last counted (relaxed): a
+	 * worker spins long for an ack only while these and the root fit the
+	 * machine's CPUs (sync/worker_wait.c). In what used to be padding: 0,
+	 * what a root that predates it leaves, means unknown. */
+	_Atomic uint32_t hint_exporters;
 	/* Statistics for tools (shmsync_stat), written by the root (relaxed). */
 	_Atomic uint64_t stat_min_epoch;        /* as the root last computed it */
 	_Atomic uint64_t stat_timer_found_work; /* ring work the idle timer found */

@@ -53,6 +53,13 @@ struct shmsync_worker {
 	int fdpoll_fd; /* an epoll fd over both and the connection: what shmsync_fd returns */
 	uint64_t uring_ops;
 	uint64_t exported, committed, rejected, imports, resets, late_wakes;
+	/* How long shmsync_wait_committed waited lately (an average, ns): it
+	 * spins that long, within ACK_SPIN_MAX_NS, before it sleeps. */
+	int64_t ack_wait_ns;
+	/* /proc/loadavg, kept open for the spins past WAIT_SPIN_NS (-1: not
+	 * opened yet, -2: unavailable), and the CPUs online it is held to. */
+	int loadavg_fd;
+	long online_cpus;
 	struct shmsync_batch *batch_cache;
 	uint64_t *fork_guard; /* MADV_WIPEONFORK: reads 0 in a forked child */
 	bool futex_armed;
@@ -94,10 +101,14 @@ void worker_go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end);
 
 /* ---- worker_wait.c ----------------------------------------------------- */
 
-/* Waits until cond(w, arg) holds: spins briefly, then sleeps on the tick
- * futex word. 0, -ETIMEDOUT, -ESHUTDOWN. */
+/* Waits until cond(w, arg) holds: spins for spin_ns (0: the default,
+ * WAIT_SPIN_NS; past that only while the machine has a CPU no other
+ * process waits for), then sleeps on the tick futex word. 0, -ETIMEDOUT,
+ * -ESHUTDOWN. *waited (may be NULL): about how long it waited, from the
+ * clock reads the wait made anyway (0 for a wait of a few turns). */
+#define WAIT_SPIN_NS 20000
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns);
+		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited);
 /* Has the root gone away? Asks the kernel (poll on the connection). */
 bool worker_root_gone(shmsync_worker *w);
 /* Reaps this handle's io_uring completions (io_uring path). */
@@ -107,8 +118,9 @@ void worker_arm(shmsync_worker *w, uint32_t futex_val);
 /* Empties the fallback's wake socket and eventfd (shmsync_fd). */
 void worker_drain_fdwake(shmsync_worker *w);
 
-#define GONE_CHECK_NS 1000000 /* non-blocking calls look for the root's death this often */
-#define POLL_YIELD_NS 1000    /* a worker polling with nothing new yields this often (worker.c) */
+#define GONE_CHECK_NS 1000000  /* non-blocking calls look for the root's death this often */
+#define ACK_SPIN_MAX_NS 250000 /* the longest a wait_committed spins (worker.c) */
+#define POLL_YIELD_NS 1000     /* a worker polling with nothing new yields this often (worker.c) */
 
 /* The same question for calls that do not block. A poll(2) costs more than
  * the whole spinning export or import around it, so these ask the kernel at

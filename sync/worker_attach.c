@@ -66,7 +66,7 @@ static void worker_free(shmsync_worker *w)
 		munmap(w->port, w->port_size);
 	if (w->seg.base)
 		shm_seg_close(&w->seg);
-	int fds[] = {w->conn, w->doorbell_fd, w->fdwake_fd, w->fdself_fd, w->fdpoll_fd};
+	int fds[] = {w->conn, w->doorbell_fd, w->fdwake_fd, w->fdself_fd, w->fdpoll_fd, w->loadavg_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -155,7 +155,7 @@ static int handle_new(shmsync_worker **out, int fd, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	w->conn = fd;
-	w->doorbell_fd = w->fdwake_fd = w->fdself_fd = w->fdpoll_fd = -1;
+	w->doorbell_fd = w->fdwake_fd = w->fdself_fd = w->fdpoll_fd = w->loadavg_fd = -1;
 	w->seg.fd = -1;
 	w->fork_guard = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (w->fork_guard == MAP_FAILED || madvise(w->fork_guard, 4096, MADV_WIPEONFORK) < 0) {

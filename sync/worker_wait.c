@@ -3,6 +3,7 @@
  * noticing the root's death, ringing the root's doorbell, and the waits an
  * embedding event loop makes (shmsync_prep_wait, shmsync_fd). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -12,7 +13,6 @@
 
 #include "sync.h"
 
-#define SPIN_NS 20000
 #define SLICE_NS 20000000 /* the futex path checks for the root's death this often */
 
 enum { WUD_FUTEX = 1, WUD_CONN = 2, WUD_IGNORE = 3 };
@@ -84,30 +84,99 @@ static void want_tick_wake(shmsync_worker *w, uint32_t bits)
 static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
 		       int64_t timeout_ns, int64_t deadline);
 
+/* Is a CPU left for the rest of a long spin? A spin past WAIT_SPIN_NS
+ * must take a CPU nobody else wants: 250 us ack spins of 4 workers with
+ * the root on 2 cores starved one of them (sync_converge's fairness bound;
+ * docs/ARCHITECTURE.md, "Polling before sleeping"). Two tests, both on
+ * every check:
+ * - the exporters the root counted (shared.h, hint_exporters) and the
+ *   root itself fit the CPUs online: the processes that write, and so
+ *   wait for acks, each have one. 0 (a root that predates the count) and
+ *   a foreign machine's load say no.
+ * - no process on the machine waits for a CPU: the kernel's count of
+ *   runnable tasks (the fourth field of /proc/loadavg, "running/total",
+ *   which counts this one) is at most the CPUs online. Both numbers are
+ *   the machine's, so a cpuset or a container answers conservatively.
+ *   Without /proc, no long spins. A read costs about 1.3 us, made every
+ *   SPARE_CHECK_NS of a long spin.
+ */
+#define SPARE_CHECK_NS 16000
+
+static bool cpu_to_spare(shmsync_worker *w)
+{
+	if (w->loadavg_fd == -1) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		w->loadavg_fd = n > 0 ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
+		if (w->loadavg_fd < 0) {
+			w->loadavg_fd = -2;
+			return false;
+		}
+		w->online_cpus = n;
+	}
+	if (w->loadavg_fd < 0)
+		return false;
+	uint32_t exporters = atomic_load_explicit(&w->shared->hint_exporters, memory_order_relaxed);
+	if (exporters == 0 || (long)exporters + 1 > w->online_cpus)
+		return false;
+	char buf[128];
+	ssize_t len = pread(w->loadavg_fd, buf, sizeof(buf) - 1, 0);
+	if (len <= 0)
+		return false;
+	buf[len] = '\0';
+	/* "0.52 0.58 0.59 2/123 4567": past three spaces, digits, then '/'. */
+	const char *p = buf;
+	for (int spaces = 0; spaces < 3; p++)
+		if (*p == '\0')
+			return false;
+		else if (*p == ' ')
+			spaces++;
+	long running = 0;
+	const char *digits = p;
+	for (; *p >= '0' && *p <= '9' && running < 1000000; p++)
+		running = running * 10 + (*p - '0');
+	return p > digits && *p == '/' && running <= w->online_cpus;
+}
+
 /* Waits until cond(w, arg) holds: spins briefly, then sleeps on the tick
  * futex word (which changes with every publish and every ack round).
  * 0, -ETIMEDOUT, -ESHUTDOWN. */
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns)
+		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited)
 {
+	int64_t dummy;
+	if (!waited)
+		waited = &dummy;
+	*waited = 0;
+	if (spin_ns <= 0)
+		spin_ns = WAIT_SPIN_NS;
+	/* A wait shorter than the spin ends on time. */
+	if (timeout_ns > 0 && spin_ns > timeout_ns)
+		spin_ns = timeout_ns;
 	if (cond(w, arg))
 		return 0;
 	if (timeout_ns == 0)
 		return worker_root_gone_lazy(w) ? -ESHUTDOWN : -ETIMEDOUT;
 	int64_t start = sig_now_ns();
 	int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+	int64_t next_spare_check = WAIT_SPIN_NS; /* the default spin needs no spare CPU */
 	/* The clock only every few turns: each read costs about as much as
 	 * the check itself. A yield every POLL_YIELD_NS lets a process queued
 	 * on this CPU run (the worker that is to answer, or the root): see
 	 * poll_missed in worker.c. */
 	for (unsigned turn = 1, yielded = 0;; turn++) {
 		if (cond(w, arg))
-			return 0;
+			return 0; /* *waited: as of the last clock read, no read more */
 		if (turn % 16)
 			continue;
 		int64_t spun = sig_now_ns() - start;
-		if (spun >= SPIN_NS)
+		*waited = spun;
+		if (spun >= spin_ns)
 			break;
+		if (spun >= next_spare_check) {
+			if (!cpu_to_spare(w))
+				break;
+			next_spare_check = spun + SPARE_CHECK_NS;
+		}
 		if (spun >= (int64_t)(yielded + 1) * POLL_YIELD_NS) {
 			yielded++;
 			sched_yield();
@@ -116,6 +185,7 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;
 	want_tick_wake(w, keep | PORT_TICK_WAKE_CALL);
 	int rc = sleep_until(w, cond, arg, timeout_ns, deadline);
+	*waited = sig_now_ns() - start;
 	/* Lowering needs no fence: a wake the root then makes anyway is
 	 * only a wasted system call. */
 	w->tick_wake = keep;

@@ -402,6 +402,15 @@ static int deliver_kept(const struct shm_seg *seg, const struct event *ev, size_
 	return rc;
 }
 
+void shm_log_prefetch(const struct shm_seg *seg, uint64_t pos)
+{
+	const struct shm_hdr *h = seg->hdr;
+	uint64_t L = h->log_size;
+	const uint8_t *ringp = shm_seg_ptr(seg, h->log_off, L, 8);
+	if (ringp && L >= 64)
+		__builtin_prefetch(ringp + pos % L);
+}
+
 int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch, uint64_t from_pos,
 		   uint64_t to_tick, uint64_t to_pos, shm_change_fn fn, void *arg)
 {

@@ -353,6 +353,11 @@ struct shm_value {
 
 /* The published tick (acquire). */
 uint64_t shm_published_tick(const struct shm_seg *seg);
+/* Asks for the change log's line at pos (a reader's next record) without
+ * waiting for it: a poller that does this beside its look at the published
+ * tick gets the record and the tick across from the root's core together,
+ * not one after the other. A hint: nothing is read or checked. */
+void shm_log_prefetch(const struct shm_seg *seg, uint64_t pos);
 /* A consistent (tick, log position at the end of that tick) pair. */
 void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *log_end);
 

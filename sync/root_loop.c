@@ -44,6 +44,11 @@ static bool rings_pending(shmsync_root *r)
 {
 	for (unsigned j = 0; j < r->nlive; j++) {
 		struct slot *s = &r->slots[r->live[j]];
+		/* The next record's first line, asked for beside the head: a
+		 * batch's head and its bytes then cross from the worker's core
+		 * together instead of one after the other (ring_get reads them
+		 * in that order), one cross-core transfer less per batch. */
+		__builtin_prefetch(s->ring + (s->tail & (s->ring_size - 1)));
 		if (atomic_load_explicit(&s->port->ring_head, memory_order_acquire) != s->tail)
 			return true;
 	}

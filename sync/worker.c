@@ -400,6 +400,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 	if (w->uring_ok)
 		worker_reap(w);
 	worker_drain_fdwake(w);
+	shm_log_prefetch(&w->seg, w->log_pos);
 	if (!tick_reached(w, target)) {
 		/* Polling: one cheap look for the root's death, nothing else. */
 		if (timeout_ns == 0) {

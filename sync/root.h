@@ -183,6 +183,7 @@ struct held_ack {
 	int64_t deadline;  /* follower: -ETIMEDOUT after this */
 	int64_t resend_at; /* follower: sent again (same id) if unanswered by then */
 	bool forward;      /* follower: a forward waiting for the leader's answer */
+	bool resent_said;  /* follower: its first resend was reported */
 	bool done;         /* follower: the leader answered */
 	char *reply;       /* an answer to send to a follower (instead of a port ack) */
 	uint8_t *rec;      /* follower: the batch, kept for a resend */

@@ -86,8 +86,20 @@ static unsigned held_release(shmsync_root *r, uint64_t stored, int64_t now)
 		if (h->forward) {
 			if (!h->done && now < h->deadline)
 				break;
-			if (!h->done)
+			if (!h->done) {
+				/* Said, not only acked: a worker that stopped waiting
+				 * earlier sees nothing, and an operator needs to know
+				 * the leader was out of reach (or the answers were). */
+				char msg[160];
+				snprintf(
+					msg, sizeof(msg),
+					"replication: forward %llu (a worker's batch) had no answer from the "
+					"leader in %lld s; its outcome is unknown",
+					(unsigned long long)h->id,
+					(long long)(FORWARD_TIMEOUT_NS / 1000000000));
+				say(r, msg);
 				h->result = -ETIMEDOUT;
+			}
 		} else if (h->tick > stored) {
 			break;
 		}
@@ -765,7 +777,22 @@ int root_repl_process(shmsync_root *r)
 			struct held_ack *h = &r->held[r->held_head + i];
 			if (h->forward && !h->done && h->rec && now >= h->resend_at) {
 				h->resend_at = now + RESEND_NS;
-				repl_forward(r->repl, r->repl_epoch, h->id, h->rec, h->rec_len);
+				int frc = repl_forward(r->repl, r->repl_epoch, h->id, h->rec, h->rec_len);
+				/* Once per forward: a resend is normal during an
+				 * election, a series of them is not. */
+				if (!h->resent_said) {
+					h->resent_said = true;
+					snprintf(
+						msg, sizeof(msg),
+						"replication: forward %llu unanswered for %lld s, sent again "
+						"(to leader epoch %llu)%s",
+						(unsigned long long)h->id,
+						(long long)(RESEND_NS / 1000000000),
+						(unsigned long long)r->repl_epoch,
+						frc < 0 ? ": the send failed" : "");
+					say(r, msg);
+					msg[0] = 0;
+				}
 			}
 		}
 	struct repl_stats st;

@@ -474,12 +474,20 @@ static int load_chunk(const uint8_t *data, size_t len, void *arg)
 }
 
 /* Applies the stream's ticks after r->repl_applied_seq until the one at
- * `upto` (and whatever came meanwhile). */
+ * `upto` (and whatever came meanwhile). This holds the root's thread (up to
+ * CATCH_UP_NS), so the forwards waiting here still get what the loop would
+ * give them: an answer that arrives, or -ETIMEDOUT at their deadline. */
 static int catch_up(shmsync_root *r, uint64_t upto, char *msg, size_t msglen)
 {
 	int64_t deadline = sig_now_ns() + CATCH_UP_NS, progress = sig_now_ns();
 	while (r->repl_applied_seq < upto) {
 		struct repl_ev *ev = repl_wait(r->repl, 200000000);
+		if (r->held_n) {
+			struct repl_stats st;
+			repl_stats(r->repl, &st);
+			if (held_release(r, st.stored_tick, sig_now_ns()))
+				root_wake_workers(r);
+		}
 		if (!ev) {
 			int64_t now = sig_now_ns();
 			if (now > deadline) {
@@ -756,8 +764,13 @@ int root_repl_process(shmsync_root *r)
 			}
 			break;
 		case REPL_EV_PROMOTE:
-			if (r->repl_role == REPL_ROLE_FOLLOWER)
+			if (r->repl_role == REPL_ROLE_FOLLOWER) {
+				/* Said first: the catch-up before the marker may take
+				 * a while, and the log should say why. */
+				say(r, "replication: the leader's lease lapsed and this root holds it now; "
+				       "catching up to take over the stream");
 				rc = promote(r, msg, sizeof(msg));
+			}
 			break;
 		case REPL_EV_DEPOSED:
 			snprintf(msg, sizeof(msg), "%s", ev->msg);

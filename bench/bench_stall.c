@@ -40,7 +40,6 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -92,24 +91,6 @@ static struct ctl *ctl;
 static char sock_path[108];
 static int root_cpu, worker_cpu;
 
-static pid_t spawn(int cpu, int (*fn)(void), const char *what)
-{
-	(void)what;
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0)
-		bench_die("fork", -errno);
-	if (pid == 0) {
-		/* Never outlive a bench that died. */
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
-			_exit(1);
-		bench_pin(cpu);
-		_exit(fn());
-	}
-	return pid;
-}
-
 static int wait_child(pid_t pid)
 {
 	int status;
@@ -154,8 +135,9 @@ static void count_warning(const char *msg, void *arg)
 	atomic_fetch_add_explicit(&ctl->warnings, 1, memory_order_relaxed);
 }
 
-static int root_main(void)
+static int root_main(void *unused)
 {
+	(void)unused;
 	static const int policy[NSC] = {SHMSYNC_STALL_WAIT, SHMSYNC_STALL_WAIT, SHMSYNC_STALL_KILL,
 					SHMSYNC_STALL_REVOKE};
 	char err[256] = "";
@@ -187,7 +169,7 @@ static int root_main(void)
 static pid_t start_root(void)
 {
 	unlink(sock_path);
-	pid_t pid = spawn(root_cpu, root_main, "root");
+	pid_t pid = bench_spawn(root_cpu, root_main, NULL);
 	for (int i = 0; i < 5000; i++) {
 		struct stat st;
 		if (stat(sock_path, &st) == 0)
@@ -275,13 +257,15 @@ static int reader(int idx)
 	return 0;
 }
 
-static int reader1(void)
+static int reader1(void *unused)
 {
+	(void)unused;
 	return reader(0);
 }
 
-static int reader2(void)
+static int reader2(void *unused)
 {
+	(void)unused;
 	return reader(1);
 }
 
@@ -321,8 +305,9 @@ static uint64_t settle(shmsync_worker *w)
 	return last;
 }
 
-static int writer(void)
+static int writer(void *unused)
 {
+	(void)unused;
 	shmsync_worker *w = attach();
 	shmsync_offline(w); /* it never reads */
 	shmsync_batch *b;
@@ -412,12 +397,12 @@ static struct scenario_result run_scenario(int sc, uint64_t ticks, uint64_t ever
 	ctl->sample_every = every;
 	uint64_t t0 = bench_now_ns();
 	pid_t root = start_root();
-	pid_t r1 = spawn(worker_cpu, reader1, "R1");
+	pid_t r1 = bench_spawn(worker_cpu, reader1, NULL);
 	ctl->r1_pid = r1;
-	pid_t r2 = spawn(worker_cpu, reader2, "R2");
+	pid_t r2 = bench_spawn(worker_cpu, reader2, NULL);
 	while (!atomic_load(&ctl->r1_ready) || !atomic_load(&ctl->r2_ready))
 		usleep(1000);
-	pid_t w = spawn(worker_cpu, writer, "W");
+	pid_t w = bench_spawn(worker_cpu, writer, NULL);
 	bool r1_alive = true;
 	if (sc != SC_NONE) {
 		int status;

@@ -128,7 +128,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 	if (shm_commit_begin(r->shm) < 0)
 		return 0;
 	unsigned taken = 0;
-	int64_t now = sig_now_ns();
+	int64_t now = 0; /* read once, at the first batch taken */
 	for (bool progress = true; progress && taken < r->max_group;) {
 		progress = false;
 		for (unsigned i = 0; i < (only ? 1 : r->nlive) && taken < r->max_group; i++) {
@@ -160,6 +160,8 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 				}
 				apply_record(r, s, len);
 				atomic_store_explicit(&s->port->ring_tail, s->tail, memory_order_release);
+				if (!now)
+					now = sig_now_ns();
 				s->exported_at = now;
 				taken++;
 				progress = true;

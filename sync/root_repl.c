@@ -115,6 +115,18 @@ static unsigned held_release(shmsync_root *r, uint64_t stored, int64_t now)
 	return n;
 }
 
+/* Writes what the held FIFO has ready and wakes the workers it answered:
+ * from the root's loop, and from a catch-up that holds the root's thread. */
+static void held_serve(shmsync_root *r, int64_t now)
+{
+	if (!r->held_n)
+		return;
+	struct repl_stats st;
+	repl_stats(r->repl, &st);
+	if (held_release(r, st.stored_tick, now))
+		root_wake_workers(r);
+}
+
 /* ---- leader ------------------------------------------------------------ */
 
 void root_repl_record(shmsync_root *r, const uint8_t *rec, size_t len)
@@ -482,12 +494,7 @@ static int catch_up(shmsync_root *r, uint64_t upto, char *msg, size_t msglen)
 	int64_t deadline = sig_now_ns() + CATCH_UP_NS, progress = sig_now_ns();
 	while (r->repl_applied_seq < upto) {
 		struct repl_ev *ev = repl_wait(r->repl, 200000000);
-		if (r->held_n) {
-			struct repl_stats st;
-			repl_stats(r->repl, &st);
-			if (held_release(r, st.stored_tick, sig_now_ns()))
-				root_wake_workers(r);
-		}
+		held_serve(r, sig_now_ns());
 		if (!ev) {
 			int64_t now = sig_now_ns();
 			if (now > deadline) {
@@ -795,23 +802,20 @@ int root_repl_process(shmsync_root *r)
 				 * election, a series of them is not. */
 				if (!h->resent_said) {
 					h->resent_said = true;
+					char note[200];
 					snprintf(
-						msg, sizeof(msg),
+						note, sizeof(note),
 						"replication: forward %llu unanswered for %lld s, sent again "
 						"(to leader epoch %llu)%s",
 						(unsigned long long)h->id,
 						(long long)(RESEND_NS / 1000000000),
 						(unsigned long long)r->repl_epoch,
 						frc < 0 ? ": the send failed" : "");
-					say(r, msg);
-					msg[0] = 0;
+					say(r, note);
 				}
 			}
 		}
-	struct repl_stats st;
-	repl_stats(r->repl, &st);
-	if (r->held_n && held_release(r, st.stored_tick, now))
-		root_wake_workers(r);
+	held_serve(r, now);
 	if (r->repl_role == REPL_ROLE_LEADER && repl_snapshot_due(r->repl))
 		repl_snapshot_start(r->repl, r->ro_fd, shm_root_tick(r->shm), &r->repl_pin);
 	publish_stats(r);

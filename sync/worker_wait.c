@@ -104,6 +104,9 @@ static int sleep_until(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_
 
 static bool cpu_to_spare(shmsync_worker *w)
 {
+	uint32_t exporters = atomic_load_explicit(&w->shared->hint_exporters, memory_order_relaxed);
+	if (exporters == 0)
+		return false;
 	if (w->loadavg_fd == -1) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		w->loadavg_fd = n > 0 ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
@@ -113,10 +116,7 @@ static bool cpu_to_spare(shmsync_worker *w)
 		}
 		w->online_cpus = n;
 	}
-	if (w->loadavg_fd < 0)
-		return false;
-	uint32_t exporters = atomic_load_explicit(&w->shared->hint_exporters, memory_order_relaxed);
-	if (exporters == 0 || (long)exporters + 1 > w->online_cpus)
+	if (w->loadavg_fd < 0 || (long)exporters + 1 > w->online_cpus)
 		return false;
 	char buf[128];
 	ssize_t len = pread(w->loadavg_fd, buf, sizeof(buf) - 1, 0);

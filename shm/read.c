@@ -10,15 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
-
-/* Each length or count in the segment is loaded once, checked, and only the
- * checked copy is used: a revoked reader (stall policy REVOKE) may be
- * reading memory that the root has freed and is rewriting, so a second load
- * of the same field may give anything. What it reads then is garbage that
- * the revocation check after the read reports as -ESTALE; what it must
- * never do is fault. */
-#define RD_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+#include "get_hot.h"
 
 struct rd_dirs {
 	const uint64_t *names;
@@ -56,6 +48,36 @@ static bool rd_dname(const struct shm_seg *seg, uint64_t off, struct rd_name *ou
 	return true;
 }
 
+/* The bytes a lookup may follow offsets into: the published size, loaded
+ * once per lookup (it only grows, so an early copy is the stricter bound)
+ * and never past this process's mapping, whatever the header says. Checks
+ * against it are inline: a get follows two or three offsets, and a call
+ * per check was a fifth of its instructions. */
+struct rd_span {
+	const uint8_t *base;
+	uint64_t size;
+};
+
+RD_INLINE struct rd_span rd_span(const struct shm_seg *seg)
+{
+	uint64_t size = atomic_load_explicit(&seg->hdr->size, memory_order_acquire);
+	return (struct rd_span){seg->base, size < seg->limit ? size : seg->limit};
+}
+
+/* The slots a lookup probes before the overflow tree. */
+static uint64_t rd_window(const struct shm_table_ref *t)
+{
+	return t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+}
+
+/* shm_seg_ptr against a loaded span, for 8-aligned objects. */
+RD_INLINE const void *rd_at(struct rd_span s, uint64_t off, uint64_t len)
+{
+	if (off < SHM_HDR_SIZE || off > s.size || len > s.size - off || (off & 7))
+		return NULL;
+	return s.base + off;
+}
+
 /* A version as loaded once: its link word (older, key length, flags) and
  * value length are the checked copies. */
 struct rd_ver {
@@ -66,9 +88,9 @@ struct rd_ver {
 	uint64_t value_len;
 };
 
-static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
+RD_INLINE bool rd_ver_in(struct rd_span s, uint64_t off, struct rd_ver *out)
 {
-	const struct shm_ver *v = shm_seg_ptr(seg, off, SHM_VER_HDR, 8);
+	const struct shm_ver *v = rd_at(s, off, SHM_VER_HDR);
 	if (!v)
 		return false;
 	/* The value usually ends in the next line (a 9-byte key and a 64-byte
@@ -78,11 +100,16 @@ static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
 	uint64_t link = atomic_load_explicit(&v->link, memory_order_acquire);
 	uint32_t kl = shm_link_klen(link);
 	uint64_t vl = RD_ONCE(v->value_len);
-	if (kl > SHMSYNC_MAX_KEY || vl > SHMSYNC_MAX_VALUE || !shm_seg_ptr(seg, off, shm_ver_size(kl, vl), 8))
+	if (kl > SHMSYNC_MAX_KEY || vl > SHMSYNC_MAX_VALUE || !rd_at(s, off, shm_ver_size(kl, vl)))
 		return false;
 	const uint8_t *p = (const uint8_t *)v;
 	*out = (struct rd_ver){v, p + SHM_VER_HDR, p + shm_ver_value_at(kl), link, kl, vl};
 	return true;
+}
+
+static bool rd_ver(const struct shm_seg *seg, uint64_t off, struct rd_ver *out)
+{
+	return rd_ver_in(rd_span(seg), off, out);
 }
 
 static bool rd_table(const struct shm_seg *seg, uint64_t off, struct shm_table_ref *out)
@@ -170,33 +197,51 @@ static int rd_find_inc(const struct shm_seg *seg, uint64_t epoch, const char *di
 	return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
 }
 
-/* The table of dir at epoch, through the cache when it holds it. */
-static int rd_dir_table(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
-			const char *dir, size_t dir_len, struct shm_table_ref *t)
+/* The table of dir at epoch when the cache does not hold it: into *buf,
+ * remembered in the cache where there is one. */
+static int rd_dir_table_slow(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
+			     const char *dir, size_t dir_len, struct shm_table_ref *buf)
 {
-	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
-	    memcmp(cache->dir, dir, dir_len) == 0) {
-		*t = cache->table;
-		return 0;
-	}
 	const struct shm_inc *inc;
 	int rc = rd_find_inc(seg, epoch, dir, dir_len, &inc);
 	if (rc < 0)
 		return rc;
-	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), t))
+	if (!rd_table(seg, atomic_load_explicit(&inc->table, memory_order_acquire), buf))
 		return -EIO;
 	if (cache && dir_len <= sizeof(cache->dir)) {
+		struct rd_span sp = rd_span(seg);
 		cache->epoch = epoch;
 		cache->dir_len = dir_len;
 		memcpy(cache->dir, dir, dir_len);
-		cache->table = *t;
+		cache->table = *buf;
+		cache->base = sp.base;
+		cache->size = sp.size;
+		cache->hash_seed = seg->hdr->hash_seed;
+		cache->window = rd_window(buf);
 	}
 	return 0;
 }
 
-/* The version of a key chain visible at epoch: 1, 0 if absent, -EIO. */
-static int rd_version_at(const struct shm_seg *seg, struct rd_ver v, uint64_t epoch, struct shm_value *out)
+/* The table of dir at epoch: the cache's own copy when it holds it, else
+ * *buf. */
+RD_INLINE int rd_dir_table(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
+			   const char *dir, size_t dir_len, struct shm_table_ref *buf,
+			   const struct shm_table_ref **t)
 {
+	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
+	    shm_bytes_eq(cache->dir, dir, dir_len)) {
+		*t = &cache->table;
+		return 0;
+	}
+	*t = buf;
+	return rd_dir_table_slow(seg, cache, epoch, dir, dir_len, buf);
+}
+
+/* The version of a key chain visible at epoch: 1, 0 if absent, -EIO. */
+RD_INLINE int rd_version_at_in(struct rd_span s, const struct rd_ver *head, uint64_t epoch,
+			       struct shm_value *out)
+{
+	struct rd_ver v = *head;
 	for (unsigned steps = 0;; steps++) {
 		uint64_t tick = RD_ONCE(v.v->tick);
 		if (tick <= epoch) {
@@ -208,9 +253,14 @@ static int rd_version_at(const struct shm_seg *seg, struct rd_ver v, uint64_t ep
 		uint64_t older = shm_link_older(v.link);
 		if (!older)
 			return 0;
-		if (!rd_ver(seg, older, &v) || steps > SHM_MAX_STEPS)
+		if (!rd_ver_in(s, older, &v) || steps > SHM_MAX_STEPS)
 			return -EIO;
 	}
+}
+
+static int rd_version_at(const struct shm_seg *seg, struct rd_ver v, uint64_t epoch, struct shm_value *out)
+{
+	return rd_version_at_in(rd_span(seg), &v, epoch, out);
 }
 
 uint64_t shm_published_tick(const struct shm_seg *seg)
@@ -237,43 +287,28 @@ void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *lo
 
 /* The key's head in a checked slot (or leaf): 1 and *v if it is the key,
  * 0 if not, -EIO. */
-static int rd_match(const struct shm_seg *seg, const struct shm_slot *s, uint64_t h, const void *key,
-		    size_t key_len, struct rd_ver *v)
+RD_INLINE int rd_match_word(struct rd_span sp, uint64_t word, uint64_t h, const void *key, size_t key_len,
+			    struct rd_ver *v)
 {
-	uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
 	uint64_t node = shm_slot_node(word);
 	if (node <= SHM_SLOT_DELETED || !shm_slot_tag_is(word, h))
 		return 0;
-	if (!rd_ver(seg, node, v))
+	if (!rd_ver_in(sp, node, v))
 		return -EIO;
-	return v->key_len == key_len && memcmp(v->key, key, key_len) == 0;
+	return v->key_len == key_len && shm_bytes_eq(v->key, key, key_len);
 }
 
-/* Finds a key in a table: the window of slots from its home, then, if every
- * slot there is taken, the overflow tree (layout.h, "Hash flooding"). 1 and
- * *v, 0 if absent, -EIO. Each tree step must test a later bit than the one
- * before and stay in the pool, so a corrupt or reused tree cannot loop. */
-/* The slots a lookup probes before the overflow tree. */
-static uint64_t rd_window(const struct shm_table_ref *t)
+static int rd_match(struct rd_span sp, const struct shm_slot *s, uint64_t h, const void *key, size_t key_len,
+		    struct rd_ver *v)
 {
-	return t->nslots < SHM_PROBE_WINDOW ? t->nslots : SHM_PROBE_WINDOW;
+	return rd_match_word(sp, atomic_load_explicit(&s->word, memory_order_acquire), h, key, key_len, v);
 }
 
-static int rd_lookup(const struct shm_seg *seg, const struct shm_table_ref *t, uint64_t h, const void *key,
-		     size_t key_len, struct rd_ver *v, uint64_t *steps)
+/* The overflow tree's part of rd_lookup: out of line, as only a table
+ * whose window filled up has one. */
+static int rd_lookup_tree(struct rd_span sp, const struct shm_table_ref *t, uint64_t pos, uint64_t h,
+			  const void *key, size_t key_len, struct rd_ver *v, uint64_t *steps)
 {
-	uint64_t pos = shm_table_pos(t->seed, h), win = rd_window(t);
-	for (uint64_t i = shm_table_home(pos, t->nslots), n = 0; n < win;
-	     i = shm_table_next(i, t->nslots), n++) {
-		++*steps;
-		if (atomic_load_explicit(&t->slots[i].word, memory_order_acquire) == SHM_SLOT_EMPTY)
-			return 0;
-		int rc = rd_match(seg, &t->slots[i], h, key, key_len, v);
-		if (rc)
-			return rc;
-	}
-	if (!t->pool)
-		return 0;
 	uint64_t idx = atomic_load_explicit(&t->pool->root, memory_order_acquire);
 	for (uint32_t next_bit = 0;;) {
 		if (!idx)
@@ -284,7 +319,7 @@ static int rd_lookup(const struct shm_seg *seg, const struct shm_table_ref *t, u
 		const struct shm_onode *nd = &t->nodes[idx - 1];
 		uint32_t bit = RD_ONCE(nd->bit);
 		if (bit == SHM_CB_LEAF)
-			return rd_match(seg, &nd->s, h, key, key_len, v);
+			return rd_match(sp, &nd->s, h, key, key_len, v);
 		if (bit < next_bit || bit >= SHM_CB_BITS)
 			return -EIO;
 		next_bit = bit + 1;
@@ -293,19 +328,45 @@ static int rd_lookup(const struct shm_seg *seg, const struct shm_table_ref *t, u
 	}
 }
 
-static int get_steps(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
-		     size_t dir_len, const void *key, size_t key_len, struct shm_value *out, uint64_t *steps)
+/* Finds a key in a table: the window of slots from its home, then, if every
+ * slot there is taken, the overflow tree (layout.h, "Hash flooding"). 1 and
+ * *v, 0 if absent, -EIO. Each tree step must test a later bit than the one
+ * before and stay in the pool, so a corrupt or reused tree cannot loop. */
+RD_INLINE int rd_lookup(struct rd_span sp, const struct shm_table_ref *t, uint64_t h, const void *key,
+			size_t key_len, struct rd_ver *v, uint64_t *steps)
+{
+	uint64_t pos = shm_table_pos(t->seed, h), win = rd_window(t), n = 0;
+	for (uint64_t i = shm_table_home(pos, t->nslots); n < win; i = shm_table_next(i, t->nslots)) {
+		uint64_t word = atomic_load_explicit(&t->slots[i].word, memory_order_acquire);
+		n++;
+		int rc = word == SHM_SLOT_EMPTY ? 0 : rd_match_word(sp, word, h, key, key_len, v);
+		if (rc || word == SHM_SLOT_EMPTY) {
+			*steps += n;
+			return rc;
+		}
+	}
+	*steps += n;
+	if (!t->pool)
+		return 0;
+	return rd_lookup_tree(sp, t, pos, h, key, key_len, v, steps);
+}
+
+RD_INLINE int get_steps(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
+			const char *dir, size_t dir_len, const void *key, size_t key_len,
+			struct shm_value *out, uint64_t *steps)
 {
 	*steps = 0;
-	struct shm_table_ref t;
-	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &t);
+	struct shm_table_ref buf;
+	const struct shm_table_ref *t;
+	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &buf, &t);
 	if (rc < 0)
 		return rc;
+	struct rd_span sp = rd_span(seg);
 	struct rd_ver v;
-	rc = rd_lookup(seg, &t, shm_hash(seg->hdr->hash_seed, key, key_len), key, key_len, &v, steps);
+	rc = rd_lookup(sp, t, shm_hash(seg->hdr->hash_seed, key, key_len), key, key_len, &v, steps);
 	if (rc <= 0)
 		return rc < 0 ? rc : -ENOENT;
-	rc = rd_version_at(seg, v, epoch, out);
+	rc = rd_version_at_in(sp, &v, epoch, out);
 	return rc < 0 ? rc : rc == 0 ? -ENOENT : 0;
 }
 
@@ -322,11 +383,25 @@ int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t d
 	return get_steps(seg, NULL, epoch, dir, dir_len, key, key_len, out, &steps);
 }
 
-int shm_get_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
-		   size_t dir_len, const void *key, size_t key_len, struct shm_value *out)
+/* Out of line, so that the common get below stays small. */
+static __attribute__((noinline)) int get_cached_slow(const struct shm_seg *seg, struct shm_dir_cache *cache,
+						     uint64_t epoch, const char *dir, size_t dir_len,
+						     const void *key, size_t key_len, struct shm_value *out)
 {
 	uint64_t steps;
 	return get_steps(seg, cache, epoch, dir, dir_len, key, key_len, out, &steps);
+}
+
+int shm_get_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
+		   size_t dir_len, const void *key, size_t key_len, struct shm_value *out)
+{
+	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
+	    shm_bytes_eq(cache->dir, dir, dir_len)) {
+		int rc = rd_get_hit(cache, epoch, key, key_len, out);
+		if (rc >= 0)
+			return rc ? 0 : -ENOENT;
+	}
+	return get_cached_slow(seg, cache, epoch, dir, dir_len, key, key_len, out);
 }
 
 /* Keys in flight at once: enough misses to keep the memory system busy
@@ -375,12 +450,13 @@ static int rd_get_group(const struct shm_seg *seg, const struct shm_table_ref *t
 		}
 	}
 	int found = 0;
+	struct rd_span sp = rd_span(seg);
 	for (size_t j = 0; j < n; j++) {
 		struct rd_ver v;
 		uint64_t steps = 0;
-		int rc = rd_lookup(seg, t, h[j], keys[j].data, keys[j].len, &v, &steps);
+		int rc = rd_lookup(sp, t, h[j], keys[j].data, keys[j].len, &v, &steps);
 		if (rc > 0)
-			rc = rd_version_at(seg, v, epoch, &out[j]);
+			rc = rd_version_at_in(sp, &v, epoch, &out[j]);
 		if (rc < 0)
 			return rc;
 		rcs[j] = rc ? 0 : -ENOENT;
@@ -399,8 +475,9 @@ int shm_get_many_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, 
 			const char *dir, size_t dir_len, const shmsync_key *keys, size_t n,
 			struct shm_value *out, int *rcs)
 {
-	struct shm_table_ref t;
-	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &t);
+	struct shm_table_ref buf;
+	const struct shm_table_ref *t;
+	int rc = rd_dir_table(seg, cache, epoch, dir, dir_len, &buf, &t);
 	if (rc == -ENOENT) {
 		for (size_t j = 0; j < n; j++)
 			rcs[j] = -ENOENT;
@@ -411,7 +488,7 @@ int shm_get_many_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, 
 	size_t found = 0;
 	for (size_t j = 0; j < n; j += MANY_GROUP) {
 		size_t m = n - j < MANY_GROUP ? n - j : MANY_GROUP;
-		rc = rd_get_group(seg, &t, epoch, keys + j, m, out + j, rcs + j);
+		rc = rd_get_group(seg, t, epoch, keys + j, m, out + j, rcs + j);
 		if (rc < 0)
 			return rc;
 		found += (size_t)rc;

@@ -355,6 +355,7 @@ int shm_seg_create_numa(struct shm_seg *seg, size_t capacity, size_t initial, in
 	seg->fd = fd;
 	seg->base = base;
 	seg->capacity = capacity;
+	seg->limit = capacity;
 	seg->writable = true;
 	if (nrc == SHM_NUMA_SKIPPED)
 		snprintf(seg->numa_notice, sizeof(seg->numa_notice), "%s", nmsg);
@@ -473,6 +474,13 @@ int shm_seg_open_reader(struct shm_seg *seg, int fd, struct shm_err *err)
 	if ((uint64_t)st.st_size < SHM_HDR_SIZE)
 		return fail(err, -EPROTO, "not a shmsync segment: %lld bytes, smaller than the header",
 			    (long long)st.st_size);
+	/* A file that could shrink under the mapping would turn a read of a
+	 * checked offset into SIGBUS; every root's reader fd is sealed. */
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		return fail(err, -EPROTO,
+			    "the segment fd is not sealed against shrinking (F_SEAL_SHRINK): not from a "
+			    "shmsync root");
 	struct shm_hdr h;
 	ssize_t n = pread(fd, &h, sizeof(h), 0);
 	if (n != (ssize_t)sizeof(h))
@@ -494,6 +502,7 @@ int shm_seg_open_reader(struct shm_seg *seg, int fd, struct shm_err *err)
 			    h.capacity, strerror(errno));
 	seg->base = base;
 	seg->capacity = h.capacity;
+	seg->limit = (uint64_t)st.st_size < h.capacity ? (size_t)st.st_size : h.capacity;
 	seg->hdr = base;
 	seg->size = atomic_load_explicit(&seg->hdr->size, memory_order_acquire);
 	return 0;
@@ -518,6 +527,8 @@ uint64_t shm_seg_published_size(const struct shm_seg *seg)
 const void *shm_seg_ptr(const struct shm_seg *seg, uint64_t off, uint64_t len, uint64_t align)
 {
 	uint64_t size = atomic_load_explicit(&seg->hdr->size, memory_order_acquire);
+	if (size > seg->limit)
+		size = seg->limit; /* a header's word is no reason to read past the mapping */
 	if (off < SHM_HDR_SIZE || off > size || len > size - off)
 		return NULL;
 	if (align > 1 && (off & (align - 1)))

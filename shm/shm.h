@@ -49,6 +49,11 @@ struct shm_seg {
 	uint8_t *base;
 	size_t capacity; /* bytes of address space reserved */
 	size_t size;     /* root: bytes backed by the file; reader: last seen */
+	/* Bytes that may ever be read, whatever the header says: the mapping,
+	 * and for a reader no more than the file held when it was opened (it
+	 * is sealed against shrinking), so that no offset below it can fault
+	 * (SIGSEGV past the mapping, SIGBUS past the file's end). */
+	size_t limit;
 	bool writable;
 	struct shm_hdr *hdr;
 	char numa_notice[200]; /* root: why no NUMA policy was applied (unavailable here), or "" */
@@ -388,6 +393,15 @@ struct shm_dir_cache {
 	uint64_t epoch; /* 0: empty */
 	size_t dir_len;
 	struct shm_table_ref table;
+	/* What every get there reads before its first miss, found once:
+	 * the mapping, the published size when the table was found (every
+	 * object the table reaches at epoch lies below it; a smaller bound
+	 * than today's is only stricter), the segment's hash seed and the
+	 * table's probe window. */
+	const uint8_t *base;
+	uint64_t size;
+	uint64_t hash_seed;
+	uint64_t window;
 	char dir[SHMSYNC_MAX_DIR];
 };
 /* shm_get and shm_get_many through a cache (NULL: none). */

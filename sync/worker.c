@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "get_hot.h"
 #include "numa.h"
 #include "sync.h"
 
@@ -485,7 +486,9 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 	if (!dir)
 		return -EINVAL;
 	struct shm_value val;
-	int rc = shm_get_cached(&w->seg, &w->dir_cache, w->epoch, dir, strlen(dir), k, kn, &val);
+	int rc = shm_get_hot(&w->dir_cache, w->epoch, dir, k, kn, &val);
+	if (rc > 0)
+		rc = shm_get_cached(&w->seg, &w->dir_cache, w->epoch, dir, strlen(dir), k, kn, &val);
 	if (revoked_since(w)) {
 		w->dir_cache.epoch = 0;
 		return -ESTALE;

@@ -605,6 +605,18 @@ static void test_header_validation(void)
 	T_ASSERT(shm_seg_open_reader(&rs, tiny, &err) < 0);
 	T_ASSERT(err.msg[0] != 0);
 	close(tiny);
+
+	/* So is a whole segment in a file that could be cut short under the
+	 * reader (no F_SEAL_SHRINK). */
+	int loose = memfd_create("shmsync-loose", MFD_CLOEXEC);
+	T_ASSERT(loose >= 0);
+	uint64_t psize = shm_seg_published_size(&seg);
+	T_EQ(write(loose, seg.base, psize), (ssize_t)psize);
+	memset(&err, 0, sizeof(err));
+	T_EQ(shm_seg_open_reader(&rs, loose, &err), -EPROTO);
+	printf("unsealed copy: %s\n", err.msg);
+	T_ASSERT(strstr(err.msg, "F_SEAL_SHRINK") != NULL);
+	close(loose);
 	shm_seg_close(&seg);
 }
 

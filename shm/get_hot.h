@@ -134,16 +134,37 @@ RD_INLINE uint64_t rd_hash16(struct rd_key16 k, size_t n, uint64_t seed)
  * compared in words: 8 bytes from the key's start must lie in the segment
  * (the version's own bytes, or whatever follows it; only the key's are
  * compared). */
-RD_INLINE int rd_get_hit(const struct shm_dir_cache *c, uint64_t epoch, const void *key, size_t key_len,
-			 struct shm_value *out)
+struct rd_probe {
+	struct rd_key16 k;
+	uint64_t lo_mask; /* the bytes of lo that are the key's */
+	uint64_t h;       /* the key's hash with the segment's seed */
+	uint64_t home;    /* its home slot in the cached table */
+};
+
+/* A get's first step, for a key of up to 16 bytes: its hash and home slot
+ * in the cached table, whose line it starts loading. The cache need not
+ * hold the directory yet (whether it does is decided after): a prefetch
+ * never faults, so a stale table only wastes it. It comes first because a
+ * loop of gets overlaps two of them only if the next one's first miss is
+ * within the core's reach (a few hundred instructions) of this one's
+ * last. */
+RD_INLINE void rd_get_start(const struct shm_dir_cache *c, const void *key, size_t key_len,
+			    struct rd_probe *p)
 {
-	if (key_len > 16)
-		return -1;
-	struct rd_key16 k = rd_key16(key, key_len);
-	uint64_t lo_mask = key_len >= 8 ? ~(uint64_t)0 : ((uint64_t)1 << (8 * key_len)) - 1;
+	p->k = rd_key16(key, key_len);
+	p->lo_mask = key_len >= 8 ? ~(uint64_t)0 : ((uint64_t)1 << (8 * key_len)) - 1;
+	p->h = rd_hash16(p->k, key_len, c->hash_seed);
+	p->home = shm_table_home(shm_table_pos(c->table.seed, p->h), c->table.nslots);
+	__builtin_prefetch((const void *)((uintptr_t)c->table.slots + p->home * sizeof(struct shm_slot)));
+}
+
+RD_INLINE int rd_get_finish(const struct shm_dir_cache *c, uint64_t epoch, const struct rd_probe *probe,
+			    size_t key_len, struct shm_value *out)
+{
 	const struct shm_table_ref *t = &c->table;
-	uint64_t h = rd_hash16(k, key_len, c->hash_seed), nslots = t->nslots;
-	uint64_t i = shm_table_home(shm_table_pos(t->seed, h), nslots);
+	uint64_t h = probe->h, nslots = t->nslots, i = probe->home;
+	struct rd_key16 k = probe->k;
+	uint64_t lo_mask = probe->lo_mask;
 	for (uint64_t n = c->window; n; n--, i = shm_table_next(i, nslots)) {
 		uint64_t word = atomic_load_explicit(&t->slots[i].word, memory_order_acquire);
 		if (word == SHM_SLOT_EMPTY)
@@ -181,6 +202,16 @@ RD_INLINE int rd_get_hit(const struct shm_dir_cache *c, uint64_t epoch, const vo
 	return -1;
 }
 
+RD_INLINE int rd_get_hit(const struct shm_dir_cache *c, uint64_t epoch, const void *key, size_t key_len,
+			 struct shm_value *out)
+{
+	if (key_len > 16)
+		return -1;
+	struct rd_probe p;
+	rd_get_start(c, key, key_len, &p);
+	return rd_get_finish(c, epoch, &p, key_len, out);
+}
+
 /* Whether the C string dir is the cached name: byte by byte, for the
  * reason rd_key16 gives, and so that it never reads past dir's end. */
 RD_INLINE bool rd_cache_names(const struct shm_dir_cache *c, const char *dir)
@@ -200,9 +231,13 @@ RD_INLINE bool rd_cache_names(const struct shm_dir_cache *c, const char *dir)
 RD_INLINE int shm_get_hot(const struct shm_dir_cache *cache, uint64_t epoch, const char *dir, const void *key,
 			  size_t key_len, struct shm_value *out)
 {
+	if (key_len > 16)
+		return 1;
+	struct rd_probe p;
+	rd_get_start(cache, key, key_len, &p);
 	if (cache->epoch != epoch || !epoch || !rd_cache_names(cache, dir))
 		return 1;
-	int rc = rd_get_hit(cache, epoch, key, key_len, out);
+	int rc = rd_get_finish(cache, epoch, &p, key_len, out);
 	return rc < 0 ? 1 : rc ? 0 : -ENOENT;
 }
 

@@ -99,6 +99,25 @@ static uint64_t find_dname(struct shm_root *r, const char *name, size_t len)
 }
 
 /* The live incarnation (not deleted, in the state being built), or 0. */
+static uint64_t live_inc(struct shm_root *r, const char *name, size_t len);
+
+/* live_inc for a key op: the answer for the previous key op's name when
+ * the name is the same (a batch's ops mostly share one, and finding it was
+ * a binary search and compares per op). Only directory ops change what a
+ * name resolves to; they and every new batch forget it. */
+static uint64_t live_inc_of(struct shm_root *r, const struct shm_op *op)
+{
+	if (r->memo_len && r->memo_len == op->dir_len && memcmp(r->memo_name, op->dir, op->dir_len) == 0)
+		return r->memo_inc;
+	uint64_t inc = live_inc(r, op->dir, op->dir_len);
+	if (op->dir_len <= sizeof(r->memo_name)) {
+		memcpy(r->memo_name, op->dir, op->dir_len);
+		r->memo_len = op->dir_len;
+		r->memo_inc = inc;
+	}
+	return inc;
+}
+
 static uint64_t live_inc(struct shm_root *r, const char *name, size_t len)
 {
 	uint64_t dn = find_dname(r, name, len);
@@ -142,7 +161,7 @@ static inline int version_new(struct shm_root *r, const struct shm_op *op, uint6
 static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 {
 	uint64_t t = building(r);
-	uint64_t incoff = live_inc(r, op->dir, op->dir_len);
+	uint64_t incoff = live_inc_of(r, op);
 	if (!incoff)
 		return -ENOENT;
 	struct shm_inc *inc = shm_at(r, incoff);
@@ -243,7 +262,7 @@ static int op_put(struct shm_root *r, const struct shm_op *op, uint64_t h)
 static int op_del(struct shm_root *r, const struct shm_op *op, uint64_t h)
 {
 	uint64_t t = building(r);
-	uint64_t incoff = live_inc(r, op->dir, op->dir_len);
+	uint64_t incoff = live_inc_of(r, op);
 	if (!incoff)
 		return -ENOENT;
 	struct shm_inc *inc = shm_at(r, incoff);
@@ -457,20 +476,26 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 	*failed_op = 0;
 	if (!r->building)
 		return -EINVAL;
+	const char *checked = NULL; /* the last name that passed, in ops[] */
+	size_t checked_len = 0;
 	for (size_t i = 0; i < n; i++) {
 		int rc;
+		bool known = checked && ops[i].dir && ops[i].dir_len == checked_len &&
+			     memcmp(ops[i].dir, checked, checked_len) == 0;
 		if (ops[i].kind == SHM_OP_LOAD && r->loading) {
 			/* A load is a put to the checks, and only a loading root has it. */
 			struct shm_op as_put = ops[i];
 			as_put.kind = SHM_OP_PUT;
-			rc = shm_op_check(&as_put);
+			rc = shm_op_check_named(&as_put, known);
 		} else {
-			rc = shm_op_check(&ops[i]);
+			rc = shm_op_check_named(&ops[i], known);
 		}
 		if (rc < 0) {
 			*failed_op = i;
 			return rc;
 		}
+		checked = ops[i].dir;
+		checked_len = ops[i].dir_len;
 	}
 	size_t need = r->loading ? 0 : shm_batch_log_bytes(ops, n);
 	if (need > shm_root_max_batch_log_bytes(r))
@@ -479,6 +504,7 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 		return -ENOBUFS;
 
 	r->nundone = 0;
+	r->memo_len = 0; /* an undone batch may have made or removed names */
 	size_t mark = r->nundo;
 	uint64_t log_mark = r->log_head;
 	struct shm_counters saved = r->c;
@@ -498,9 +524,11 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 		}
 		switch (ops[i].kind) {
 		case SHM_OP_MKDIR:
+			r->memo_len = 0;
 			rc = op_mkdir(r, &ops[i]);
 			break;
 		case SHM_OP_RMDIR:
+			r->memo_len = 0;
 			rc = op_rmdir(r, &ops[i]);
 			break;
 		case SHM_OP_DEL:

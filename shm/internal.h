@@ -10,7 +10,8 @@
  *   numa.c      memory policy of mappings (its own numa.h)
  *   op.c        validation of operations and names, log bytes of a batch
  *   arena.c     the offset allocator: segment.c
- *   read.c      snapshot reads: segment.c
+ *   read.c      snapshot reads: segment.c (its common get is inline in
+ *               get_hot.h, which sync/worker.c includes as well)
  *   diff.c      the coalesced diff and the full state: read.c, op.c, segment.c
  * A worker links these. The writer (the root) adds shm/writer.h (its
  * private state, and the helpers its files share, inline) and shm/table.h

@@ -30,11 +30,16 @@ bool shm_dir_name_valid(const char *dir, size_t len)
 
 int shm_op_check(const struct shm_op *op)
 {
+	return shm_op_check_named(op, false);
+}
+
+int shm_op_check_named(const struct shm_op *op, bool name_checked)
+{
 	if (op->kind < SHM_OP_PUT || op->kind > SHM_OP_RMDIR)
 		return -EINVAL;
 	if (!op->dir || op->dir_len > SHMSYNC_MAX_DIR)
 		return op->dir ? -ENAMETOOLONG : -EINVAL;
-	if (!shm_dir_name_valid(op->dir, op->dir_len))
+	if (!name_checked && !shm_dir_name_valid(op->dir, op->dir_len))
 		return -EINVAL;
 	if (op->kind == SHM_OP_MKDIR || op->kind == SHM_OP_RMDIR)
 		return 0;

@@ -219,6 +219,10 @@ struct shm_op {
  * -EINVAL (bad kind, bad directory name, empty key), -ENAMETOOLONG (directory
  * or key too long), -EMSGSIZE (value too long). */
 int shm_op_check(const struct shm_op *op);
+/* shm_op_check, less the directory name's syntax when the caller checked
+ * the same name already (most ops of a batch share one: its checks were
+ * about a tenth of a put's cost at the root). */
+int shm_op_check_named(const struct shm_op *op, bool name_checked);
 /* True if `dir` is a valid directory name: absolute, ends in '/', no empty,
  * "." or ".." component, no NUL, at most SHMSYNC_MAX_DIR bytes. */
 bool shm_dir_name_valid(const char *dir, size_t len);

@@ -69,6 +69,11 @@ struct shm_root {
 	 * and the hash-flooding test. */
 	uint64_t probes, probe_max;
 	uint64_t rebuilds, reseeds;
+	/* live_inc_of's memory of the last key op's directory, within one
+	 * shm_apply_batch (memo_len 0: none). */
+	char memo_name[SHMSYNC_MAX_DIR];
+	size_t memo_len;
+	uint64_t memo_inc;
 	bool building;
 	bool loading;     /* between shm_root_load_begin and _end */
 	unsigned applied; /* batches applied to the tick being built */

@@ -83,6 +83,7 @@ int shmsync_begin(shmsync_worker *w, shmsync_batch **out)
 	b->buf.len = 0;
 	b->buf.nops = 0;
 	b->log_bytes = 0;
+	b->checked_len = 0;
 	*out = b;
 	return 0;
 }
@@ -91,9 +92,15 @@ static int add_op(shmsync_batch *b, const struct shm_op *op)
 {
 	if (!b || worker_forked(b->w))
 		return b ? -ECHILD : -EINVAL;
-	int rc = shm_op_check(op);
+	bool known = b->checked_len && op->dir && op->dir_len == b->checked_len &&
+		     memcmp(op->dir, b->checked, b->checked_len) == 0;
+	int rc = shm_op_check_named(op, known);
 	if (rc < 0)
 		return rc;
+	if (!known && op->dir_len <= sizeof(b->checked)) {
+		memcpy(b->checked, op->dir, op->dir_len);
+		b->checked_len = op->dir_len;
+	}
 	size_t lb = shm_batch_log_bytes(op, 1);
 	if (b->log_bytes + lb > b->w->log_half)
 		return -E2BIG;

@@ -77,6 +77,10 @@ struct shmsync_batch {
 	shmsync_worker *w;
 	struct wire_buf buf;
 	size_t log_bytes;
+	/* The last directory name an op of this batch passed with (0: none):
+	 * the next op naming it again skips its syntax check. */
+	size_t checked_len;
+	char checked[SHMSYNC_MAX_DIR];
 };
 
 /* The fork guard: a MADV_WIPEONFORK page that reads 0 in a forked child,

@@ -107,7 +107,7 @@ static uint64_t live_inc(struct shm_root *r, const char *name, size_t len);
  * name resolves to; they and every new batch forget it. */
 static uint64_t live_inc_of(struct shm_root *r, const struct shm_op *op)
 {
-	if (r->memo_len && r->memo_len == op->dir_len && memcmp(r->memo_name, op->dir, op->dir_len) == 0)
+	if (r->memo_len && r->memo_len == op->dir_len && shm_bytes_eq(r->memo_name, op->dir, op->dir_len))
 		return r->memo_inc;
 	uint64_t inc = live_inc(r, op->dir, op->dir_len);
 	if (op->dir_len <= sizeof(r->memo_name)) {
@@ -393,7 +393,7 @@ static void prefetch_window(struct shm_root *r, const struct shm_op *ops, size_t
 		if (op->kind == SHM_OP_MKDIR || op->kind == SHM_OP_RMDIR)
 			continue;
 		hashes[i] = shm_hash(r->seed, op->key, op->key_len);
-		if (!last_dir || last_len != op->dir_len || memcmp(last_dir, op->dir, last_len) != 0) {
+		if (!last_dir || last_len != op->dir_len || !shm_bytes_eq(last_dir, op->dir, last_len)) {
 			uint64_t inc = live_inc(r, op->dir, op->dir_len);
 			last_dir = op->dir;
 			last_len = op->dir_len;
@@ -481,7 +481,7 @@ int shm_apply_batch(struct shm_root *r, const struct shm_op *ops, size_t n, size
 	for (size_t i = 0; i < n; i++) {
 		int rc;
 		bool known = checked && ops[i].dir && ops[i].dir_len == checked_len &&
-			     memcmp(ops[i].dir, checked, checked_len) == 0;
+			     shm_bytes_eq(ops[i].dir, checked, checked_len);
 		if (ops[i].kind == SHM_OP_LOAD && r->loading) {
 			/* A load is a put to the checks, and only a loading root has it. */
 			struct shm_op as_put = ops[i];

@@ -24,31 +24,6 @@
  * argument pushes the next get further out of its reach. */
 #define RD_INLINE static inline __attribute__((always_inline))
 
-/* Equal keys (or names) of n bytes: short ones in two overlapping loads a
- * side, with no call and no loop, so a get's instructions stay few enough
- * for the core to run the next get's misses beside this one's. */
-RD_INLINE bool shm_bytes_eq(const void *a, const void *b, size_t n)
-{
-	const uint8_t *x = a, *y = b;
-	if (n >= 8 && n <= 16) {
-		uint64_t x0, x1, y0, y1;
-		memcpy(&x0, x, 8);
-		memcpy(&y0, y, 8);
-		memcpy(&x1, x + n - 8, 8);
-		memcpy(&y1, y + n - 8, 8);
-		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-	}
-	if (n >= 4 && n < 8) {
-		uint32_t x0, x1, y0, y1;
-		memcpy(&x0, x, 4);
-		memcpy(&y0, y, 4);
-		memcpy(&x1, x + n - 4, 4);
-		memcpy(&y1, y + n - 4, 4);
-		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-	}
-	return memcmp(x, y, n) == 0;
-}
-
 /* A key of up to 16 bytes, read one byte at a time into two words: lo
  * holds bytes [0, min(n, 8)), hi bytes [n - 8, n) when n > 8, both little
  * endian, as XXH3 reads them.

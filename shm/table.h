@@ -103,7 +103,7 @@ static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h
 		if (!shm_slot_tag_is(word, h))
 			continue;
 		struct shm_ver *v = shm_at(r, node);
-		if (ver_klen(v) == klen && memcmp(ver_key(v), key, klen) == 0) {
+		if (ver_klen(v) == klen && shm_bytes_eq(ver_key(v), key, klen)) {
 			p->slot = s;
 			p->head = node;
 			count_probe(r, steps);
@@ -118,7 +118,7 @@ static inline void probe_key(struct shm_root *r, struct shm_table *t, uint64_t h
 		uint64_t node = shm_slot_node(word);
 		if (node > SHM_SLOT_DELETED && shm_slot_tag_is(word, h)) {
 			struct shm_ver *v = shm_at(r, node);
-			if (ver_klen(v) == klen && memcmp(ver_key(v), key, klen) == 0) {
+			if (ver_klen(v) == klen && shm_bytes_eq(ver_key(v), key, klen)) {
 				p->slot = &leaf->s;
 				p->head = node;
 			}

@@ -93,7 +93,7 @@ static int add_op(shmsync_batch *b, const struct shm_op *op)
 	if (!b || worker_forked(b->w))
 		return b ? -ECHILD : -EINVAL;
 	bool known = b->checked_len && op->dir && op->dir_len == b->checked_len &&
-		     memcmp(op->dir, b->checked, b->checked_len) == 0;
+		     shm_bytes_eq(op->dir, b->checked, b->checked_len);
 	int rc = shm_op_check_named(op, known);
 	if (rc < 0)
 		return rc;

@@ -129,7 +129,7 @@ static uint64_t get_batch(const struct shm_seg *seg, uint64_t epoch, uint64_t *i
  * away. */
 #define MANY_MAX 256
 static double get_throughput(const struct shm_seg *seg, uint64_t epoch, uint64_t nkeys, uint64_t count,
-			     size_t many, uint64_t *lcg, uint64_t *sink)
+			     size_t many, struct shm_dir_cache *cache, uint64_t *lcg, uint64_t *sink)
 {
 	uint8_t keys[MANY_MAX][KEY_LEN];
 	shmsync_key ks[MANY_MAX];
@@ -145,8 +145,10 @@ static double get_throughput(const struct shm_seg *seg, uint64_t epoch, uint64_t
 			make_key(keys[j], (x >> 20) % nkeys);
 		}
 		if (!many) {
-			int rc = shm_get(seg, epoch, DIR_NAME, sizeof DIR_NAME - 1, keys[0], KEY_LEN,
-					 &vals[0]);
+			int rc = cache ? shm_get_cached(seg, cache, epoch, DIR_NAME, sizeof DIR_NAME - 1,
+							keys[0], KEY_LEN, &vals[0])
+				       : shm_get(seg, epoch, DIR_NAME, sizeof DIR_NAME - 1, keys[0], KEY_LEN,
+						 &vals[0]);
 			if (rc < 0)
 				bench_die("shm_get", rc);
 			sum += *(const uint8_t *)vals[0].data;
@@ -313,18 +315,24 @@ int main(int argc, char **argv)
 		run_series(&hot, r, &rseg, epoch, 1, &gh, &fh, &fih, nb_hot, buf);
 	}
 
-	/* Throughput: single gets against shm_get_many in groups of 16, 64 and
-	 * 256, interleaved within each repeat. */
-	enum { NT = 4 };
-	static const size_t T_MANY[NT] = {0, 16, 64, 256};
-	static const char *const T_NAME[NT] = {"single", "many16", "many64", "many256"};
+	/* Throughput: single gets (shm_get, and shm_get_cached, a worker's
+	 * shmsync_get: the directory remembered, the common path of
+	 * shm/get_hot.h) against shm_get_many in groups of 16, 64 and 256,
+	 * interleaved within each repeat. The target is against the faster
+	 * single mode. */
+	enum { NT = 5 };
+	static const size_t T_MANY[NT] = {0, 0, 16, 64, 256};
+	static const char *const T_NAME[NT] = {"single", "cached", "many16", "many64", "many256"};
+	struct shm_dir_cache dcache = {0};
+	struct shm_dir_cache *T_CACHE[NT] = {NULL, &dcache, NULL, NULL, NULL};
 	double tput[NT][64];
 	uint64_t lcg = 12345, sink = 0, tcount = o.quick ? 65536 : 1048576;
 	for (int t = 0; t < NT; t++)
-		(void)get_throughput(&rseg, epoch, nkeys, tcount / 8, T_MANY[t], &lcg, &sink);
+		(void)get_throughput(&rseg, epoch, nkeys, tcount / 8, T_MANY[t], T_CACHE[t], &lcg, &sink);
 	for (int r = 0; r < reps; r++)
 		for (int t = 0; t < NT; t++)
-			tput[t][r] = get_throughput(&rseg, epoch, nkeys, tcount, T_MANY[t], &lcg, &sink);
+			tput[t][r] = get_throughput(&rseg, epoch, nkeys, tcount, T_MANY[t], T_CACHE[t], &lcg,
+						    &sink);
 	double tmed[NT];
 	for (int t = 0; t < NT; t++)
 		tmed[t] = bench_median_copy(tput[t], (size_t)reps);
@@ -395,24 +403,27 @@ int main(int argc, char **argv)
 	json_t *tp = json_array();
 	if (!o.json)
 		printf("\nindependent uniform gets, %" PRIu64 " per repeat (checksum %" PRIu64 "):\n"
-		       "  %-8s %14s %10s  %s\n",
-		       tcount, sink & 0xff, "mode", "gets/s med", "vs single", "target");
+		       "  %-8s %14s %14s  %s\n",
+		       tcount, sink & 0xff, "mode", "gets/s med", "vs best single", "target");
+	double single_best = tmed[0] > tmed[1] ? tmed[0] : tmed[1];
 	for (int t = 0; t < NT; t++) {
-		double ratio = tmed[t] / tmed[0];
-		const char *verdict = t == 0 ? "" : o.quick ? "not evaluated" : bench_met(ratio >= 3.0);
+		double ratio = tmed[t] / single_best;
+		bool is_single = T_MANY[t] == 0;
+		const char *verdict = is_single ? "" : o.quick ? "not evaluated" : bench_met(ratio >= 3.0);
 		json_t *row = json_object();
 		json_object_set_new(row, "mode", json_string(T_NAME[t]));
 		json_object_set_new(row, "group", json_integer((json_int_t)T_MANY[t]));
 		json_object_set_new(row, "gets_per_s_median", json_real(tmed[t]));
 		json_object_set_new(row, "gets_per_s_repeats", bench_json_array(tput[t], (size_t)reps));
+		json_object_set_new(row, "cached", json_boolean(T_CACHE[t] != NULL));
 		json_object_set_new(row, "over_single", json_real(ratio));
-		if (t)
-			json_object_set_new(row, "target", json_string(">= 3x single"));
-		json_object_set_new(row, "target_status", json_string(t ? verdict : "n/a"));
+		if (!is_single)
+			json_object_set_new(row, "target", json_string(">= 3x the faster single mode"));
+		json_object_set_new(row, "target_status", json_string(is_single ? "n/a" : verdict));
 		json_array_append_new(tp, row);
 		if (!o.json)
-			printf("  %-8s %14.0f %9.2fx  %s%s\n", T_NAME[t], tmed[t], ratio, t ? ">= 3x: " : "",
-			       verdict);
+			printf("  %-8s %14.0f %13.2fx  %s%s\n", T_NAME[t], tmed[t], ratio,
+			       is_single ? "" : ">= 3x: ", verdict);
 	}
 	json_object_set_new(doc, "throughput", tp);
 	if (!o.json)

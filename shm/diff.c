@@ -411,6 +411,11 @@ void shm_log_prefetch(const struct shm_seg *seg, uint64_t pos)
 		__builtin_prefetch(ringp + pos % L);
 }
 
+void shm_pub_prefetch(const struct shm_seg *seg)
+{
+	__builtin_prefetch((const void *)&seg->hdr->tick);
+}
+
 int shm_diff_reuse(const struct shm_seg *seg, struct shm_diff_scratch **scratch, uint64_t from_pos,
 		   uint64_t to_tick, uint64_t to_pos, shm_change_fn fn, void *arg)
 {

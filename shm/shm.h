@@ -367,6 +367,9 @@ uint64_t shm_published_tick(const struct shm_seg *seg);
  * tick gets the record and the tick across from the root's core together,
  * not one after the other. A hint: nothing is read or checked. */
 void shm_log_prefetch(const struct shm_seg *seg, uint64_t pos);
+/* Starts loading the published tick's line (the tick and the seqlock'd
+ * pair an importer reads first). A hint only. */
+void shm_pub_prefetch(const struct shm_seg *seg);
 /* A consistent (tick, log position at the end of that tick) pair. */
 void shm_published_state(const struct shm_seg *seg, uint64_t *tick, uint64_t *log_end);
 

@@ -55,6 +55,7 @@ struct slot {
 	uint64_t tail;       /* our own copy of the ring's tail */
 	uint64_t next_seq;   /* the seq the next batch must carry */
 	int64_t exported_at; /* when a batch last came from this ring (hint_exporters) */
+	bool exported_now;   /* a batch came in this group: stamp exported_at once published */
 	uint32_t doorbell_seen;
 	/* io_uring path: operations armed for this slot (they point into its
 	 * port, so the slot is freed only once they are all reaped). */

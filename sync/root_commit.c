@@ -128,7 +128,6 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 	if (shm_commit_begin(r->shm) < 0)
 		return 0;
 	unsigned taken = 0;
-	int64_t now = 0; /* read once, at the first batch taken */
 	for (bool progress = true; progress && taken < r->max_group;) {
 		progress = false;
 		for (unsigned i = 0; i < (only ? 1 : r->nlive) && taken < r->max_group; i++) {
@@ -160,9 +159,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 				}
 				apply_record(r, s, len);
 				atomic_store_explicit(&s->port->ring_tail, s->tail, memory_order_release);
-				if (!now)
-					now = sig_now_ns();
-				s->exported_at = now;
+				s->exported_now = true;
 				taken++;
 				progress = true;
 			}
@@ -176,6 +173,19 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 		taken++;
 	}
 	root_finish_group(r);
+	/* The exporters' stamps, read from the clock after the tick is out:
+	 * a clock read between a batch and its publication was on every round
+	 * trip's path. */
+	if (taken) {
+		int64_t now = sig_now_ns();
+		for (unsigned i = 0; i < (only ? 1 : r->nlive); i++) {
+			struct slot *s = only ? only : &r->slots[r->live[i]];
+			if (s->exported_now) {
+				s->exported_at = now;
+				s->exported_now = false;
+			}
+		}
+	}
 	if (!only)
 		/* Backwards: a release moves the last entry into its place. */
 		for (unsigned j = r->nlive; j-- > 0;)

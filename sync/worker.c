@@ -252,7 +252,17 @@ int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq)
 
 static bool acked(shmsync_worker *w, uint64_t seq)
 {
-	return atomic_load_explicit(&w->port->acked_seq, memory_order_acquire) >= seq;
+	if (atomic_load_explicit(&w->port->acked_seq, memory_order_acquire) >= seq)
+		return true;
+	/* Not yet: ask for what the caller reads next, so that it crosses
+	 * from the root's core beside the ack word rather than one miss after
+	 * another once the ack is seen: the ack's own entry, then (for the
+	 * import that usually follows) the published tick and the change log
+	 * at this worker's position. Hints only. */
+	__builtin_prefetch(&w->acks[seq % PORT_NACKS]);
+	shm_pub_prefetch(&w->seg);
+	shm_log_prefetch(&w->seg, w->log_pos);
+	return false;
 }
 
 int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int64_t timeout_ns)

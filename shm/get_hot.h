@@ -100,15 +100,6 @@ RD_INLINE uint64_t rd_hash16(struct rd_key16 k, size_t n, uint64_t seed)
 	return XXH64_avalanche(seed ^ (XXH_readLE64(secret + 56) ^ XXH_readLE64(secret + 64)));
 }
 
-/* The common get, in the directory the cache holds, for a key of up to 16
- * bytes: the key in the window of slots from its home, its head version
- * the one visible at epoch. 1 and *out, 0 if absent, -1 for anything else
- * (a longer key, a key in the overflow tree, an older version, a check
- * that fails): get_steps then reads it all again and decides. The same
- * checks as rd_ver's, against the cache's bound. The version's key is
- * compared in words: 8 bytes from the key's start must lie in the segment
- * (the version's own bytes, or whatever follows it; only the key's are
- * compared). */
 struct rd_probe {
 	struct rd_key16 k;
 	uint64_t lo_mask; /* the bytes of lo that are the key's */
@@ -133,6 +124,15 @@ RD_INLINE void rd_get_start(const struct shm_dir_cache *c, const void *key, size
 	__builtin_prefetch((const void *)((uintptr_t)c->table.slots + p->home * sizeof(struct shm_slot)));
 }
 
+/* The common get, in the directory the cache holds, for a key of up to 16
+ * bytes: the key in the window of slots from its home, its head version
+ * the one visible at epoch. 1 and *out, 0 if absent, -1 for anything else
+ * (a longer key, a key in the overflow tree, an older version, a check
+ * that fails): the general path then reads it all again and decides. The same
+ * checks as rd_ver's, against the cache's bound. The version's key is
+ * compared in words: 8 bytes from the key's start must lie in the segment
+ * (the version's own bytes, or whatever follows it; only the key's are
+ * compared). */
 RD_INLINE int rd_get_finish(const struct shm_dir_cache *c, uint64_t epoch, const struct rd_probe *probe,
 			    size_t key_len, struct shm_value *out)
 {
@@ -201,8 +201,8 @@ RD_INLINE bool rd_cache_names(const struct shm_dir_cache *c, const char *dir)
 
 /* shm_get_cached's common case, for a C string dir: 0 and *out, or
  * -ENOENT, when the cache holds dir at epoch and the key is in its table's
- * window with its head visible; 1 when the caller must ask shm_get_cached
- * (nothing was decided). */
+ * window with its head visible; 1 when the caller must take the general
+ * path, shm_get_general (nothing was decided). */
 RD_INLINE int shm_get_hot(const struct shm_dir_cache *cache, uint64_t epoch, const char *dir, const void *key,
 			  size_t key_len, struct shm_value *out)
 {

@@ -222,14 +222,21 @@ static int rd_dir_table_slow(const struct shm_seg *seg, struct shm_dir_cache *ca
 	return 0;
 }
 
+/* Whether the cache (if any) holds the table of dir at epoch. */
+RD_INLINE bool rd_cache_holds(const struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
+			      size_t dir_len)
+{
+	return cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
+	       shm_bytes_eq(cache->dir, dir, dir_len);
+}
+
 /* The table of dir at epoch: the cache's own copy when it holds it, else
  * *buf. */
 RD_INLINE int rd_dir_table(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
 			   const char *dir, size_t dir_len, struct shm_table_ref *buf,
 			   const struct shm_table_ref **t)
 {
-	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
-	    shm_bytes_eq(cache->dir, dir, dir_len)) {
+	if (rd_cache_holds(cache, epoch, dir, dir_len)) {
 		*t = &cache->table;
 		return 0;
 	}
@@ -383,10 +390,11 @@ int shm_get(const struct shm_seg *seg, uint64_t epoch, const char *dir, size_t d
 	return get_steps(seg, NULL, epoch, dir, dir_len, key, key_len, out, &steps);
 }
 
-/* Out of line, so that the common get below stays small. */
-static __attribute__((noinline)) int get_cached_slow(const struct shm_seg *seg, struct shm_dir_cache *cache,
-						     uint64_t epoch, const char *dir, size_t dir_len,
-						     const void *key, size_t key_len, struct shm_value *out)
+/* Out of line, so that the common get (shm_get_cached's, shmsync_get's)
+ * stays small. */
+__attribute__((noinline)) int shm_get_general(const struct shm_seg *seg, struct shm_dir_cache *cache,
+					      uint64_t epoch, const char *dir, size_t dir_len,
+					      const void *key, size_t key_len, struct shm_value *out)
 {
 	uint64_t steps;
 	return get_steps(seg, cache, epoch, dir, dir_len, key, key_len, out, &steps);
@@ -395,13 +403,12 @@ static __attribute__((noinline)) int get_cached_slow(const struct shm_seg *seg, 
 int shm_get_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
 		   size_t dir_len, const void *key, size_t key_len, struct shm_value *out)
 {
-	if (cache && cache->epoch == epoch && epoch && cache->dir_len == dir_len &&
-	    shm_bytes_eq(cache->dir, dir, dir_len)) {
+	if (rd_cache_holds(cache, epoch, dir, dir_len)) {
 		int rc = rd_get_hit(cache, epoch, key, key_len, out);
 		if (rc >= 0)
 			return rc ? 0 : -ENOENT;
 	}
-	return get_cached_slow(seg, cache, epoch, dir, dir_len, key, key_len, out);
+	return shm_get_general(seg, cache, epoch, dir, dir_len, key, key_len, out);
 }
 
 /* Keys in flight at once: enough misses to keep the memory system busy

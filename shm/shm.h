@@ -414,6 +414,10 @@ struct shm_dir_cache {
 /* shm_get and shm_get_many through a cache (NULL: none). */
 int shm_get_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
 		   size_t dir_len, const void *key, size_t key_len, struct shm_value *out);
+/* shm_get_cached less its common path (shm/get_hot.h): for a caller whose
+ * shm_get_hot has declined, so that the common path is not tried twice. */
+int shm_get_general(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch, const char *dir,
+		    size_t dir_len, const void *key, size_t key_len, struct shm_value *out);
 int shm_get_many_cached(const struct shm_seg *seg, struct shm_dir_cache *cache, uint64_t epoch,
 			const char *dir, size_t dir_len, const shmsync_key *keys, size_t n,
 			struct shm_value *out, int *rcs);

@@ -505,7 +505,7 @@ int shmsync_get(shmsync_worker *w, const char *dir, const void *k, size_t kn, sh
 	struct shm_value val;
 	int rc = shm_get_hot(&w->dir_cache, w->epoch, dir, k, kn, &val);
 	if (rc > 0)
-		rc = shm_get_cached(&w->seg, &w->dir_cache, w->epoch, dir, strlen(dir), k, kn, &val);
+		rc = shm_get_general(&w->seg, &w->dir_cache, w->epoch, dir, strlen(dir), k, kn, &val);
 	if (revoked_since(w)) {
 		w->dir_cache.epoch = 0;
 		return -ESTALE;

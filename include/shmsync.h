@@ -289,7 +289,9 @@ typedef int (*shmsync_change_fn)(const shmsync_change *c, void *arg);
  * in (cursor, T]: every directory created or removed and every key changed,
  * with its state at T, in the order of its last change. A worker whose
  * cursor fell off the change log gets RESET, then the full state. fn may be
- * NULL. Returns the number of changes delivered, fn's non-zero value (the
+ * NULL: the snapshot then moves without reading the change log, at a cost
+ * that does not grow with what changed, and a success returns how many
+ * ticks it moved. Returns the number of changes delivered, fn's non-zero value (the
  * cursor then stays: the next import delivers those changes again,
  * coalesced), -ETIMEDOUT (nothing new), -ESHUTDOWN, -ESTALE (the root revoked
  * this snapshot while fn ran: discard what this call delivered; the cursor

@@ -467,6 +467,11 @@ void shm_arena_stats(const struct shm_arena *a, struct shm_arena_stats *st)
 	st->bytes_free = slab_free + a->pages_free * SHM_ARENA_PAGE;
 }
 
+uint64_t shm_arena_top(const struct shm_arena *a)
+{
+	return page_off(a, a->top);
+}
+
 uint64_t shm_arena_bytes_in_use(const struct shm_arena *a)
 {
 	return a->bytes_in_use;

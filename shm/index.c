@@ -168,6 +168,31 @@ int shm_root_grow_ahead(struct shm_root *r)
 	return shm_arena_grow_ahead(r->arena, margin, GROW_AHEAD_STEP);
 }
 
+static void touch_page(const uint8_t *p)
+{
+	(void)*(const volatile uint8_t *)p;
+}
+
+unsigned shm_root_warm(struct shm_root *r, unsigned max_pages)
+{
+	const uint64_t page = SHM_ARENA_PAGE;
+	unsigned done = 0;
+	/* The log's first pass goes from ring offset 0 up; the pages below the
+	 * head were written. After it, every page of the ring was. */
+	uint64_t L = r->hdr->log_size;
+	if (r->warm_log < r->log_head)
+		r->warm_log = (r->log_head + page - 1) / page * page;
+	const uint8_t *ring = r->base + r->hdr->log_off;
+	for (; done < max_pages && r->warm_log < L; done++, r->warm_log += page)
+		touch_page(ring + r->warm_log);
+	uint64_t top = shm_arena_top(r->arena);
+	if (r->warm_arena < top)
+		r->warm_arena = top;
+	for (; done < max_pages && r->warm_arena < r->seg.size; done++, r->warm_arena += page)
+		touch_page(r->base + r->warm_arena);
+	return done;
+}
+
 void shm_root_stats(const struct shm_root *r, struct shm_stats *st)
 {
 	struct shm_arena_stats as;

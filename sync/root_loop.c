@@ -40,9 +40,16 @@
 #define POLL_MISSES_MAX 4
 #define ROOT_POLL_YIELD_NS 10000
 
-/* Pages an idle root touches before it spins again (shm_root_warm): ~75 us
- * where a first touch costs 4.6 us, a few us where it is cheap. */
+/* Warming (shm_root_warm): pages an idle root touches before it spins
+ * again (~75 us where a first touch costs 4.6 us, a few us where it is
+ * cheap), and how long a poll must have found nothing before it touches
+ * one page per look at the clock. A round trip in flight answers within
+ * a few us and never meets a touch; a writer filling its next batch (tens
+ * of us) leaves the root time to touch the pages that batch will need, so
+ * a bulk load pays for fewer of them inside the commit. A batch that
+ * lands meanwhile waits for one page at most. */
 #define WARM_PAGES 16u
+#define WARM_AFTER_NS 5000
 
 static bool rings_pending(shmsync_root *r)
 {
@@ -179,7 +186,7 @@ static void sleep_once(shmsync_root *r)
 	/* Spin briefly first: a wake that reaches a sleeper costs tens of
 	 * microseconds on both sides. */
 	int64_t start = sig_now_ns(), spin = poll_ns(r, start), end = start + spin, yielded = start;
-	bool long_poll = spin > SPIN_NS;
+	bool long_poll = spin > SPIN_NS, warm_more = true;
 	for (unsigned turn = 1;; turn++) {
 		if (rings_pending(r)) {
 			if (long_poll)
@@ -191,6 +198,8 @@ static void sleep_once(shmsync_root *r)
 		int64_t now = sig_now_ns();
 		if (now >= end)
 			break;
+		if (warm_more && now - start >= WARM_AFTER_NS)
+			warm_more = shm_root_warm(r->shm, 1) > 0;
 		if (long_poll && now - yielded >= ROOT_POLL_YIELD_NS) {
 			yielded = now;
 			sched_yield();

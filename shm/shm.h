@@ -347,13 +347,13 @@ void shm_root_stats(const struct shm_root *root, struct shm_stats *st);
  * reports it there). */
 int shm_root_grow_ahead(struct shm_root *root);
 /* Reads one byte of up to max_pages pages the next commits will write and
- * the root has not touched since they were backed: the change log ring
- * ahead of its first pass, and the pages the grow-ahead backed beyond the
- * arena's top. For an idle root's loop. Where the first access to a page
- * is dear (under shadow page tables it cost ~4.6 us a page on this
- * project's VMs, MADV_POPULATE_WRITE or not), a commit that finds them
- * touched does not pay it. Returns the pages touched: 0 when none are left
- * until the log or the segment grows. */
+ * the root has not touched since they were backed: the pages the
+ * grow-ahead backed beyond the arena's top (shm_root_create touched the
+ * change log already). For the root's loop, in time it would otherwise
+ * lose. Where the first access to a page is dear (under shadow page tables
+ * it cost ~4.6 us a page on this project's VMs, MADV_POPULATE_WRITE or
+ * not), a commit that finds them touched does not pay it. Returns the
+ * pages touched: 0 when none are left until the segment grows. */
 unsigned shm_root_warm(struct shm_root *root, unsigned max_pages);
 
 /* The root's arena (tests, stat). */

@@ -105,9 +105,9 @@ struct shm_root {
 	 * tick_end[t % SHM_TICK_ENDS] (shm_log_bytes_since). */
 	uint64_t *tick_end;
 	uint64_t log_pushed; /* the log up to here went to the shared cache */
-	/* shm_root_warm: the ring offset, and the segment offset, below
-	 * which pages were touched by this process. */
-	uint64_t warm_log, warm_arena;
+	/* shm_root_warm: the segment offset below which backed pages were
+	 * touched by this process. */
+	uint64_t warm_arena;
 
 	uint64_t empty_names;    /* names whose incarnations are all gone */
 	uint64_t pend, pend_cap; /* the tick's private name array, unpublished */

@@ -137,6 +137,10 @@ struct shmsync_root {
 	int64_t last_commit;  /* when the last batches were committed */
 	int64_t answer_gap;   /* moving average of quick gaps between commits; 0: none */
 	unsigned poll_misses; /* long polls in a row that found nothing */
+	/* The last group commit brought at least a page of records: a bulk
+	 * load, whose next batch will want fresh pages too (root_loop.c,
+	 * warming). */
+	bool bulk;
 	struct pending pend[MAX_PENDING];
 	uint64_t batches, ticks;
 	struct sync_shared *shared; /* in the root segment: the tick futex word, stats */

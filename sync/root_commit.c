@@ -10,6 +10,7 @@
 #include "root.h"
 
 #define PER_SLOT_ROUND 8 /* batches one worker may have committed per round */
+#define BULK_BYTES 4096  /* records of one group commit that make it a bulk load (root.h) */
 
 static int ack_add(shmsync_root *r, struct slot *s, uint64_t seq, int64_t result)
 {
@@ -128,6 +129,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 	if (shm_commit_begin(r->shm) < 0)
 		return 0;
 	unsigned taken = 0;
+	size_t bytes = 0;
 	for (bool progress = true; progress && taken < r->max_group;) {
 		progress = false;
 		for (unsigned i = 0; i < (only ? 1 : r->nlive) && taken < r->max_group; i++) {
@@ -158,6 +160,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 					break;
 				}
 				apply_record(r, s, len);
+				bytes += len;
 				atomic_store_explicit(&s->port->ring_tail, s->tail, memory_order_release);
 				s->exported_now = true;
 				taken++;
@@ -177,6 +180,7 @@ int root_drain_and_commit(shmsync_root *r, struct slot *only)
 	 * a clock read between a batch and its publication was on every round
 	 * trip's path. */
 	if (taken) {
+		r->bulk = bytes >= BULK_BYTES;
 		int64_t now = sig_now_ns();
 		for (unsigned i = 0; i < (only ? 1 : r->nlive); i++) {
 			struct slot *s = only ? only : &r->slots[r->live[i]];

@@ -42,12 +42,14 @@
 
 /* Warming (shm_root_warm): pages an idle root touches before it spins
  * again (~75 us where a first touch costs 4.6 us, a few us where it is
- * cheap), and how long a poll must have found nothing before it touches
- * one page per look at the clock. A round trip in flight answers within
- * a few us and never meets a touch; a writer filling its next batch (tens
- * of us) leaves the root time to touch the pages that batch will need, so
- * a bulk load pays for fewer of them inside the commit. A batch that
- * lands meanwhile waits for one page at most. */
+ * cheap), and how long a poll must have found nothing, after a bulk
+ * commit (root.h), before it touches one page per look at the clock. A
+ * writer filling its next batch of a bulk load (tens of us) leaves the
+ * root time to touch the pages that batch will need, so the commit pays
+ * for fewer of them. Small commits, those of an exchange waiting for its
+ * answer, never meet a touch in a poll: one in their path cost the busy
+ * round trip of bench/peers 7 -> 14 us. A batch that lands during an idle
+ * root's touches waits for one page at most. */
 #define WARM_PAGES 16u
 #define WARM_AFTER_NS 5000
 
@@ -198,7 +200,7 @@ static void sleep_once(shmsync_root *r)
 		int64_t now = sig_now_ns();
 		if (now >= end)
 			break;
-		if (warm_more && now - start >= WARM_AFTER_NS)
+		if (warm_more && r->bulk && now - start >= WARM_AFTER_NS)
 			warm_more = shm_root_warm(r->shm, 1) > 0;
 		if (long_poll && now - yielded >= ROOT_POLL_YIELD_NS) {
 			yielded = now;

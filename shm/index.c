@@ -170,10 +170,14 @@ uint64_t shm_root_tick(const struct shm_root *r)
 }
 
 /* Ahead of the allocator by an eighth of the segment (the step the
- * allocator itself grows by), at least 8 MiB; 4 MiB (two huge pages) per
- * call keeps each call short, well under a millisecond. */
+ * allocator itself grows by), at least 8 MiB, in steps of 128 KiB: the
+ * loop comes back to its rings between steps, so a batch that arrives
+ * while the segment grows waits for one step at most. Populating costs
+ * ~1 us a page on this project's VMs: a 4 MiB step blocked the root for
+ * ~1 ms, about 40 times in a 1M-key load (docs/BENCHMARKS.md, sixth
+ * round). */
 #define GROW_AHEAD_MIN ((uint64_t)8 << 20)
-#define GROW_AHEAD_STEP ((uint64_t)4 << 20)
+#define GROW_AHEAD_STEP ((uint64_t)128 << 10)
 
 int shm_root_grow_ahead(struct shm_root *r)
 {

@@ -399,6 +399,10 @@ typedef struct shmsync_stats {
 	 * it has applied, repl_seq the stream sequence. */
 	int repl_role;
 	uint64_t repl_stored_tick, repl_lag_ticks, repl_lag_bytes, repl_seq;
+	/* Pages the root touched ahead of the commits that will write them
+	 * (README, "Tuning": first touches): where it would have slept, and
+	 * while it polled after a commit of a page of records or more. */
+	uint64_t root_pages_warmed_idle, root_pages_warmed_poll;
 } shmsync_stats;
 
 enum { SHMSYNC_REPL_NONE = 0, SHMSYNC_REPL_LEADER = 1, SHMSYNC_REPL_FOLLOWER = 2 };

@@ -189,25 +189,33 @@ static void sleep_once(shmsync_root *r)
 	/* Spin briefly first: a wake that reaches a sleeper costs tens of
 	 * microseconds on both sides. */
 	int64_t start = sig_now_ns(), spin = poll_ns(r, start), end = start + spin, yielded = start;
-	bool long_poll = spin > SPIN_NS, warm_more = true;
+	bool long_poll = spin > SPIN_NS, warm_more = true, found = false;
+	unsigned poll_warmed = 0;
 	for (unsigned turn = 1;; turn++) {
 		if (rings_pending(r)) {
 			if (long_poll)
 				r->poll_misses = 0;
-			return;
+			found = true;
+			break;
 		}
 		if (turn % 16)
 			continue;
 		int64_t now = sig_now_ns();
 		if (now >= end)
 			break;
-		if (warm_more && r->bulk)
+		if (warm_more && r->bulk) {
 			warm_more = shm_root_warm(r->shm, 1) > 0;
+			poll_warmed += warm_more;
+		}
 		if (long_poll && now - yielded >= ROOT_POLL_YIELD_NS) {
 			yielded = now;
 			sched_yield();
 		}
 	}
+	if (poll_warmed)
+		atomic_fetch_add_explicit(&r->shared->stat_warmed_poll, poll_warmed, memory_order_relaxed);
+	if (found)
+		return;
 	if (long_poll)
 		r->poll_misses++;
 	/* Idle: touch the pages the next commits will write rather than
@@ -216,8 +224,10 @@ static void sleep_once(shmsync_root *r)
 	unsigned warmed = 0;
 	while (warmed < WARM_PAGES && !rings_pending(r) && shm_root_warm(r->shm, 1) > 0)
 		warmed++;
-	if (warmed)
+	if (warmed) {
+		atomic_fetch_add_explicit(&r->shared->stat_warmed_idle, warmed, memory_order_relaxed);
 		return;
+	}
 	bool want_timer;
 	if (!prepare_sleep(r, &want_timer))
 		return;

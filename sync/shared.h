@@ -47,6 +47,10 @@ struct sync_shared {
 	_Atomic uint64_t stat_repl_lag_ticks;   /* leader: published here, not yet stored */
 	_Atomic uint64_t stat_repl_lag_bytes;
 	_Atomic uint64_t stat_repl_seq; /* follower: the stream sequence applied last */
+	/* Pages the root touched before a commit needed them (shm_root_warm),
+	 * where it would have slept and in polls after bulk commits
+	 * (sync/root_loop.c). In what used to be padding too. */
+	_Atomic uint64_t stat_warmed_idle, stat_warmed_poll;
 	/* The wake-up word workers FUTEX_WAIT on: the root changes it after
 	 * each publish and each round of acks (sync/root_commit.c,
 	 * wake_workers), an atomic read-modify-write at every commit. On lines
@@ -57,6 +61,9 @@ struct sync_shared {
 };
 
 _Static_assert(sizeof(struct sync_shared) % SYNC_SHARED_LINE == 0, "the worker table starts on a line pair");
+/* The statistics stay in the first line pair, where they were padding: a
+ * worker of the same layout version finds tick_futex where it looks. */
+_Static_assert(offsetof(struct sync_shared, tick_futex) == SYNC_SHARED_LINE, "tick_futex moved");
 
 /* How much of the root segment's extension area the root reserves for a
  * worker table of n entries. */

@@ -648,6 +648,8 @@ int shmsync_stat(shmsync_worker *w, shmsync_stats *s)
 	s->repl_stored_tick = atomic_load_explicit(&sh->stat_repl_stored_tick, memory_order_relaxed);
 	s->repl_lag_ticks = atomic_load_explicit(&sh->stat_repl_lag_ticks, memory_order_relaxed);
 	s->repl_lag_bytes = atomic_load_explicit(&sh->stat_repl_lag_bytes, memory_order_relaxed);
+	s->root_pages_warmed_idle = atomic_load_explicit(&sh->stat_warmed_idle, memory_order_relaxed);
+	s->root_pages_warmed_poll = atomic_load_explicit(&sh->stat_warmed_poll, memory_order_relaxed);
 	s->repl_seq = atomic_load_explicit(&sh->stat_repl_seq, memory_order_relaxed);
 	int nj = shm_numa_json(w->seg.base, s->numa, sizeof(s->numa));
 	if (nj < 0 || (size_t)nj >= sizeof(s->numa))
@@ -672,13 +674,14 @@ int shmsync_stat_json(shmsync_worker *w, char *buf, size_t len)
 		",\"root_restarts\":%" PRIu64 ",\"worker_restarts\":%" PRIu64 ",\"segment_bytes\":%" PRIu64
 		",\"huge_bytes\":%" PRIu64 ",\"repl_role\":%d,\"repl_stored_tick\":%" PRIu64
 		",\"repl_lag_ticks\":%" PRIu64 ",\"repl_lag_bytes\":%" PRIu64 ",\"repl_seq\":%" PRIu64
-		",\"numa\":%s}",
+		",\"root_pages_warmed_idle\":%" PRIu64 ",\"root_pages_warmed_poll\":%" PRIu64 ",\"numa\":%s}",
 		s.tick, s.cursor, s.read_epoch == UINT64_MAX ? -1 : (int64_t)s.read_epoch,
 		s.min_epoch == UINT64_MAX ? -1 : (int64_t)s.min_epoch, s.signal, s.uring_ops, s.bytes_in_use,
 		s.capacity, s.tombstones, s.reclaimed, s.slot, s.batches_exported, s.batches_committed,
 		s.batches_rejected, s.imports, s.resets, s.late_wakes, s.root_timer_found_work,
 		s.root_restarts, s.worker_restarts, s.segment_bytes, s.huge_bytes, s.repl_role,
-		s.repl_stored_tick, s.repl_lag_ticks, s.repl_lag_bytes, s.repl_seq, s.numa);
+		s.repl_stored_tick, s.repl_lag_ticks, s.repl_lag_bytes, s.repl_seq, s.root_pages_warmed_idle,
+		s.root_pages_warmed_poll, s.numa);
 }
 
 int shmsync_workers(shmsync_worker *w, shmsync_worker_info *out, unsigned max)

@@ -193,6 +193,13 @@ void tool_prometheus(FILE *f, const shmsync_stats *s, const shmsync_worker_info 
 	meta(f, "root_timer_found_work_total", "counter",
 	     "Times the root's idle timer found ring work (a lost or late doorbell wake-up).");
 	fprintf(f, "shmsync_root_timer_found_work_total %" PRIu64 "\n", s->root_timer_found_work);
+	meta(f, "root_pages_warmed_total", "counter",
+	     "Pages the root touched before the commits that write them, by where: idle (instead of "
+	     "sleeping) or poll (between the batches of a bulk load).");
+	fprintf(f, "shmsync_root_pages_warmed_total{where=\"idle\"} %" PRIu64 "\n",
+		s->root_pages_warmed_idle);
+	fprintf(f, "shmsync_root_pages_warmed_total{where=\"poll\"} %" PRIu64 "\n",
+		s->root_pages_warmed_poll);
 	meta(f, "root_restarts_total", "counter", "Times a supervisor restarted the root (0 without one).");
 	fprintf(f, "shmsync_root_restarts_total %" PRIu64 "\n", s->root_restarts);
 	meta(f, "worker_restarts_total", "counter", "Times a supervisor restarted a worker (0 without one).");

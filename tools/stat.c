@@ -37,6 +37,10 @@ static int print_stat_json(const shmsync_stats *sp, const shmsync_worker_info *i
 	json_object_set_new(o, "tombstones", json_integer((json_int_t)sp->tombstones));
 	json_object_set_new(o, "reclaimed", json_integer((json_int_t)sp->reclaimed));
 	json_object_set_new(o, "root_timer_found_work", json_integer((json_int_t)sp->root_timer_found_work));
+	json_object_set_new(o, "root_pages_warmed_idle",
+			    json_integer((json_int_t)sp->root_pages_warmed_idle));
+	json_object_set_new(o, "root_pages_warmed_poll",
+			    json_integer((json_int_t)sp->root_pages_warmed_poll));
 	json_object_set_new(o, "root_restarts", json_integer((json_int_t)sp->root_restarts));
 	json_object_set_new(o, "worker_restarts", json_integer((json_int_t)sp->worker_restarts));
 	if (sp->repl_role) {

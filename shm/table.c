@@ -236,6 +236,55 @@ static int place_private(struct shm_root *r, struct shm_table *t, uint64_t h, ui
 	return 0;
 }
 
+/* Regions the heads of a rebuild are grouped by (below). */
+#define REBUILD_REGIONS 1024u
+/* Tables smaller than this rebuild in slot order: their versions are few
+ * enough that the order of the loads does not matter. */
+#define REBUILD_SORT_MIN 4096u
+
+/* The head offsets of t's slots, grouped by where they lie in the segment
+ * (REBUILD_REGIONS regions, in address order). In the old table's order a
+ * rebuild loads versions from all over the segment, a TLB and cache miss
+ * each: the last rebuild of a 1M-key load (700K keys) spent 21-87 ns a key
+ * hashing, bimodal from run to run on the 2-vCPU guest, against about 12 ns
+ * in this order (docs/BENCHMARKS.md, "Issue 13, seventh round"). A counting
+ * sort, in scratch taken from the arena and given back when the rebuild
+ * ends: its pages are free pages or the arena's growing end, which the next
+ * allocations take, so a load touches no page for it that it would not
+ * have touched anyway (the 1M-key load's segment ends at the same size).
+ * NULL (slot order then) for small tables, or when the arena has no room
+ * for the scratch. */
+static const uint64_t *heads_by_address(struct shm_root *r, const struct shm_table *t, uint64_t nheads,
+					uint64_t *scratch_off, uint64_t *n_out)
+{
+	*scratch_off = 0;
+	if (nheads < REBUILD_SORT_MIN ||
+	    shm_arena_alloc(r->arena, nheads * sizeof(uint64_t), false, scratch_off) < 0)
+		return NULL;
+	uint64_t *out = shm_at(r, *scratch_off);
+	unsigned shift = 12;
+	while ((r->seg.size >> shift) >= REBUILD_REGIONS)
+		shift++;
+	uint64_t start[REBUILD_REGIONS] = {0}, n = 0;
+	for (uint64_t i = 0; i < t->nslots; i++) {
+		uint64_t node = shm_slot_node(atomic_load_explicit(&t->slots[i].word, memory_order_relaxed));
+		if (node > SHM_SLOT_DELETED)
+			start[node >> shift]++;
+	}
+	for (unsigned b = 0; b < REBUILD_REGIONS; b++) {
+		uint64_t c = start[b];
+		start[b] = n;
+		n += c;
+	}
+	for (uint64_t i = 0; i < t->nslots; i++) {
+		uint64_t node = shm_slot_node(atomic_load_explicit(&t->slots[i].word, memory_order_relaxed));
+		if (node > SHM_SLOT_DELETED)
+			out[start[node >> shift]++] = node;
+	}
+	*n_out = n;
+	return out;
+}
+
 /* Keys a rebuild places together (their new slots loaded at once). */
 #define REBUILD_GROUP 32u
 
@@ -287,24 +336,35 @@ int shm_table_rebuild(struct shm_root *r, struct shm_inc *inc, uint64_t tag, boo
 	 * time in a profile of 1M inserts). */
 	struct rebuild_entry grp[REBUILD_GROUP];
 	unsigned ng = 0;
-	for (uint64_t i = 0; i < t->nslots; i++) {
-		if (i + REBUILD_AHEAD < t->nslots) {
-			uint64_t ahead = shm_slot_node(atomic_load_explicit(&t->slots[i + REBUILD_AHEAD].word,
+	uint64_t sorted_off = 0, nsorted = 0;
+	const uint64_t *sorted = heads_by_address(r, t, entries - (op ? op->live : 0), &sorted_off, &nsorted);
+	uint64_t nscan = sorted ? nsorted : t->nslots;
+	for (uint64_t i = 0; i < nscan; i++) {
+		if (i + REBUILD_AHEAD < nscan) {
+			uint64_t ahead =
+				sorted ? sorted[i + REBUILD_AHEAD]
+				       : shm_slot_node(atomic_load_explicit(&t->slots[i + REBUILD_AHEAD].word,
 									    memory_order_relaxed));
 			if (ahead > SHM_SLOT_DELETED)
 				__builtin_prefetch(shm_at(r, ahead));
 		}
-		uint64_t node = shm_slot_node(atomic_load_explicit(&t->slots[i].word, memory_order_relaxed));
+		uint64_t node =
+			sorted ? sorted[i]
+			       : shm_slot_node(atomic_load_explicit(&t->slots[i].word, memory_order_relaxed));
 		if (node <= SHM_SLOT_DELETED)
 			continue;
 		uint64_t h = head_hash(r, node), pos = shm_table_pos(nt->seed, h);
 		grp[ng++] = (struct rebuild_entry){h, pos, shm_table_home(pos, nt->nslots), node};
 		if (ng == REBUILD_GROUP) {
 			if ((rc = place_group(r, nt, grp, ng)) < 0)
-				return rc; /* nt is retired with the batch's allocations */
+				break; /* nt is retired with the batch's allocations */
 			ng = 0;
 		}
 	}
+	if (sorted_off)
+		shm_arena_free(r->arena, sorted_off);
+	if (rc < 0)
+		return rc;
 	if ((rc = place_group(r, nt, grp, ng)) < 0)
 		return rc;
 	for (uint64_t i = 0; op && i < op->used; i++) {

@@ -34,8 +34,18 @@ static struct shm_logrec rec_at(struct shm_root *r, uint64_t pos)
 static void set_tail(struct shm_root *r, uint64_t tail)
 {
 	atomic_store_explicit(&r->hdr->log_tail, tail, memory_order_relaxed);
-	/* The tail must be visible before any byte below it is overwritten. */
-	atomic_thread_fence(memory_order_seq_cst);
+	/* The tail must be visible before any byte below it is overwritten:
+	 * the seqlock's writer side. A release fence is what it needs: a reader
+	 * that copied a byte written after this fence, then made its acquire
+	 * fence (copy_range, diff.c), sees this tail or a later one, so it
+	 * finds its range below the tail and discards the copy. It orders the
+	 * stores that follow without waiting for the ones before. The seq_cst
+	 * fence this was drained the store buffer at every record appended to
+	 * a full ring: half of shm_log_append's samples in a profile of
+	 * overwrites (docs/BENCHMARKS.md, "Issue 13, seventh round"), though
+	 * throughput did not move measurably (the cold lines' cost moved to
+	 * the next stores). */
+	atomic_thread_fence(memory_order_release);
 }
 
 /* Drops records until the tail is at least `want`. */

@@ -139,6 +139,10 @@ typedef struct shmsync_root_opts {     /* zero means default */
 				    restarted with the same name takes its own unexpired lease back at
 				    once (the supervisor names its root so); never give two live roots
 				    one name */
+	size_t prefault_bytes;   /* bytes of the segment the root backs and touches when it
+				    opens, before any worker attaches: commits that fill them pay
+				    for no first touch (README, "Tuning"). The memory is taken at
+				    once. At most capacity; 0 (default): none */
 } shmsync_root_opts;
 
 /* Creates the segment, the socket and the root's io_uring.

@@ -175,12 +175,13 @@ uint64_t shm_arena_top(const struct shm_arena *arena);
 struct shm_root;
 
 struct shm_root_opts {
-	size_t capacity;  /* 0: shm_capacity_default */
-	size_t log_bytes; /* 0: default (capacity / 16, clamped) */
-	size_t headroom;  /* 0: default (capacity / 64, at least 256 KiB) */
-	bool poison;      /* fill freed objects with SHM_POISON_BYTE */
-	int numa_policy;  /* SHM_NUMA_* (numa.h): the segment's memory policy; 0: interleave */
-	int numa_node;    /* for SHM_NUMA_BIND / _PREFERRED */
+	size_t capacity;       /* 0: shm_capacity_default */
+	size_t log_bytes;      /* 0: default (capacity / 16, clamped) */
+	size_t headroom;       /* 0: default (capacity / 64, at least 256 KiB) */
+	bool poison;           /* fill freed objects with SHM_POISON_BYTE */
+	int numa_policy;       /* SHM_NUMA_* (numa.h): the segment's memory policy; 0: interleave */
+	int numa_node;         /* for SHM_NUMA_BIND / _PREFERRED */
+	size_t prefault_bytes; /* backed and touched at create (index.c); 0: none */
 };
 
 #define SHM_POISON_BYTE 0xa5

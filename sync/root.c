@@ -111,7 +111,8 @@ static int open_segment(shmsync_root *r, const shmsync_root_opts *o, unsigned ma
 				   .log_bytes = o->log_bytes,
 				   .poison = o->debug_poison != 0,
 				   .numa_policy = o->numa_policy,
-				   .numa_node = o->numa_node};
+				   .numa_node = o->numa_node,
+				   .prefault_bytes = o->prefault_bytes};
 	r->numa_policy = o->numa_policy;
 	struct shm_err err = {{0}};
 	int rc = shm_root_create(&r->shm, &so, &err);

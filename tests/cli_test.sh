@@ -203,6 +203,31 @@ if [ ! -e /sys/devices/system/node/node7 ]; then
 fi
 run 2 stat --json --prometheus
 err_has "--json and --prometheus exclude each other"
+run 2 serve --prefault 12X
+err_has "not a size"
+run 2 serve --prefault 128M --capacity 64M --socket "$tmp/pf.sock" -q
+err_has "prefault of 134217728 bytes is more than the capacity of 67108864 bytes"
+[ ! -e "$tmp/pf.sock" ] || fail "serve --prefault past the capacity left its socket behind"
+# --prefault backs that much of the segment before the socket opens; without
+# it a new root backs its log and a margin only.
+for pf in none 40M; do
+	pf_args=()
+	[ "$pf" = none ] || pf_args=(--prefault "$pf")
+	timeout 60 "$SHMSYNC" serve --socket "$tmp/pf.sock" --capacity 64M --log-bytes 1M \
+		"${pf_args[@]}" -q 2>"$tmp/pf.err" &
+	pf_pid=$!
+	bg_pids+=("$pf_pid")
+	wait_for 20 test -S "$tmp/pf.sock" || fail "serve --prefault $pf did not create its socket"
+	run 0 stat --json --socket "$tmp/pf.sock"
+	backed=$(grep -o '"segment_bytes": *[0-9]*' "$tmp/out" | grep -o '[0-9]*$')
+	if [ "$pf" = none ]; then
+		[ "$backed" -lt $((40 << 20)) ] || fail "a root without --prefault backed $backed bytes"
+	else
+		[ "$backed" -ge $((40 << 20)) ] || fail "serve --prefault 40M backed only $backed bytes"
+	fi
+	kill "$pf_pid"
+	wait "$pf_pid" 2>/dev/null
+done
 
 # No root there: exit 1, and it says so.
 run 1 get /a/ k

@@ -57,6 +57,8 @@ bad "is not a number" --metrics 127.0.0.1:http -- true
 bad "out of range" --metrics 127.0.0.1:70000 -- true
 bad "out of range" --metrics 0 -- true
 bad "not a numeric" --metrics localhost:9464 -- true
+bad "not a size" --prefault 12X -- true
+bad "is more than --capacity" -c 64M --prefault 80M -- true
 
 # A free port on the loopback (bound and closed: nothing else here takes it
 # in between, in practice).

@@ -2,7 +2,9 @@
  * already, so warming finds only the pages the grow-ahead backed above the
  * arena's top: exactly those, none twice, none while nothing new is
  * backed, and exactly the new ones after the segment grows or after
- * allocations moved the top past what was touched. */
+ * allocations moved the top past what was touched. A prefault backs the
+ * segment at create, past the capacity it is refused. */
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -74,6 +76,25 @@ int main(void)
 	T_EQ(warm_all(root, 16), (size - top) / PAGE);
 	T_EQ(shm_root_warm(root, 16), 0u);
 	shm_root_destroy(root);
+
+	/* A prefault backs and touches the segment that far at create: the
+	 * warming finds nothing left to do. */
+	struct shm_root_opts pf = {.capacity = (size_t)64 << 20,
+				   .log_bytes = (size_t)256 << 10,
+				   .prefault_bytes = ((size_t)40 << 20) + 1};
+	struct shm_err err = {{0}};
+	int rc = shm_root_create(&root, &pf, &err);
+	if (rc < 0)
+		T_FAIL("shm_root_create with a prefault: %s (%s)", strerror(-rc), err.msg);
+	size = seg_size(root);
+	top = top_of(root);
+	T_ASSERT(size >= ((uint64_t)40 << 20) + PAGE);
+	T_ASSERT(size > top);
+	T_EQ(shm_root_warm(root, 64), 0u);
+	shm_root_destroy(root);
+	pf.prefault_bytes = ((size_t)64 << 20) + 1;
+	T_EQ(shm_root_create(&root, &pf, &err), -EINVAL);
+	T_ASSERT(strstr(err.msg, "more than the capacity") != NULL);
 	printf("warm: ok\n");
 	return 0;
 }

@@ -65,6 +65,7 @@ struct ctx {
 	int numa_policy, numa_node; /* SHMSYNC_NUMA_*, 0: the default (interleave) */
 	shmsync_root_opts repl;     /* serve: the replication settings only (tool_repl_option) */
 	size_t log_bytes;
+	size_t prefault_bytes;
 	char **args;
 	int nargs;
 	shmsync_worker *w;

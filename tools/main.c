@@ -41,7 +41,9 @@ static const struct {
 		"                        print can be given back)"},
 	{O_JSON, "  -j, --json            JSON output"},
 	{O_CAPACITY, "  -c, --capacity SIZE   address space for the state, e.g. 256M (default: from limits,\n"
-		     "                        $SHMSYNC_CAPACITY)"},
+		     "                        $SHMSYNC_CAPACITY)\n"
+		     "      --prefault SIZE   back and touch this much of it at start (default: none), so\n"
+		     "                        a load of that size pays for no first touch in its commits"},
 	{O_MAXW, "  -m, --max-workers N   workers that may attach at once, 1..4096 (default 256)"},
 	{O_QUIET, "  -q, --quiet           no message when the root starts"},
 	{O_COND,
@@ -116,6 +118,7 @@ enum {
 	LO_SNAP_BYTES,
 	LO_REPL_WINDOW,
 	LO_LOG_BYTES,
+	LO_PREFAULT,
 };
 
 static const struct option long_options[] = {
@@ -126,6 +129,7 @@ static const struct option long_options[] = {
 	{"raw", no_argument, NULL, 'r'},
 	{"json", no_argument, NULL, 'j'},
 	{"capacity", required_argument, NULL, 'c'},
+	{"prefault", required_argument, NULL, LO_PREFAULT},
 	{"max-workers", required_argument, NULL, 'm'},
 	{"quiet", no_argument, NULL, 'q'},
 	{"if-absent", no_argument, NULL, LO_IF_ABSENT},
@@ -169,6 +173,7 @@ static unsigned option_bit(int opt)
 	case 'j':
 		return O_JSON;
 	case 'c':
+	case LO_PREFAULT:
 		return O_CAPACITY;
 	case 'm':
 		return O_MAXW;
@@ -327,6 +332,10 @@ static int apply_value_option(struct ctx *c, struct parsed *p, int opt, const ch
 		break;
 	case 'c':
 		if (tool_parse_size("--capacity", arg, &c->capacity) < 0)
+			return TOOL_USAGE;
+		break;
+	case LO_PREFAULT:
+		if (tool_parse_size("--prefault", arg, &c->prefault_bytes) < 0)
 			return TOOL_USAGE;
 		break;
 	case 'm':

@@ -44,6 +44,7 @@ int cmd_serve(struct ctx *c)
 	o.snapshot_bytes = c->repl.snapshot_bytes;
 	o.repl_window = c->repl.repl_window;
 	o.log_bytes = c->log_bytes;
+	o.prefault_bytes = c->prefault_bytes;
 	o.errbuf = err;
 	o.errbuf_len = sizeof(err);
 	shmsync_root *r;

@@ -30,6 +30,12 @@
 
 #define CHUNK_BYTES (512u * 1024u) /* a snapshot chunk's payload: well under NATS's 1 MiB default */
 #define REQUEST_TIMEOUT_MS 5000
+/* A resync's requests: they hold the root's thread, and while JetStream
+ * elects a stream leader nothing answers them. Tried again 100 ms after a
+ * timeout, a short wait finds the new leader within about a second of its
+ * election; the context's 5 s let two elections in a row cost a durable
+ * leader 20 s of held acks (repl_durable). */
+#define RESYNC_WAIT_MS 1000
 
 struct pending_tick {
 	uint64_t tick, seq; /* the sequence it gets if the stream takes it */
@@ -113,12 +119,23 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static natsStatus stream_info(struct repl *rp, jsStreamInfo **si, jsErrCode *jerr)
+/* A request's wait: wait_ms, or the context's (REQUEST_TIMEOUT_MS) for 0. */
+static jsOptions *request_wait(jsOptions *jo, int64_t wait_ms)
+{
+	if (!wait_ms)
+		return NULL;
+	jsOptions_Init(jo);
+	jo->Wait = wait_ms;
+	return jo;
+}
+
+static natsStatus stream_info_wait(struct repl *rp, jsStreamInfo **si, jsErrCode *jerr, int64_t wait_ms)
 {
 	natsStatus s;
+	jsOptions jo;
 	for (int64_t end = mono_ns() + SETTLE_NS;;) {
 		*jerr = 0;
-		s = js_GetStreamInfo(si, rp->js, rp->stream, NULL, jerr);
+		s = js_GetStreamInfo(si, rp->js, rp->stream, request_wait(&jo, wait_ms), jerr);
 		/* Not found is an answer here: a new stream is made. */
 		if (!rp->settle || !transient(s, 0) || mono_ns() > end)
 			return s;
@@ -127,17 +144,29 @@ static natsStatus stream_info(struct repl *rp, jsStreamInfo **si, jsErrCode *jer
 	}
 }
 
-static natsStatus last_msg(struct repl *rp, natsMsg **m, const char *subject, jsErrCode *jerr)
+static natsStatus stream_info(struct repl *rp, jsStreamInfo **si, jsErrCode *jerr)
+{
+	return stream_info_wait(rp, si, jerr, 0);
+}
+
+static natsStatus last_msg_wait(struct repl *rp, natsMsg **m, const char *subject, jsErrCode *jerr,
+				int64_t wait_ms)
 {
 	natsStatus s;
+	jsOptions jo;
 	for (int64_t end = mono_ns() + SETTLE_NS;;) {
 		*jerr = 0;
-		s = js_GetLastMsg(m, rp->js, rp->stream, subject, NULL, jerr);
+		s = js_GetLastMsg(m, rp->js, rp->stream, subject, request_wait(&jo, wait_ms), jerr);
 		if (!rp->settle || !transient(s, *jerr) || mono_ns() > end)
 			return s;
 		struct timespec ts = {0, 250000000};
 		nanosleep(&ts, NULL);
 	}
+}
+
+static natsStatus last_msg(struct repl *rp, natsMsg **m, const char *subject, jsErrCode *jerr)
+{
+	return last_msg_wait(rp, m, subject, jerr, 0);
 }
 
 /* ---- events --------------------------------------------------------- */
@@ -864,13 +893,17 @@ int repl_resync(struct repl *rp, char *msg, size_t msglen)
 	 * this read carries a tick the stream then has twice under one
 	 * message id (JetStream drops the second), or fails its expected
 	 * sequence and brings us back here. */
-	uint64_t last = 0;
-	int rc = repl_last_seq(rp, &last, msg, msglen);
-	if (rc < 0)
-		return -EAGAIN; /* try again later: the cluster may be electing */
-	natsMsg *m = NULL;
+	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
-	natsStatus s = last_msg(rp, &m, rp->subj_ticks, &jerr);
+	natsStatus s = stream_info_wait(rp, &si, &jerr, RESYNC_WAIT_MS);
+	if (s != NATS_OK)
+		return -EAGAIN; /* try again later: the cluster may be electing */
+	uint64_t last = si->State.LastSeq;
+	atomic_store(&rp->stream_last, last);
+	jsStreamInfo_Destroy(si);
+	natsMsg *m = NULL;
+	jerr = 0;
+	s = last_msg_wait(rp, &m, rp->subj_ticks, &jerr, RESYNC_WAIT_MS);
 	uint64_t stored = 0, stored_at = 0;
 	if (s == NATS_OK) {
 		struct repl_hdr h;
@@ -878,7 +911,7 @@ int repl_resync(struct repl *rp, char *msg, size_t msglen)
 		stored_at = natsMsg_GetSequence(m);
 		const void *d = natsMsg_GetData(m);
 		size_t len = (size_t)natsMsg_GetDataLength(m);
-		rc = repl_hdr_check(d, len, &h, why, sizeof(why));
+		int rc = repl_hdr_check(d, len, &h, why, sizeof(why));
 		bool ours = rc == 0 && h.kind == REPL_TICK;
 		if (rc == 0 && h.kind == REPL_LEADER) {
 			const char *who = (const char *)d + sizeof(h);
@@ -1183,7 +1216,7 @@ int repl_follow(struct repl *rp, char *msg, size_t msglen)
 		snprintf(rp->inbox, sizeof(rp->inbox), "%s", (const char *)inbox);
 		natsInbox_Destroy(inbox);
 		char wild[160];
-		snprintf(wild, sizeof(wild), "%s.>", rp->inbox); /* <inbox>.<epoch>.<id> */
+		snprintf(wild, sizeof(wild), "%s.>", rp->inbox); /* <inbox>.<epoch>.<floor>.<id> */
 		s = natsConnection_Subscribe(&rp->reply_sub, rp->nc, wild, on_reply, rp);
 	}
 	if (s == NATS_OK)
@@ -1200,10 +1233,10 @@ uint64_t repl_epoch(struct repl *rp)
 	return rp->epoch;
 }
 
-int repl_forward(struct repl *rp, uint64_t epoch, uint64_t id, const uint8_t *rec, size_t len)
+int repl_forward(struct repl *rp, uint64_t epoch, uint64_t floor, uint64_t id, const uint8_t *rec, size_t len)
 {
 	char reply[192];
-	snprintf(reply, sizeof(reply), "%s.%" PRIu64 ".%" PRIu64, rp->inbox, epoch, id);
+	snprintf(reply, sizeof(reply), "%s.%" PRIu64 ".%" PRIu64 ".%" PRIu64, rp->inbox, epoch, floor, id);
 	natsStatus s = natsConnection_PublishRequest(rp->nc, rp->subj_fwd, reply, rec, (int)len);
 	return s == NATS_OK ? 0 : -EIO;
 }

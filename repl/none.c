@@ -101,9 +101,9 @@ int repl_follow(struct repl *rp, char *msg, size_t msglen)
 	(void)rp, (void)msg, (void)msglen;
 	return -ENOTSUP;
 }
-int repl_forward(struct repl *rp, uint64_t epoch, uint64_t id, const uint8_t *rec, size_t len)
+int repl_forward(struct repl *rp, uint64_t epoch, uint64_t floor, uint64_t id, const uint8_t *rec, size_t len)
 {
-	(void)rp, (void)epoch, (void)id, (void)rec, (void)len;
+	(void)rp, (void)epoch, (void)floor, (void)id, (void)rec, (void)len;
 	return -ENOTSUP;
 }
 uint64_t repl_epoch(struct repl *rp)

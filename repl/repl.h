@@ -183,9 +183,12 @@ int repl_follow(struct repl *rp, char *msg, size_t msglen);
 /* Sends a worker's batch record to the leader: its answer comes as
  * REPL_EV_FWD_REPLY with this id. `epoch` is the stream sequence of the
  * last LEADER marker this root applied: a leader of another epoch does not
- * apply it (the reply subject is <inbox>.<epoch>.<id>). Sent again with
- * the same id and epoch, it is applied at most once. */
-int repl_forward(struct repl *rp, uint64_t epoch, uint64_t id, const uint8_t *rec, size_t len);
+ * apply it. `floor` is the lowest id this root still sends: every id below
+ * it was answered or given up, and a leader that never got one skips it
+ * (the reply subject is <inbox>.<epoch>.<floor>.<id>). Sent again with the
+ * same id and epoch, it is applied at most once. */
+int repl_forward(struct repl *rp, uint64_t epoch, uint64_t floor, uint64_t id, const uint8_t *rec,
+		 size_t len);
 /* Leader: the stream sequence of its own LEADER marker. */
 uint64_t repl_epoch(struct repl *rp);
 

@@ -203,7 +203,6 @@ struct held_ack {
 #define MAX_ORIGINS 64
 struct origin {
 	char inbox[128];
-	uint64_t epoch;
 	uint64_t next; /* the id it must send next */
 	struct {
 		uint64_t id;

@@ -257,23 +257,31 @@ void root_repl_apply_forwarded(shmsync_root *r)
 	}
 }
 
-/* A forward's reply subject, <inbox>.<epoch>.<id>: which follower sent
- * it (its state in r->origins, made on first sight), its epoch and id. */
-static int origin_of(shmsync_root *r, const char *reply, uint64_t *epoch, uint64_t *id)
+/* The number that ends reply[0..*end): *end moves to the dot before it. */
+static bool last_number(const char *reply, size_t *end, uint64_t *v)
 {
-	const char *dot = strrchr(reply, '.');
-	if (!dot || dot == reply)
+	size_t i = *end;
+	while (i > 0 && reply[i - 1] >= '0' && reply[i - 1] <= '9')
+		i--;
+	if (i == *end || *end - i > 19 || i < 2 || reply[i - 1] != '.')
+		return false;
+	uint64_t n = 0;
+	for (size_t k = i; k < *end; k++)
+		n = n * 10 + (uint64_t)(reply[k] - '0');
+	*v = n;
+	*end = i - 1;
+	return true;
+}
+
+/* A forward's reply subject, <inbox>.<epoch>.<floor>.<id>: which follower
+ * sent it (its state in r->origins, made on first sight), its epoch, the
+ * lowest id it still sends, and the forward's id. */
+static int origin_of(shmsync_root *r, const char *reply, uint64_t *epoch, uint64_t *floor, uint64_t *id)
+{
+	size_t n = strlen(reply);
+	if (!last_number(reply, &n, id) || !last_number(reply, &n, floor) || !last_number(reply, &n, epoch))
 		return -1;
-	const char *dot2 = dot - 1;
-	while (dot2 > reply && *dot2 != '.')
-		dot2--;
-	size_t n = (size_t)(dot2 - reply);
-	char *end;
-	*epoch = strtoull(dot2 + 1, &end, 10);
-	if (*dot2 != '.' || end != dot || n == 0 || n >= sizeof(r->origins[0].inbox))
-		return -1;
-	*id = strtoull(dot + 1, &end, 10);
-	if (*end || *id == 0)
+	if (*id == 0 || n >= sizeof(r->origins[0].inbox))
 		return -1;
 	for (unsigned i = 0; i < r->norigins; i++)
 		if (strncmp(r->origins[i].inbox, reply, n) == 0 && r->origins[i].inbox[n] == 0)
@@ -290,7 +298,6 @@ static int origin_of(shmsync_root *r, const char *reply, uint64_t *epoch, uint64
 	memset(o, 0, sizeof(*o));
 	memcpy(o->inbox, reply, n);
 	o->next = *id;
-	o->epoch = *epoch;
 	return (int)i;
 }
 
@@ -299,11 +306,21 @@ static int origin_of(shmsync_root *r, const char *reply, uint64_t *epoch, uint64
  * on its way, to the same subject). Ahead of one that was lost: nothing
  * (the follower sends them again, in order). From another leader's epoch:
  * -ETIMEDOUT, which the follower's worker reads as "unknown" (the old
- * leader may have applied it). */
+ * leader may have applied it).
+ *
+ * The floor keeps a follower from wedging: it stops sending an id once
+ * that id's worker was told "unknown" (20 s without an answer, an answer
+ * from another epoch, a send that failed). An id this leader never got
+ * would otherwise hold back every later one for good. Skipping to the
+ * floor is safe: the ids below it are never sent again, and a late copy
+ * of one is below `next`, so it is not applied; a worker that retries
+ * (with put_if_tick) does so in a later id, applied after that decision.
+ * A floor above the forward's own id is not the follower's (it sends only
+ * ids at or above its floor) and is ignored. */
 static bool take_forward(shmsync_root *r, struct repl_ev *ev)
 {
-	uint64_t epoch = 0, id = 0;
-	int oi = origin_of(r, ev->reply, &epoch, &id);
+	uint64_t epoch = 0, floor = 0, id = 0;
+	int oi = origin_of(r, ev->reply, &epoch, &floor, &id);
 	if (oi < 0)
 		return false;
 	struct origin *o = &r->origins[oi];
@@ -311,6 +328,8 @@ static bool take_forward(shmsync_root *r, struct repl_ev *ev)
 		repl_reply(r->repl, ev->reply, epoch < repl_epoch(r->repl) ? -ETIMEDOUT : -EREMCHG);
 		return false;
 	}
+	if (floor > o->next && floor <= id)
+		o->next = floor;
 	if (id < o->next) {
 		if (o->answered[id % ORIGIN_CACHE].id == id)
 			repl_reply(r->repl, ev->reply, o->answered[id % ORIGIN_CACHE].result);
@@ -325,6 +344,18 @@ static bool take_forward(shmsync_root *r, struct repl_ev *ev)
 }
 
 /* ---- follower ---------------------------------------------------------- */
+
+/* The lowest id this root still sends: the first forward in the held FIFO
+ * (which holds them in id order) that has no answer yet. */
+static uint64_t forward_floor(const shmsync_root *r)
+{
+	for (size_t i = 0; i < r->held_n; i++) {
+		const struct held_ack *h = &r->held[r->held_head + i];
+		if (h->forward && !h->done)
+			return h->id;
+	}
+	return r->fwd_next_id + 1;
+}
 
 void root_repl_forward(shmsync_root *r, struct slot *s, uint64_t seq, const uint8_t *rec, size_t len, int rc)
 {
@@ -350,7 +381,7 @@ void root_repl_forward(shmsync_root *r, struct slot *s, uint64_t seq, const uint
 	if (rc == 0) {
 		memcpy(h->rec, rec, len);
 		h->rec_len = len;
-		rc = repl_forward(r->repl, r->repl_epoch, h->id, rec, len);
+		rc = repl_forward(r->repl, r->repl_epoch, forward_floor(r), h->id, rec, len);
 	}
 	if (rc < 0) {
 		h->done = true;
@@ -792,12 +823,14 @@ int root_repl_process(shmsync_root *r)
 	}
 	if (rc < 0)
 		goto fatal;
-	if (r->repl_role == REPL_ROLE_FOLLOWER)
+	if (r->repl_role == REPL_ROLE_FOLLOWER) {
+		uint64_t floor = forward_floor(r);
 		for (size_t i = 0; i < r->held_n; i++) {
 			struct held_ack *h = &r->held[r->held_head + i];
 			if (h->forward && !h->done && h->rec && now >= h->resend_at) {
 				h->resend_at = now + RESEND_NS;
-				int frc = repl_forward(r->repl, r->repl_epoch, h->id, h->rec, h->rec_len);
+				int frc = repl_forward(r->repl, r->repl_epoch, floor, h->id, h->rec,
+						       h->rec_len);
 				/* Once per forward: a resend is normal during an
 				 * election, a series of them is not. */
 				if (!h->resent_said) {
@@ -815,6 +848,7 @@ int root_repl_process(shmsync_root *r)
 				}
 			}
 		}
+	}
 	held_serve(r, now);
 	if (r->repl_role == REPL_ROLE_LEADER && repl_snapshot_due(r->repl))
 		repl_snapshot_start(r->repl, r->ro_fd, shm_root_tick(r->shm), &r->repl_pin);

@@ -555,18 +555,26 @@ const char *repl_id(const struct repl *rp)
 
 /* ---- reading the stream --------------------------------------------- */
 
-int repl_last_seq(struct repl *rp, uint64_t *seq, char *msg, size_t msglen)
+static natsStatus last_seq_wait(struct repl *rp, uint64_t *seq, int64_t wait_ms)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
-	natsStatus s = stream_info(rp, &si, &jerr);
+	natsStatus s = stream_info_wait(rp, &si, &jerr, wait_ms);
+	if (s != NATS_OK)
+		return s;
+	*seq = si->State.LastSeq;
+	atomic_store(&rp->stream_last, *seq);
+	jsStreamInfo_Destroy(si);
+	return NATS_OK;
+}
+
+int repl_last_seq(struct repl *rp, uint64_t *seq, char *msg, size_t msglen)
+{
+	natsStatus s = last_seq_wait(rp, seq, 0);
 	if (s != NATS_OK) {
 		snprintf(msg, msglen, "stream %s: %s", rp->stream, st_text(s));
 		return -EIO;
 	}
-	*seq = si->State.LastSeq;
-	atomic_store(&rp->stream_last, *seq);
-	jsStreamInfo_Destroy(si);
 	return 0;
 }
 
@@ -893,16 +901,12 @@ int repl_resync(struct repl *rp, char *msg, size_t msglen)
 	 * this read carries a tick the stream then has twice under one
 	 * message id (JetStream drops the second), or fails its expected
 	 * sequence and brings us back here. */
-	jsStreamInfo *si = NULL;
-	jsErrCode jerr = 0;
-	natsStatus s = stream_info_wait(rp, &si, &jerr, RESYNC_WAIT_MS);
+	uint64_t last = 0;
+	natsStatus s = last_seq_wait(rp, &last, RESYNC_WAIT_MS);
 	if (s != NATS_OK)
 		return -EAGAIN; /* try again later: the cluster may be electing */
-	uint64_t last = si->State.LastSeq;
-	atomic_store(&rp->stream_last, last);
-	jsStreamInfo_Destroy(si);
 	natsMsg *m = NULL;
-	jerr = 0;
+	jsErrCode jerr = 0;
 	s = last_msg_wait(rp, &m, rp->subj_ticks, &jerr, RESYNC_WAIT_MS);
 	uint64_t stored = 0, stored_at = 0;
 	if (s == NATS_OK) {

@@ -353,7 +353,11 @@ static inline void rt_mkdir(const char *path, const char *dir)
  * of every acked batch to DIR/<name>.acked and fsyncs nothing (the file is
  * this test's own). Exits 0, or 1 after the first failed commit (from then
  * on nothing is acked). */
-static inline pid_t rt_writer(struct rt *t, const char *sock, const char *name, int n, int pause_ms)
+/* Forks a writer: the parent gets its pid (tracked); the child gets 0,
+ * attached to the root at DIR/<sock>.sock as *w, with *acked open on
+ * DIR/<name>.acked for its "key tick" lines (rt_check_acked reads them). */
+static inline pid_t rt_fork_writer(struct rt *t, const char *sock, const char *name, FILE **acked,
+				   shmsync_worker **w)
 {
 	char path[512], out[512];
 	snprintf(path, sizeof(path), "%s/%s.sock", t->dir, sock);
@@ -365,10 +369,19 @@ static inline pid_t rt_writer(struct rt *t, const char *sock, const char *name, 
 		rt_track(pid);
 		return pid;
 	}
-	FILE *f = fopen(out, "w");
-	shmsync_worker *w;
-	if (!f || shmsync_attach(&w, path) < 0)
+	*acked = fopen(out, "w");
+	if (!*acked || shmsync_attach(w, path) < 0)
 		_exit(2);
+	return 0;
+}
+
+static inline pid_t rt_writer(struct rt *t, const char *sock, const char *name, int n, int pause_ms)
+{
+	FILE *f;
+	shmsync_worker *w;
+	pid_t pid = rt_fork_writer(t, sock, name, &f, &w);
+	if (pid)
+		return pid;
 	for (int i = 0; i < n; i++) {
 		char key[64], val[64];
 		int kn = snprintf(key, sizeof(key), "%s-%d", name, i);

@@ -51,20 +51,11 @@ static int commit_once(shmsync_worker *w, const char *name, int i, uint64_t *tic
 
 static pid_t writer(struct rt *t, const char *sock, const char *name)
 {
-	char path[512], out[512];
-	snprintf(path, sizeof(path), "%s/%s.sock", t->dir, sock);
-	snprintf(out, sizeof(out), "%s/%s.acked", t->dir, name);
-	fflush(NULL);
-	pid_t pid = fork();
-	T_ASSERT(pid >= 0);
-	if (pid) {
-		rt_track(pid);
-		return pid;
-	}
-	FILE *f = fopen(out, "w");
+	FILE *f;
 	shmsync_worker *w;
-	if (!f || shmsync_attach(&w, path) < 0)
-		_exit(2);
+	pid_t pid = rt_fork_writer(t, sock, name, &f, &w);
+	if (pid)
+		return pid;
 	int unknown = 0;
 	for (int i = 0; i < BATCHES; i++) {
 		uint64_t tick = 0;

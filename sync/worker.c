@@ -398,18 +398,37 @@ static bool back_online(shmsync_worker *w, uint64_t target)
  * the poller yields, and again every POLL_YIELD_NS: with nothing else
  * runnable on its CPU, sched_yield is a system call that returns at once
  * (a few percent of a poll loop's time).
+ *
+ * When the last yield did run another process (it took longer than
+ * YIELD_SWITCHED_NS), the CPU is shared with one that polls too, most likely
+ * the one that answers. Then the first miss after news yields at once: the
+ * answer cannot come while this process holds the CPU, and spinning
+ * POLL_YIELD_NS first only delays it (a busy round trip with A and B on one
+ * CPU went from 14.7 to 11.5 us p50, docs/BENCHMARKS.md). A poller alone on
+ * its CPU never sees a yield switch, so it keeps the short spin: a yield is a
+ * system call, 0.8 us in this project's VMs, and an answer across cores
+ * comes in less (the own round trip went from 1.2 to 2.0 us when every
+ * first miss yielded).
  */
+static void poll_yield(shmsync_worker *w, int64_t now)
+{
+	sched_yield();
+	int64_t back = sig_now_ns();
+	w->yield_switched = back - now > YIELD_SWITCHED_NS;
+	w->poll_mark = back;
+}
+
 static void poll_missed(shmsync_worker *w, int64_t now)
 {
 	if (!w->polling) {
 		w->polling = true;
 		w->poll_mark = now;
+		if (w->yield_switched)
+			poll_yield(w, now);
 		return;
 	}
-	if (now - w->poll_mark < POLL_YIELD_NS)
-		return;
-	w->poll_mark = now;
-	sched_yield();
+	if (now - w->poll_mark >= POLL_YIELD_NS)
+		poll_yield(w, now);
 }
 
 static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shmsync_change_fn fn, void *arg)

@@ -237,7 +237,7 @@ int shmsync_export(shmsync_batch *b, int flags, uint64_t *seq)
 		if (flags & SHMSYNC_NONBLOCK)
 			return -EAGAIN;
 		/* The root drains rings and acks; each ack round wakes us. */
-		rc = worker_wait_for(w, ring_has_room, len, -1, 0, NULL);
+		rc = worker_wait_for(w, ring_has_room, len, -1, 0, NULL, false);
 		if (rc < 0)
 			return rc;
 	}
@@ -283,7 +283,7 @@ int shmsync_wait_committed(shmsync_worker *w, uint64_t seq, uint64_t *tick, int6
 	int64_t spin = expect > WAIT_SPIN_NS && expect <= ACK_SPIN_MAX_NS ? expect : 0;
 	/* The wait's own clock reads say how long it took: a round trip's
 	 * worth of ack (under a microsecond) reads none and counts as 0. */
-	int rc = worker_wait_for(w, acked, seq, timeout_ns, spin, &waited);
+	int rc = worker_wait_for(w, acked, seq, timeout_ns, spin, &waited, false);
 	if (rc < 0)
 		return rc;
 	w->ack_wait_ns += (waited - w->ack_wait_ns) / 8;
@@ -399,8 +399,8 @@ static bool back_online(shmsync_worker *w, uint64_t target)
  * runnable on its CPU, sched_yield is a system call that returns at once
  * (a few percent of a poll loop's time).
  *
- * When the last yield did run another process (it took longer than
- * YIELD_SWITCHED_NS), the CPU is shared with one that polls too, most likely
+ * When the last yield did run another process (worker_yield: it took longer
+ * than YIELD_SWITCHED_NS), the CPU is shared with one that polls too, most likely
  * the one that answers. Then the first miss after news yields at once: the
  * answer cannot come while this process holds the CPU, and spinning
  * POLL_YIELD_NS first only delays it (a busy round trip with A and B on one
@@ -410,25 +410,17 @@ static bool back_online(shmsync_worker *w, uint64_t target)
  * comes in less (the own round trip went from 1.2 to 2.0 us when every
  * first miss yielded).
  */
-static void poll_yield(shmsync_worker *w, int64_t now)
-{
-	sched_yield();
-	int64_t back = sig_now_ns();
-	w->yield_switched = back - now > YIELD_SWITCHED_NS;
-	w->poll_mark = back;
-}
-
 static void poll_missed(shmsync_worker *w, int64_t now)
 {
 	if (!w->polling) {
 		w->polling = true;
 		w->poll_mark = now;
 		if (w->yield_switched)
-			poll_yield(w, now);
+			w->poll_mark = worker_yield(w, now);
 		return;
 	}
 	if (now - w->poll_mark >= POLL_YIELD_NS)
-		poll_yield(w, now);
+		w->poll_mark = worker_yield(w, now);
 }
 
 static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shmsync_change_fn fn, void *arg)
@@ -451,7 +443,7 @@ static int import_to(shmsync_worker *w, uint64_t target, int64_t timeout_ns, shm
 		/* Offline while asleep: an idle worker pins log bytes only. */
 		bool was_online = w->online;
 		shmsync_offline(w);
-		int rc = worker_wait_for(w, tick_reached, target, timeout_ns, 0, NULL);
+		int rc = worker_wait_for(w, tick_reached, target, timeout_ns, 0, NULL, true);
 		/* A commit that lands between the last look and back_online is
 		 * imported rather than reported as a timeout. */
 		if (rc == -ETIMEDOUT && was_online && !back_online(w, target))

@@ -110,16 +110,25 @@ void worker_go_online(shmsync_worker *w, uint64_t *tick, uint64_t *log_end);
  * WAIT_SPIN_NS; past that only while the machine has a CPU no other
  * process waits for), then sleeps on the tick futex word. 0, -ETIMEDOUT,
  * -ESHUTDOWN. *waited (may be NULL): about how long it waited, from the
- * clock reads the wait made anyway (0 for a wait of a few turns). */
+ * clock reads the wait made anyway (0 for a wait of a few turns).
+ * from_peer: what it waits for may come from another worker, which may
+ * share this CPU (a tick), rather than from the root alone (an ack, ring
+ * room): after a yield that ran another process, the spin yields at once
+ * (poll_missed in worker.c says why). An ack wait must not: two writers
+ * sharing a CPU then handed it to each other on every batch, each ack
+ * costing a switch (2 writers, batch 1: 205-215 K/s to 108-114 K/s). */
 #define WAIT_SPIN_NS 20000
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited);
+		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited, bool from_peer);
 /* Has the root gone away? Asks the kernel (poll on the connection). */
 bool worker_root_gone(shmsync_worker *w);
 /* Reaps this handle's io_uring completions (io_uring path). */
 void worker_reap(shmsync_worker *w);
 /* Arms the waits on the tick futex word (at futex_val) and the connection. */
 void worker_arm(shmsync_worker *w, uint32_t futex_val);
+/* sched_yield, timed: notes in w->yield_switched whether it ran another
+ * process (worker.c, poll_missed); returns the time after it. */
+int64_t worker_yield(shmsync_worker *w, int64_t now);
 /* Empties the fallback's wake socket and eventfd (shmsync_fd). */
 void worker_drain_fdwake(shmsync_worker *w);
 

@@ -137,11 +137,19 @@ static bool cpu_to_spare(shmsync_worker *w)
 	return p > digits && *p == '/' && running <= w->online_cpus;
 }
 
+int64_t worker_yield(shmsync_worker *w, int64_t now)
+{
+	sched_yield();
+	int64_t back = sig_now_ns();
+	w->yield_switched = back - now > YIELD_SWITCHED_NS;
+	return back;
+}
+
 /* Waits until cond(w, arg) holds: spins briefly, then sleeps on the tick
  * futex word (which changes with every publish and every ack round).
  * 0, -ETIMEDOUT, -ESHUTDOWN. */
 int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t), uint64_t arg,
-		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited)
+		    int64_t timeout_ns, int64_t spin_ns, int64_t *waited, bool from_peer)
 {
 	int64_t dummy;
 	if (!waited)
@@ -177,9 +185,10 @@ int worker_wait_for(shmsync_worker *w, bool (*cond)(shmsync_worker *, uint64_t),
 				break;
 			next_spare_check = spun + SPARE_CHECK_NS;
 		}
-		if (spun >= (int64_t)(yielded + 1) * POLL_YIELD_NS) {
+		if (spun >= (int64_t)(yielded + 1) * POLL_YIELD_NS ||
+		    (from_peer && yielded == 0 && w->yield_switched)) {
 			yielded++;
-			sched_yield();
+			worker_yield(w, start + spun);
 		}
 	}
 	uint32_t keep = w->tick_wake & PORT_TICK_WAKE_URING;

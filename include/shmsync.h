@@ -143,6 +143,10 @@ typedef struct shmsync_root_opts {     /* zero means default */
 				    opens, before any worker attaches: commits that fill them pay
 				    for no first touch (README, "Tuning"). The memory is taken at
 				    once. At most capacity; 0 (default): none */
+	/* Zero: room for options of later versions within this layout. A
+	 * nonzero word is refused (-EINVAL): an option this library does not
+	 * know must not be ignored. */
+	uint64_t reserved[8];
 } shmsync_root_opts;
 
 /* Creates the segment, the socket and the root's io_uring.
@@ -228,6 +232,10 @@ typedef struct shmsync_attach_opts { /* zero means default */
 	unsigned n_root_uids;
 	char *errbuf; /* on failure: what went wrong */
 	size_t errbuf_len;
+	/* Zero: room for options of later versions within this layout. A
+	 * nonzero word is refused (-EINVAL): an option this library does not
+	 * know must not be ignored. */
+	uint64_t reserved[8];
 } shmsync_attach_opts;
 /* shmsync_attach with options. */
 int shmsync_attach_with(shmsync_worker **w, const shmsync_attach_opts *o);
@@ -407,6 +415,7 @@ typedef struct shmsync_stats {
 	 * (README, "Tuning": first touches): where it would have slept, and
 	 * while it polled after a commit of a page of records or more. */
 	uint64_t root_pages_warmed_idle, root_pages_warmed_poll;
+	uint64_t reserved[8]; /* zeroed: room for figures of later versions */
 } shmsync_stats;
 
 enum { SHMSYNC_REPL_NONE = 0, SHMSYNC_REPL_LEADER = 1, SHMSYNC_REPL_FOLLOWER = 2 };
@@ -429,6 +438,7 @@ typedef struct shmsync_worker_info {
 	uint64_t lag;          /* ticks its cursor is behind */
 	uint64_t pinned_bytes; /* what it keeps from being freed: versions and change-log bytes */
 	int node;              /* the NUMA node its CPUs are on; -1: not placed on one node */
+	uint64_t reserved[8];  /* zeroed: room for figures of later versions */
 } shmsync_worker_info;
 
 /* The attached workers as the root last published them (at every attach and
@@ -518,6 +528,10 @@ typedef struct shmsync_supervise_opts { /* zero means default */
 	void *log_arg;
 	char *errbuf; /* if set, why shmsync_supervise returned an error */
 	size_t errbuf_len;
+	/* Zero: room for options of later versions within this layout. A
+	 * nonzero word is refused (-EINVAL): an option this library does not
+	 * know must not be ignored. */
+	uint64_t reserved[8];
 } shmsync_supervise_opts;
 
 /* Runs in each worker process, with $SHMSYNC_ATTACH_FD set (so

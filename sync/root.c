@@ -86,6 +86,12 @@ static int check_opts(const shmsync_root_opts *o, size_t *ring, unsigned *maxw)
 		setmsg(o, "socket_path is required");
 		return -EINVAL;
 	}
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i]) {
+			setmsg(o,
+			       "shmsync_root_opts.reserved[] must be zero (an option of a later shmsync?)");
+			return -EINVAL;
+		}
 	*ring = o->port_ring_bytes ? o->port_ring_bytes : (size_t)256 << 10;
 	if (*ring < 4096 || *ring > ((size_t)1 << 30) || (*ring & (*ring - 1))) {
 		setmsg(o, "port_ring_bytes must be a power of two in [4 KiB, 1 GiB]");

@@ -419,6 +419,12 @@ int shmsync_attach_with(shmsync_worker **w, const shmsync_attach_opts *o)
 		o = &d;
 	char *err = o->errbuf;
 	size_t errlen = o->errbuf_len;
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i]) {
+			msg(err, errlen,
+			    "shmsync_attach_opts.reserved[] must be zero (an option of a later shmsync?)");
+			return -EINVAL;
+		}
 	struct trust t;
 	int rc = trust_init(&t, o->root_uids, o->n_root_uids, err, errlen);
 	if (rc < 0)

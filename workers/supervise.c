@@ -1132,6 +1132,11 @@ int shmsync_supervise(const shmsync_supervise_opts *in, shmsync_worker_fn fn, vo
 		in->errbuf[0] = 0;
 	if (!fn)
 		return fail(in, -EINVAL, "no worker function");
+	for (size_t i = 0; i < sizeof(in->reserved) / sizeof(in->reserved[0]); i++)
+		if (in->reserved[i])
+			return fail(in, -EINVAL,
+				    "shmsync_supervise_opts.reserved[] must be zero (an option of a later "
+				    "shmsync?)");
 	struct sup *s = calloc(1, sizeof(*s));
 	if (!s)
 		return fail(in, -ENOMEM, "out of memory");

@@ -67,9 +67,15 @@ int main(void)
 	memset(&st, 0xa5, sizeof st);
 	T_OK(shmsync_stat(w, &st));
 	T_ASSERT(all_zero(st.reserved, sizeof st.reserved / sizeof st.reserved[0]));
+	/* The root publishes its table just after an attach: wait for it. */
 	shmsync_worker_info info[4];
-	memset(info, 0xa5, sizeof info);
-	int n = shmsync_workers(w, info, 4);
+	int n = 0;
+	for (int tries = 0; tries < 500 && n < 1; tries++) {
+		if (tries)
+			usleep(10000);
+		memset(info, 0xa5, sizeof info);
+		n = shmsync_workers(w, info, 4);
+	}
 	T_ASSERT(n >= 1);
 	for (int i = 0; i < n && i < 4; i++)
 		T_ASSERT(all_zero(info[i].reserved, sizeof info[i].reserved / sizeof info[i].reserved[0]));

@@ -404,7 +404,7 @@ static bool back_online(shmsync_worker *w, uint64_t target)
  * the one that answers. Then the first miss after news yields at once: the
  * answer cannot come while this process holds the CPU, and spinning
  * POLL_YIELD_NS first only delays it (a busy round trip with A and B on one
- * CPU went from 14.7 to 11.5 us p50, docs/BENCHMARKS.md). A poller alone on
+ * CPU went from 14.6 to 11.3 us p50, docs/BENCHMARKS.md). A poller alone on
  * its CPU never sees a yield switch, so it keeps the short spin: a yield is a
  * system call, 0.8 us in this project's VMs, and an answer across cores
  * comes in less (the own round trip went from 1.2 to 2.0 us when every

@@ -42,7 +42,7 @@ struct shmsync_worker {
 	int64_t gone_checked; /* when root_gone last asked the kernel */
 	int64_t poll_mark;    /* polling with nothing new: since then, or the last yield */
 	bool polling;
-	bool yield_switched; /* the last poll's yield ran another process (worker.c, poll_missed) */
+	bool yield_switched; /* the last worker_yield ran another process (worker.c, poll_missed) */
 	struct shm_diff_scratch *diff_scratch;
 	uint32_t tick_wake;             /* what this handle last stored in port->wants_tick_wake */
 	uint64_t tail_seen, acked_seen; /* the root's ring tail and acked_seq, as last read */
@@ -135,7 +135,7 @@ void worker_drain_fdwake(shmsync_worker *w);
 #define GONE_CHECK_NS 1000000  /* non-blocking calls look for the root's death this often */
 #define ACK_SPIN_MAX_NS 250000 /* the longest a wait_committed spins (worker.c) */
 #define POLL_YIELD_NS 1000     /* a worker polling with nothing new yields this often (worker.c) */
-#define YIELD_SWITCHED_NS 2500 /* a yield that took longer ran another process (worker.c) */
+#define YIELD_SWITCHED_NS 2500 /* a yield that took longer ran another process (worker_wait.c) */
 
 /* The same question for calls that do not block. A poll(2) costs more than
  * the whole spinning export or import around it, so these ask the kernel at

@@ -398,7 +398,10 @@ static int run_prop(enum wait_mode mode, json_t *out)
 		cpu_b = cfg.cpu[0];
 		pa.yield[0] = pa.yield[1] = true;
 		snprintf(place, sizeof place, "A and B on CPU %d polling with sched_yield%s, root on CPU %d",
-			 cfg.cpu[0], be == &be_shmsync ? " (the library's own: at the first miss once a yield has run the other, else every 1 us without news)" : "",
+			 cfg.cpu[0],
+			 be == &be_shmsync ? " (the library's own: at the first miss once a yield has run "
+					     "the other, else every 1 us without news)"
+					   : "",
 			 cfg.cpu[1]);
 	} else {
 		cpu_b = cfg.cpu[1];

@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -22,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,102 +32,11 @@
 
 #include "numa.h"
 #include "placement.h"
-#include "shmsync.h"
+#include "supervise.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
-
-#define MS 1000000LL
-#define SEC 1000000000LL
-#define BACKOFF_MIN_NS (100 * MS)
-#define BACKOFF_MAX_NS (5 * SEC)
-#define BACKOFF_RESET_NS (10 * SEC) /* a child that ran this long starts over at the minimum */
-#define ROOT_START_NS (30 * SEC)    /* from fork to a root that answers on its socket */
-#define PROBE_EVERY_NS (10 * MS)
-#define ATTACH_WAIT_NS (10 * SEC) /* SIGHUP: how long a replacement may take to attach */
-#define ATTACH_POLL_NS (20 * MS)
-#define MAX_CRASH_LIMIT 64
-#define MAX_WORKERS 4096
-#define SOCK_MAX 92 /* the root's limit on socket_path, terminator included */
-
-/* One child process. */
-struct proc {
-	pid_t pid; /* 0: none */
-	int pidfd;
-	int64_t started;
-	int64_t kill_at;   /* SIGTERM sent: SIGKILL at this time (0: not yet asked to stop) */
-	bool kill_sent;    /* SIGKILL sent */
-	bool expected;     /* we stopped it: its exit is not a crash */
-	bool placed_group; /* it leads its own process group: signal the group */
-};
-
-/* A worker slot, or the root: what runs there and its crash history. */
-struct slot {
-	struct proc cur;
-	struct proc old; /* SIGHUP: the worker being replaced */
-	int64_t start_at;
-	int64_t backoff;
-	int64_t crash_at[MAX_CRASH_LIMIT]; /* a ring of crash times */
-	unsigned ncrash;
-	bool done;   /* exited 0, or crash-looped: not started again */
-	bool looped; /* crash-looped */
-	unsigned starts;
-};
-
-enum root_state { ROOT_DOWN, ROOT_STARTING, ROOT_SERVING };
-enum phase { RUN, STOP_WORKERS, STOP_ROOT, DONE };
-enum hup_stage { H_NEXT, H_WAIT_NEW, H_WAIT_OLD };
-
-/* What the root child says on its control socket once it has opened the
- * root (rc 0) or failed to (rc < 0, and why). */
-struct root_hello {
-	int32_t rc;
-	char msg[240];
-};
-
-/* What the master sends the root child whenever a count changes: totals,
- * so a message that did not fit (the master never blocks on it) is made up
- * by the next. */
-struct sup_counts {
-	uint64_t root_restarts, worker_restarts;
-};
-
-struct sup {
-	shmsync_supervise_opts o; /* with the defaults filled in */
-	shmsync_root_opts ro;
-	shmsync_worker_fn fn;
-	void *arg;
-	unsigned n;
-	pid_t master;
-	char sock[SOCK_MAX + 16]; /* room for the private directory's name: checked */
-	char dir[SOCK_MAX];       /* the private directory, if we made one */
-	int sigfd;
-	sigset_t oldmask;
-	struct sigaction old_chld;
-	bool chld_changed;
-
-	struct slot root;
-	enum root_state root_state;
-	int root_ctl; /* the master's end of the root child's control socket */
-	int64_t root_deadline, probe_at;
-	bool root_first; /* the first root: a failure to open is returned, not retried */
-	char root_msg[240];
-
-	struct slot *w;
-	enum phase phase;
-	int result;
-	bool room; /* SIGHUP may run one worker more than n */
-
-	bool hup;
-	unsigned hup_at;
-	enum hup_stage hup_stage;
-	int64_t hup_deadline, hup_poll_at;
-
-	uint64_t root_restarts, worker_restarts;
-	struct pollfd *pfd;
-	struct proc **pfd_proc; /* the child each pidfd entry of pfd belongs to */
-};
 
 /* ---- small things ---------------------------------------------------------- */
 
@@ -140,8 +47,7 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
 }
 
-static void slog(struct sup *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void slog(struct sup *s, const char *fmt, ...)
+void sup_log(struct sup *s, const char *fmt, ...)
 {
 	char m[512];
 	va_list ap;
@@ -214,238 +120,6 @@ static void kill_proc(struct proc *p)
 	signal_proc(p, SIGKILL);
 }
 
-/* ---- children ---------------------------------------------------------------- */
-
-/* In a child: the master's fds are not its business (a worker that does not
- * exec would otherwise hold the signalfd and its siblings' pidfds). */
-static void close_master_fds(struct sup *s, int keep)
-{
-	if (s->sigfd >= 0)
-		close(s->sigfd);
-	if (s->root_ctl >= 0 && s->root_ctl != keep)
-		close(s->root_ctl);
-	if (s->root.cur.pid && s->root.cur.pidfd >= 0)
-		close(s->root.cur.pidfd);
-	for (unsigned i = 0; i < s->n; i++) {
-		if (s->w[i].cur.pid && s->w[i].cur.pidfd >= 0)
-			close(s->w[i].cur.pidfd);
-		if (s->w[i].old.pid && s->w[i].old.pidfd >= 0)
-			close(s->w[i].old.pidfd);
-	}
-}
-
-/* What every child does first. Returns false if the master is gone. */
-static bool child_common(struct sup *s)
-{
-	/* If the master dies (even by SIGKILL), nothing it started lives on. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != s->master)
-		return false;
-	/* Its own process group: a terminal's Ctrl-C reaches the master only,
-	 * which stops the children in order (workers first, so their last
-	 * commits are still acknowledged). */
-	setpgid(0, 0);
-	if (s->chld_changed)
-		sigaction(SIGCHLD, &s->old_chld, NULL);
-	return true;
-}
-
-static void root_warn(const char *msg, void *arg)
-{
-	slog(arg, "root: %s", msg);
-}
-
-/* The root child: opens the root, says so on ctl, serves until SIGTERM or
- * until the master is gone (ctl hangs up). It runs the root's loop itself
- * (shmsync_root_fd/process) rather than shmsync_root_run, so that SIGTERM
- * comes through a signalfd: no signal handler, no global root pointer. */
-static int root_child(struct sup *s, int ctl)
-{
-	sigset_t term;
-	sigemptyset(&term);
-	sigaddset(&term, SIGTERM);
-	/* SIGINT and SIGHUP stay blocked: only the master decides when the
-	 * root stops (after the workers). */
-	int sfd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
-	shmsync_root_opts ro = s->ro;
-	/* One name for every root this master starts: a restarted root takes
-	 * its predecessor's lease back at once instead of waiting it out (the
-	 * predecessor is dead: the master restarts a root only then). */
-	char repl_id[96];
-	if ((ro.replicate || ro.follow) && !ro.repl_id) {
-		char host[48] = "";
-		gethostname(host, sizeof(host) - 1);
-		snprintf(repl_id, sizeof(repl_id), "%s:supervisor-%d", host, (int)getppid());
-		ro.repl_id = repl_id;
-	}
-	char err[200] = "";
-	ro.errbuf = err;
-	ro.errbuf_len = sizeof(err);
-	if (!ro.warn) {
-		ro.warn = root_warn;
-		ro.warn_arg = s;
-	}
-	struct root_hello h = {0};
-	shmsync_root *r = NULL;
-	int rc = sfd < 0 ? -errno : shmsync_root_open(&r, &ro);
-	h.rc = rc;
-	snprintf(h.msg, sizeof(h.msg), "%s", rc < 0 ? (err[0] ? err : shmsync_strerror(rc)) : "");
-	if (send(ctl, &h, sizeof(h), MSG_NOSIGNAL) < 0 || rc < 0)
-		return 3;
-	/* The counts from the master, published for shmsync stat. */
-	for (;;) {
-		int n = shmsync_root_process(r, 0);
-		if (n < 0) {
-			slog(s, "root: its loop failed: %s", shmsync_strerror(n));
-			rc = n;
-			break;
-		}
-		struct pollfd p[3] = {{shmsync_root_fd(r), POLLIN, 0}, {sfd, POLLIN, 0}, {ctl, POLLIN, 0}};
-		if (poll(p, 3, n > 0 ? 0 : -1) < 0 && errno != EINTR) {
-			rc = -errno;
-			break;
-		}
-		if (p[1].revents)
-			break; /* SIGTERM */
-		if (p[2].revents) {
-			struct sup_counts c;
-			ssize_t got = recv(ctl, &c, sizeof(c), MSG_DONTWAIT);
-			if (got == (ssize_t)sizeof(c))
-				shmsync_root_set_restarts(r, c.root_restarts, c.worker_restarts);
-			else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
-				break; /* the master is gone */
-		}
-	}
-	shmsync_root_close(r);
-	return rc < 0 ? 4 : 0;
-}
-
-/* NUMA placement of worker `index`, in the worker child right after fork,
- * before it connects (the root puts the worker's port on the node the
- * worker runs on at attach). A worker on the wrong node is slower, not
- * wrong: a failure is logged and the worker runs on. Where NUMA is
- * unavailable, worker 0 says so once and the others stay quiet. */
-static void place_worker_child(struct sup *s, unsigned index)
-{
-	if (s->ro.numa_policy == SHMSYNC_NUMA_NONE)
-		return;
-	char m[256] = "";
-	int node = -1;
-	int rc = place_worker_on_node(index, PLACE_MEM_BIND, &node, m, sizeof(m));
-	if (rc == SHM_NUMA_SKIPPED) {
-		if (index == 0)
-			slog(s, "NUMA placement skipped: %s", m);
-	} else if (rc < 0) {
-		slog(s, "worker %u: NUMA placement failed, running unplaced: %s", index, m);
-	}
-}
-
-/* The worker child: placement, its own connection, the environment, fn. */
-static int worker_child(struct sup *s, unsigned index)
-{
-	place_worker_child(s, index);
-	/* Connected here, not in the master: the root's SO_PEERPIDFD then
-	 * names this process. Not O_CLOEXEC: an exec'd command attaches
-	 * through it. */
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->sock);
-	int fd = -1;
-	for (int tries = 0; tries < 50; tries++) {
-		fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-		if (fd < 0)
-			break;
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			break;
-		int e = errno;
-		close(fd);
-		fd = -1;
-		errno = e;
-		/* A full backlog (a flood of attaches) clears; anything else
-		 * will not. */
-		if (e != EAGAIN)
-			break;
-		usleep(20000);
-	}
-	if (fd < 0) {
-		slog(s, "worker %u: cannot connect to the root at %s: %s", index, s->sock, strerror(errno));
-		return 70; /* EX_SOFTWARE: a crash, counted as one */
-	}
-	char v[16];
-	snprintf(v, sizeof(v), "%d", fd);
-	setenv("SHMSYNC_ATTACH_FD", v, 1);
-	snprintf(v, sizeof(v), "%u", index);
-	setenv("SHMSYNC_WORKER_INDEX", v, 1);
-	setenv("SHMSYNC_SOCKET", s->sock, 1);
-	return s->fn(index, s->arg);
-}
-
-static void child_exit(int status)
-{
-	/* Not exit(): the caller's atexit handlers belong to the master. */
-	fflush(NULL);
-	_exit(status & 0xff);
-}
-
-/* Forks one child and opens its pidfd at once (before it is reaped, its pid
- * cannot be reused). root: the root child, else worker index. */
-static int spawn(struct sup *s, struct proc *p, bool root, unsigned index, int64_t now)
-{
-	int sv[2] = {-1, -1};
-	if (root && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	fflush(NULL); /* or buffered output would be written twice */
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		if (root) {
-			close(sv[0]);
-			close(sv[1]);
-		}
-		return -e;
-	}
-	if (pid == 0) {
-		if (!child_common(s))
-			_exit(1);
-		close_master_fds(s, -1);
-		sigset_t m = s->oldmask;
-		if (root) {
-			close(sv[0]);
-			sigaddset(&m, SIGTERM);
-			sigaddset(&m, SIGINT);
-			sigaddset(&m, SIGHUP);
-			sigprocmask(SIG_SETMASK, &m, NULL);
-			child_exit(root_child(s, sv[1]));
-		}
-		sigdelset(&m, SIGTERM);
-		sigdelset(&m, SIGINT);
-		sigdelset(&m, SIGHUP);
-		sigprocmask(SIG_SETMASK, &m, NULL);
-		child_exit(worker_child(s, index));
-	}
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0) {
-		int e = errno;
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		if (root) {
-			close(sv[0]);
-			close(sv[1]);
-		}
-		return -e;
-	}
-	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-	/* Also here: a signal to the group must reach it even before the child
-	 * ran its own setpgid. EACCES: it exec'd already, and did it. */
-	if (!root)
-		setpgid(pid, pid);
-	*p = (struct proc){.pid = pid, .pidfd = pidfd, .started = now, .placed_group = !root};
-	if (root) {
-		close(sv[1]);
-		s->root_ctl = sv[0];
-	}
-	return 0;
-}
-
 /* ---- crashes and restarts --------------------------------------------------- */
 
 /* Records a crash of slot sl (its child ran `ran` ns). Returns true if it
@@ -509,10 +183,10 @@ static void check_all_done(struct sup *s, int64_t now)
 	if (looped) {
 		fail(&s->o, -ECHILD, "every worker slot ended: %u in a crash loop, %u finished with status 0",
 		     looped, s->n - looped);
-		slog(s, "no worker slot is left (%u crash-looped): stopping", looped);
+		sup_log(s, "no worker slot is left (%u crash-looped): stopping", looped);
 		begin_stop(s, -ECHILD, now);
 	} else {
-		slog(s, "every worker finished with status 0: stopping");
+		sup_log(s, "every worker finished with status 0: stopping");
 		begin_stop(s, 0, now);
 	}
 }
@@ -521,7 +195,7 @@ static void hup_abort(struct sup *s, const char *why)
 {
 	if (!s->hup)
 		return;
-	slog(s, "SIGHUP restart stopped at worker %u: %s", s->hup_at, why);
+	sup_log(s, "SIGHUP restart stopped at worker %u: %s", s->hup_at, why);
 	s->hup = false;
 }
 
@@ -536,7 +210,7 @@ static void worker_exited(struct sup *s, unsigned i, struct proc *p, const sigin
 	bool expected = p->expected;
 	*p = (struct proc){0};
 	if (p == &sl->old) {
-		slog(s, "worker %u pid %d (replaced) %s", i, (int)pid, how);
+		sup_log(s, "worker %u pid %d (replaced) %s", i, (int)pid, how);
 		return;
 	}
 	if (s->hup && s->hup_at == i && s->hup_stage == H_WAIT_NEW) {
@@ -548,10 +222,10 @@ static void worker_exited(struct sup *s, unsigned i, struct proc *p, const sigin
 			sl->cur = sl->old;
 			sl->old = (struct proc){0};
 			hup_abort(s, why);
-			slog(s,
-			     "worker %u: the old pid %d keeps serving; the workers not yet restarted keep "
-			     "theirs",
-			     i, (int)sl->cur.pid);
+			sup_log(s,
+				"worker %u: the old pid %d keeps serving; the workers not yet restarted keep "
+				"theirs",
+				i, (int)sl->cur.pid);
 			expected = true; /* nothing to restart */
 			crashed(s, sl, now, ran);
 			return;
@@ -559,27 +233,28 @@ static void worker_exited(struct sup *s, unsigned i, struct proc *p, const sigin
 		hup_abort(s, why);
 	}
 	if (expected || s->phase != RUN) {
-		slog(s, "worker %u pid %d stopped: %s", i, (int)pid, how);
+		sup_log(s, "worker %u pid %d stopped: %s", i, (int)pid, how);
 		return;
 	}
 	if (si->si_code == CLD_EXITED && si->si_status == 0) {
-		slog(s, "worker %u pid %d exited with status 0: it finished, and is not restarted", i,
-		     (int)pid);
+		sup_log(s, "worker %u pid %d exited with status 0: it finished, and is not restarted", i,
+			(int)pid);
 		sl->done = true;
 		check_all_done(s, now);
 		return;
 	}
 	if (crashed(s, sl, now, ran)) {
-		slog(s,
-		     "worker %u: crash loop: %u crashes within %lld ms (the last: pid %d %s); this slot is "
-		     "not restarted",
-		     i, s->o.crash_limit, (long long)ms(s->o.crash_window_ns), (int)pid, how);
+		sup_log(s,
+			"worker %u: crash loop: %u crashes within %lld ms (the last: pid %d %s); this slot "
+			"is "
+			"not restarted",
+			i, s->o.crash_limit, (long long)ms(s->o.crash_window_ns), (int)pid, how);
 		sl->done = sl->looped = true;
 		check_all_done(s, now);
 		return;
 	}
-	slog(s, "worker %u pid %d %s after %ld ms; restarting it in %ld ms", i, (int)pid, how, ms(ran),
-	     ms(sl->backoff));
+	sup_log(s, "worker %u pid %d %s after %ld ms; restarting it in %ld ms", i, (int)pid, how, ms(ran),
+		ms(sl->backoff));
 }
 
 static void root_exited(struct sup *s, const siginfo_t *si, int64_t now)
@@ -598,7 +273,7 @@ static void root_exited(struct sup *s, const siginfo_t *si, int64_t now)
 		close(s->root_ctl);
 	s->root_ctl = -1;
 	if (s->phase != RUN || expected) {
-		slog(s, "root pid %d stopped: %s", (int)pid, how);
+		sup_log(s, "root pid %d stopped: %s", (int)pid, how);
 		return;
 	}
 	if (was_first && st == ROOT_STARTING) {
@@ -607,28 +282,28 @@ static void root_exited(struct sup *s, const siginfo_t *si, int64_t now)
 		int rc = s->result ? s->result : -ECHILD;
 		if (!s->result)
 			fail(&s->o, rc, "the root pid %d %s before it served", (int)pid, how);
-		slog(s, "the root could not start: %s", s->root_msg[0] ? s->root_msg : how);
+		sup_log(s, "the root could not start: %s", s->root_msg[0] ? s->root_msg : how);
 		begin_stop(s, rc, now);
 		return;
 	}
 	if (crashed(s, sl, now, ran)) {
 		fail(&s->o, -ECHILD, "the root crashed %u times within %lld ms (the last: pid %d %s)",
 		     s->o.crash_limit, (long long)ms(s->o.crash_window_ns), (int)pid, how);
-		slog(s, "root: crash loop: %u crashes within %lld ms (the last: pid %d %s): stopping",
-		     s->o.crash_limit, (long long)ms(s->o.crash_window_ns), (int)pid, how);
+		sup_log(s, "root: crash loop: %u crashes within %lld ms (the last: pid %d %s): stopping",
+			s->o.crash_limit, (long long)ms(s->o.crash_window_ns), (int)pid, how);
 		begin_stop(s, -ECHILD, now);
 		return;
 	}
 	if (s->ro.replicate || s->ro.follow)
-		slog(s,
-		     "root pid %d %s after %ld ms: the new root rebuilds the state from stream %s; "
-		     "restarting the root in %ld ms, and every worker with it",
-		     (int)pid, how, ms(ran), s->ro.stream, ms(sl->backoff));
+		sup_log(s,
+			"root pid %d %s after %ld ms: the new root rebuilds the state from stream %s; "
+			"restarting the root in %ld ms, and every worker with it",
+			(int)pid, how, ms(ran), s->ro.stream, ms(sl->backoff));
 	else
-		slog(s,
-		     "root pid %d %s after %ld ms: the state is lost (it lives in the root; there is no "
-		     "replication); restarting the root in %ld ms, and every worker with it",
-		     (int)pid, how, ms(ran), ms(sl->backoff));
+		sup_log(s,
+			"root pid %d %s after %ld ms: the state is lost (it lives in the root; there is no "
+			"replication); restarting the root in %ld ms, and every worker with it",
+			(int)pid, how, ms(ran), ms(sl->backoff));
 	hup_abort(s, "the root died");
 	/* Their attach is gone: they start over on the new root. Not crashes. */
 	for (unsigned i = 0; i < s->n; i++) {
@@ -674,7 +349,7 @@ static void root_ctl_readable(struct sup *s, int64_t now)
 			s->result = h.rc;
 			fail(&s->o, h.rc, "%s", h.msg);
 		}
-		slog(s, "root pid %d: cannot open the root: %s", (int)s->root.cur.pid, h.msg);
+		sup_log(s, "root pid %d: cannot open the root: %s", (int)s->root.cur.pid, h.msg);
 		return; /* it exits; its pidfd reports it */
 	}
 	s->probe_at = now; /* then waits for the socket to answer */
@@ -691,7 +366,7 @@ static void root_check_serving(struct sup *s, int64_t now)
 	s->root_state = ROOT_SERVING;
 	s->root_first = false;
 	s->probe_at = 0;
-	slog(s, "root pid %d serves %s", (int)s->root.cur.pid, s->sock);
+	sup_log(s, "root pid %d serves %s", (int)s->root.cur.pid, s->sock);
 	send_counts(s);
 }
 
@@ -738,7 +413,7 @@ static void hup_step(struct sup *s, int64_t now)
 {
 	while (s->hup) {
 		if (s->hup_at >= s->n) {
-			slog(s, "SIGHUP restart done: every worker was replaced");
+			sup_log(s, "SIGHUP restart done: every worker was replaced");
 			s->hup = false;
 			return;
 		}
@@ -776,10 +451,11 @@ static void hup_step(struct sup *s, int64_t now)
 				return;
 			}
 			if (now >= s->hup_deadline)
-				slog(s,
-				     "worker %u: the replacement pid %d did not attach within %lld ms; going "
-				     "on",
-				     s->hup_at, (int)sl->cur.pid, (long long)ms(ATTACH_WAIT_NS));
+				sup_log(s,
+					"worker %u: the replacement pid %d did not attach within %lld ms; "
+					"going "
+					"on",
+					s->hup_at, (int)sl->cur.pid, (long long)ms(ATTACH_WAIT_NS));
 			if (sl->old.pid) {
 				stop_proc(s, &sl->old, now);
 				s->hup_stage = H_WAIT_OLD;
@@ -812,14 +488,14 @@ static void hup_step(struct sup *s, int64_t now)
 static int start_worker(struct sup *s, unsigned i, int64_t now)
 {
 	struct slot *sl = &s->w[i];
-	int rc = spawn(s, &sl->cur, false, i, now);
+	int rc = sup_spawn(s, &sl->cur, false, i, now);
 	if (rc < 0) {
-		slog(s, "worker %u: cannot start it: %s", i, strerror(-rc));
+		sup_log(s, "worker %u: cannot start it: %s", i, strerror(-rc));
 		if (crashed(s, sl, now, 0)) {
-			slog(s,
-			     "worker %u: crash loop: it could not be started %u times; this slot is not "
-			     "restarted",
-			     i, s->o.crash_limit);
+			sup_log(s,
+				"worker %u: crash loop: it could not be started %u times; this slot is not "
+				"restarted",
+				i, s->o.crash_limit);
 			sl->done = sl->looped = true;
 			check_all_done(s, now);
 		}
@@ -827,16 +503,16 @@ static int start_worker(struct sup *s, unsigned i, int64_t now)
 	}
 	if (sl->starts++)
 		s->worker_restarts++;
-	slog(s, "worker %u pid %d started%s", i, (int)sl->cur.pid, sl->starts > 1 ? " again" : "");
+	sup_log(s, "worker %u pid %d started%s", i, (int)sl->cur.pid, sl->starts > 1 ? " again" : "");
 	send_counts(s);
 	return 0;
 }
 
 static void start_root(struct sup *s, int64_t now)
 {
-	int rc = spawn(s, &s->root.cur, true, 0, now);
+	int rc = sup_spawn(s, &s->root.cur, true, 0, now);
 	if (rc < 0) {
-		slog(s, "cannot start the root: %s", strerror(-rc));
+		sup_log(s, "cannot start the root: %s", strerror(-rc));
 		if (s->root_first || crashed(s, &s->root, now, 0)) {
 			fail(&s->o, rc, "cannot start the root: %s", strerror(-rc));
 			begin_stop(s, rc, now);
@@ -849,8 +525,8 @@ static void start_root(struct sup *s, int64_t now)
 	s->root_deadline = now + ROOT_START_NS;
 	s->probe_at = 0;
 	s->root_msg[0] = 0;
-	slog(s, "root pid %d started%s", (int)s->root.cur.pid,
-	     s->root.starts > 1 ? " again (the workers follow once it serves)" : "");
+	sup_log(s, "root pid %d started%s", (int)s->root.cur.pid,
+		s->root.starts > 1 ? " again (the workers follow once it serves)" : "");
 }
 
 static void min_at(int64_t *next, int64_t t)
@@ -878,9 +554,9 @@ static int64_t reconcile(struct sup *s, int64_t now)
 			struct proc *p = all[k];
 			if (p->pid && p->kill_at && !p->kill_sent) {
 				if (now >= p->kill_at) {
-					slog(s, "%s pid %d did not stop within %lld ms: SIGKILL",
-					     i == s->n ? "root" : "worker", (int)p->pid,
-					     (long long)ms(s->o.grace_ns));
+					sup_log(s, "%s pid %d did not stop within %lld ms: SIGKILL",
+						i == s->n ? "root" : "worker", (int)p->pid,
+						(long long)ms(s->o.grace_ns));
 					kill_proc(p);
 				} else {
 					min_at(&next, p->kill_at);
@@ -900,8 +576,8 @@ static int64_t reconcile(struct sup *s, int64_t now)
 			root_check_serving(s, now);
 			if (s->root_state == ROOT_STARTING) {
 				if (now >= s->root_deadline) {
-					slog(s, "root pid %d did not answer on %s within %lld ms: SIGKILL",
-					     (int)s->root.cur.pid, s->sock, (long long)ms(ROOT_START_NS));
+					sup_log(s, "root pid %d did not answer on %s within %lld ms: SIGKILL",
+						(int)s->root.cur.pid, s->sock, (long long)ms(ROOT_START_NS));
 					kill_proc(&s->root.cur);
 				}
 				min_at(&next, s->root_deadline);
@@ -933,7 +609,7 @@ static int64_t reconcile(struct sup *s, int64_t now)
 			break;
 		s->phase = STOP_ROOT;
 		if (s->root.cur.pid)
-			slog(s, "every worker is gone: stopping the root pid %d", (int)s->root.cur.pid);
+			sup_log(s, "every worker is gone: stopping the root pid %d", (int)s->root.cur.pid);
 		stop_proc(s, &s->root.cur, now);
 		if (s->root.cur.kill_at)
 			min_at(&next, s->root.cur.kill_at);
@@ -955,15 +631,16 @@ static void on_signal(struct sup *s, int64_t now)
 		int sig = (int)si.ssi_signo;
 		if (sig == SIGHUP) {
 			if (s->phase != RUN)
-				slog(s, "SIGHUP: ignored while stopping");
+				sup_log(s, "SIGHUP: ignored while stopping");
 			else if (s->root_state != ROOT_SERVING)
-				slog(s, "SIGHUP: ignored: the root is not serving");
+				sup_log(s, "SIGHUP: ignored: the root is not serving");
 			else if (s->hup)
-				slog(s, "SIGHUP: ignored: a restart is under way (at worker %u)", s->hup_at);
+				sup_log(s, "SIGHUP: ignored: a restart is under way (at worker %u)",
+					s->hup_at);
 			else {
-				slog(s,
-				     "SIGHUP: restarting the workers one at a time; the root and the state "
-				     "stay");
+				sup_log(s, "SIGHUP: restarting the workers one at a time; the root and the "
+					   "state "
+					   "stay");
 				s->hup = true;
 				s->hup_at = 0;
 				s->hup_stage = H_NEXT;
@@ -971,11 +648,11 @@ static void on_signal(struct sup *s, int64_t now)
 			continue;
 		}
 		if (s->phase == RUN) {
-			slog(s, "%s: stopping: the workers get SIGTERM and %lld ms, then the root",
-			     sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)ms(s->o.grace_ns));
+			sup_log(s, "%s: stopping: the workers get SIGTERM and %lld ms, then the root",
+				sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)ms(s->o.grace_ns));
 			begin_stop(s, 0, now);
 		} else {
-			slog(s, "%s again: killing what is left", sig == SIGINT ? "SIGINT" : "SIGTERM");
+			sup_log(s, "%s again: killing what is left", sig == SIGINT ? "SIGINT" : "SIGTERM");
 			for (unsigned i = 0; i < s->n; i++) {
 				kill_proc(&s->w[i].cur);
 				kill_proc(&s->w[i].old);
@@ -1179,10 +856,10 @@ int shmsync_supervise(const shmsync_supervise_opts *in, shmsync_worker_fn fn, vo
 		/* The root's errbuf: ours, filled from the child's message. */
 		s->o.errbuf = in->errbuf;
 		s->o.errbuf_len = in->errbuf_len;
-		slog(s, "starting a root on %s and %u worker%s", s->sock, s->n, s->n == 1 ? "" : "s");
+		sup_log(s, "starting a root on %s and %u worker%s", s->sock, s->n, s->n == 1 ? "" : "s");
 		rc = loop(s);
-		slog(s, "stopped%s; root restarts %llu, worker restarts %llu", rc ? " with an error" : "",
-		     (unsigned long long)s->root_restarts, (unsigned long long)s->worker_restarts);
+		sup_log(s, "stopped%s; root restarts %llu, worker restarts %llu", rc ? " with an error" : "",
+			(unsigned long long)s->root_restarts, (unsigned long long)s->worker_restarts);
 	}
 	/* Every child is reaped by now (loop returns only in DONE), unless the
 	 * loop itself failed: then kill and reap what is left. */

@@ -11,6 +11,8 @@
  *           and 256, from 1 and 2 writer processes, each batch committed
  *           before the next; it ends when a reader process sees every
  *           writer's last write. Batch-1 runs stop at --write-seconds.
+ *           Each batch's wait, from its first put to its commit: p50, p99
+ *           and p999 of a sample, and the longest of all.
  *   read    point lookups on the store the last write run filled: uniform
  *           over all keys and over a hot set of 1024, from 1 and 2 reader
  *           processes, for --read-seconds.
@@ -57,6 +59,11 @@
 struct wres {
 	uint64_t writes, last_id, token;
 	bool complete;
+	/* Each batch's wait (put_batch, from its first put to its commit):
+	 * every batch's in max_ns, a systematic sample in samples[writer]. */
+	double max_ns;
+	size_t n;
+	uint64_t stride, batches;
 };
 
 struct rres {
@@ -65,6 +72,20 @@ struct rres {
 	size_t n;      /* samples kept */
 	uint64_t stride;
 };
+
+/* A sample of a run too long to keep every figure: s holds *n of them, one
+ * in every *stride. Full, it keeps every other one and samples half as
+ * often, so the kept ones still span the whole run. */
+static void add_sample(size_t *n, uint64_t *stride, double *s, double v)
+{
+	if (*n == MAX_SAMPLES) {
+		for (size_t i = 0; i < MAX_SAMPLES / 2; i++)
+			s[i] = s[2 * i];
+		*n = MAX_SAMPLES / 2;
+		*stride *= 2;
+	}
+	s[(*n)++] = v;
+}
 
 struct csample {
 	uint64_t cycle, bytes, t_ns;
@@ -447,14 +468,22 @@ static int writer(int idx, void *arg)
 		return 1;
 	uint64_t end = atomic_load(&sh->t_go) + (uint64_t)(opt.write_seconds * 1e9);
 	struct wres *r = &sh->wr[idx];
+	double *s = sh->samples[idx];
 	size_t pos = (size_t)idx; /* this writer's share: every writers-th key of the order */
 	r->complete = true;
+	r->stride = 1;
 	while (pos < cfg.nkeys) {
 		size_t n = 0;
 		for (; n < wa->batch && pos < cfg.nkeys; pos += wa->writers)
 			ids[n++] = perm[pos];
+		uint64_t a = now_ns();
 		if (be->put_batch(x, ids, n, wa->tag, &r->token) < 0)
 			return 1;
+		double waited = (double)(now_ns() - a);
+		if (waited > r->max_ns)
+			r->max_ns = waited;
+		if (r->batches++ % r->stride == 0)
+			add_sample(&r->n, &r->stride, s, waited);
 		r->writes += n;
 		r->last_id = ids[n - 1];
 		if (wa->deadline && now_ns() > end) {
@@ -547,6 +576,24 @@ static int run_write(size_t batch, unsigned writers, bool load, json_t *arr)
 	json_object_set_new(o, "complete", json_boolean(complete));
 	json_object_set_new(o, "seconds", json_real(secs));
 	json_object_set_new(o, "writes_per_s", json_real((double)writes / secs));
+	/* Each batch's wait, from its first put to its commit: a sample's
+	 * percentiles, every batch's max. */
+	double max_wait = 0, *all = malloc((size_t)writers * MAX_SAMPLES * sizeof *all);
+	size_t nsamples = 0;
+	if (!all) {
+		json_decref(o);
+		return -1;
+	}
+	for (unsigned w = 0; w < writers; w++) {
+		if (sh->wr[w].max_ns > max_wait)
+			max_wait = sh->wr[w].max_ns;
+		memcpy(all + nsamples, sh->samples[w], sh->wr[w].n * sizeof *all);
+		nsamples += sh->wr[w].n;
+	}
+	json_t *wait = latency_json(all, nsamples, false);
+	free(all);
+	json_object_set_new(wait, "max_ns", json_real(max_wait));
+	json_object_set_new(o, "batch_wait", wait);
 	char place[160], srv[48] = "";
 	if (be->server)
 		snprintf(srv, sizeof srv, ", %s on CPU %d", be == &be_redis ? "redis-server" : "root",
@@ -560,9 +607,12 @@ static int run_write(size_t batch, unsigned writers, bool load, json_t *arr)
 	json_object_set_new(o, "placement", json_string(place));
 	json_object_set_new(o, "processes", json_integer(writers + 1 + (be->server ? 1 : 0)));
 	json_array_append_new(arr, o);
-	note("write batch %zu, %u writer%s: %.0f writes/s (%" PRIu64 " writes%s, %.2f s)", batch, writers,
-	     writers > 1 ? "s" : "", (double)writes / secs, writes,
-	     complete ? "" : ", stopped at the time limit", secs);
+	note("write batch %zu, %u writer%s: %.0f writes/s (%" PRIu64
+	     " writes%s, %.2f s); batch wait p99 %.1f us, "
+	     "longest %.2f ms",
+	     batch, writers, writers > 1 ? "s" : "", (double)writes / secs, writes,
+	     complete ? "" : ", stopped at the time limit", secs,
+	     json_real_value(json_object_get(wait, "p99_ns")) / 1e3, max_wait / 1e6);
 	return 0;
 }
 
@@ -571,19 +621,6 @@ static int run_write(size_t batch, unsigned writers, bool load, json_t *arr)
 struct read_arg {
 	bool hot;
 };
-
-static void add_sample(struct rres *r, double *s, double v)
-{
-	if (r->n == MAX_SAMPLES) {
-		/* Full: keep every other sample and sample half as often,
-		 * so the kept ones still span the whole run. */
-		for (size_t i = 0; i < MAX_SAMPLES / 2; i++)
-			s[i] = s[2 * i];
-		r->n = MAX_SAMPLES / 2;
-		r->stride *= 2;
-	}
-	s[r->n++] = v;
-}
 
 static int reader(int idx, void *arg)
 {
@@ -608,7 +645,7 @@ static int reader(int idx, void *arg)
 			if (r->gets % r->stride == 0) {
 				uint64_t a = now_ns();
 				rc = be->get(x, id, v);
-				add_sample(r, s, (double)(now_ns() - a));
+				add_sample(&r->n, &r->stride, s, (double)(now_ns() - a));
 			} else {
 				rc = be->get(x, id, v);
 			}

@@ -46,6 +46,9 @@ def flat(doc):
             m[f"prop.{mode}.{q}"] = o[f"{q}_ns"]
     for w in doc.get("write", []):
         m[f"write.b{w['batch']}.w{w['writers']}"] = w["writes_per_s"]
+        if "batch_wait" in w:  # runs before the waits were recorded have none
+            m[f"wait.b{w['batch']}.w{w['writers']}.p99"] = w["batch_wait"]["p99_ns"]
+            m[f"wait.b{w['batch']}.w{w['writers']}.max"] = w["batch_wait"]["max_ns"]
     for r in doc.get("read", []):
         k = f"read.{r['keys']}.r{r['readers']}"
         m[k + ".gets_per_s"] = r["gets_per_s"]
@@ -97,6 +100,8 @@ def fmt(metric, v):
         return f"{v / 1e3:.2f} µs" if v < 1e5 else f"{v / 1e3:.0f} µs"
     if metric.startswith("write.") or metric.endswith("gets_per_s"):
         return f"{v / 1e6:.2f} M/s" if v >= 1e6 else f"{v / 1e3:.1f} K/s"
+    if metric.startswith("wait."):
+        return f"{v / 1e3:.1f} µs" if v < 1e6 else f"{v / 1e6:.2f} ms"
     if metric.startswith("read.") or metric.startswith("chase."):
         return f"{v:.0f} ns" if v < 1e4 else f"{v / 1e3:.1f} µs"
     if metric.startswith("memory."):
@@ -124,6 +129,10 @@ ROWS = [
     ("", "batch 1, 2 writers", "write.b1.w2", None),
     ("", "batch 256, 1 writer", "write.b256.w1", None),
     ("", "batch 256, 2 writers", "write.b256.w2", None),
+    ("", "batch 1, 1 writer: batch wait p99", "wait.b1.w1.p99", None),
+    ("", "batch 1, 1 writer: longest batch wait", "wait.b1.w1.max", None),
+    ("", "batch 256, 1 writer: batch wait p99", "wait.b256.w1.p99", None),
+    ("", "batch 256, 1 writer: longest batch wait", "wait.b256.w1.max", None),
     ("3. point lookups, KEYS keys", "uniform, 1 reader, gets/s", "read.uniform.r1.gets_per_s", None),
     ("", "uniform, 2 readers, gets/s", "read.uniform.r2.gets_per_s", None),
     ("", "hot 1K, 1 reader, gets/s", "read.hot.r1.gets_per_s", None),

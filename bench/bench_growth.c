@@ -15,10 +15,10 @@
  * next CPU, both pinned. The parent never holds a root: it forks one per
  * load and writes from itself.
  */
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "bench_root.h"
 #include "bench_util.h"
 #include "shmsync.h"
 
@@ -31,53 +31,11 @@ static const unsigned DIR_COUNTS[] = {1, MAX_DIRS};
 #define NVARIANTS (sizeof DIR_COUNTS / sizeof DIR_COUNTS[0])
 
 static char sock_path[108];
-static shmsync_root *the_root;
-
-static void on_term(int sig)
-{
-	(void)sig;
-	if (the_root)
-		shmsync_root_stop(the_root);
-}
-
 static int root_main(void *arg)
 {
 	(void)arg;
-	char err[256] = "";
-	shmsync_root_opts o = {
-		.socket_path = sock_path,
-		.capacity = (size_t)1 << 30,
-		.errbuf = err,
-		.errbuf_len = sizeof err,
-	};
-	int rc = shmsync_root_open(&the_root, &o);
-	if (rc < 0) {
-		fprintf(stderr, "bench_growth: root: %s: %s\n", shmsync_strerror(rc), err);
-		return 3;
-	}
-	struct sigaction sa = {.sa_handler = on_term};
-	sigaction(SIGTERM, &sa, NULL);
-	rc = shmsync_root_run(the_root);
-	shmsync_root_close(the_root);
-	return rc < 0 ? 4 : 0;
-}
-
-static pid_t start_root(int cpu)
-{
-	unlink(sock_path);
-	pid_t pid = bench_spawn(cpu, root_main, NULL);
-	for (int i = 0; i < 5000; i++) {
-		struct stat st;
-		if (stat(sock_path, &st) == 0)
-			return pid;
-		if (waitpid(pid, NULL, WNOHANG) == pid) {
-			fprintf(stderr, "bench_growth: the root exited before it listened\n");
-			exit(1);
-		}
-		usleep(1000);
-	}
-	fprintf(stderr, "bench_growth: the root did not create %s\n", sock_path);
-	exit(1);
+	shmsync_root_opts o = {.socket_path = sock_path, .capacity = (size_t)1 << 30};
+	return bench_root_serve("bench_growth", &o);
 }
 
 static void stop_root(pid_t pid)
@@ -98,7 +56,7 @@ struct load_result {
 /* One load into a fresh root: nkeys inserts, key i into directory i % ndirs. */
 static struct load_result load(int root_cpu, uint64_t nkeys, unsigned ndirs, uint64_t *next, double *waits)
 {
-	pid_t root = start_root(root_cpu);
+	pid_t root = bench_root_start("bench_growth", root_cpu, sock_path, root_main);
 	shmsync_worker *w;
 	char err[256] = "";
 	int rc = shmsync_attach_msg(&w, sock_path, err, sizeof err);

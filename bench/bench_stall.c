@@ -43,6 +43,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "bench_root.h"
 #include "bench_util.h"
 #include "shm.h"
 #include "shmsync.h"
@@ -119,15 +120,6 @@ static void die_child(const char *what, int rc)
 
 /* ---- root ----------------------------------------------------------------- */
 
-static shmsync_root *the_root;
-
-static void on_term(int sig)
-{
-	(void)sig;
-	if (the_root)
-		shmsync_root_stop(the_root);
-}
-
 static void count_warning(const char *msg, void *arg)
 {
 	(void)msg;
@@ -140,7 +132,6 @@ static int root_main(void *unused)
 	(void)unused;
 	static const int policy[NSC] = {SHMSYNC_STALL_WAIT, SHMSYNC_STALL_WAIT, SHMSYNC_STALL_KILL,
 					SHMSYNC_STALL_REVOKE};
-	char err[256] = "";
 	shmsync_root_opts o = {
 		.socket_path = sock_path,
 		/* The wait scenario keeps everything: room for it. */
@@ -151,38 +142,13 @@ static int root_main(void *unused)
 		.max_read_pin_ns = PIN_NS,
 		.stall_policy = policy[ctl->scenario],
 		.warn = count_warning,
-		.errbuf = err,
-		.errbuf_len = sizeof err,
 	};
-	int rc = shmsync_root_open(&the_root, &o);
-	if (rc < 0) {
-		fprintf(stderr, "bench_stall: root: %s: %s\n", shmsync_strerror(rc), err);
-		return 3;
-	}
-	struct sigaction sa = {.sa_handler = on_term};
-	sigaction(SIGTERM, &sa, NULL);
-	rc = shmsync_root_run(the_root);
-	shmsync_root_close(the_root);
-	return rc < 0 ? 4 : 0;
+	return bench_root_serve("bench_stall", &o);
 }
 
 static pid_t start_root(void)
 {
-	unlink(sock_path);
-	pid_t pid = bench_spawn(root_cpu, root_main, NULL);
-	for (int i = 0; i < 5000; i++) {
-		struct stat st;
-		if (stat(sock_path, &st) == 0)
-			return pid;
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			fprintf(stderr, "bench_stall: the root exited before it listened\n");
-			exit(1);
-		}
-		usleep(1000);
-	}
-	fprintf(stderr, "bench_stall: the root did not create %s\n", sock_path);
-	exit(1);
+	return bench_root_start("bench_stall", root_cpu, sock_path, root_main);
 }
 
 static shmsync_worker *attach(void)

@@ -47,6 +47,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "bench_root.h"
 #include "bench_util.h"
 #include "shm.h"
 #include "shmsync.h"
@@ -131,59 +132,22 @@ static void reap_child(pid_t pid, const char *what)
 	}
 }
 
-static shmsync_root *the_root;
-
-static void on_term(int sig)
-{
-	(void)sig;
-	if (the_root)
-		shmsync_root_stop(the_root);
-}
-
 static int root_main(void *arg)
 {
 	(void)arg;
-	char err[256] = "";
 	shmsync_root_opts o = {
 		.socket_path = sock_path,
 		/* Address space, grown as used. Sustained batches of 64 leave a
 		 * backlog of superseded versions behind (notes/bugs.md), so
 		 * more than the live data needs. */
 		.capacity = (size_t)4 << 30,
-		.errbuf = err,
-		.errbuf_len = sizeof err,
 	};
-	int rc = shmsync_root_open(&the_root, &o);
-	if (rc < 0) {
-		fprintf(stderr, "bench_sync: root: %s: %s\n", shmsync_strerror(rc), err);
-		return 3;
-	}
-	struct sigaction sa = {.sa_handler = on_term};
-	sigaction(SIGTERM, &sa, NULL);
-	rc = shmsync_root_run(the_root);
-	shmsync_root_close(the_root);
-	if (rc < 0)
-		fprintf(stderr, "bench_sync: root loop: %s\n", shmsync_strerror(rc));
-	return rc < 0 ? 4 : 0;
+	return bench_root_serve("bench_sync", &o);
 }
 
 static pid_t start_root(void)
 {
-	unlink(sock_path);
-	pid_t pid = bench_spawn(root_cpu, root_main, NULL);
-	for (int i = 0; i < 5000; i++) {
-		struct stat st;
-		if (stat(sock_path, &st) == 0)
-			return pid;
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			fprintf(stderr, "bench_sync: the root exited before it listened\n");
-			exit(1);
-		}
-		usleep(1000);
-	}
-	fprintf(stderr, "bench_sync: the root did not create %s\n", sock_path);
-	exit(1);
+	return bench_root_start("bench_sync", root_cpu, sock_path, root_main);
 }
 
 static void stop_root(pid_t pid)

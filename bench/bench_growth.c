@@ -15,9 +15,6 @@
  * next CPU, both pinned. The parent never holds a root: it forks one per
  * load and writes from itself.
  */
-#include <sys/stat.h>
-#include <sys/wait.h>
-
 #include "bench_root.h"
 #include "bench_util.h"
 #include "shmsync.h"
@@ -36,17 +33,6 @@ static int root_main(void *arg)
 	(void)arg;
 	shmsync_root_opts o = {.socket_path = sock_path, .capacity = (size_t)1 << 30};
 	return bench_root_serve("bench_growth", &o);
-}
-
-static void stop_root(pid_t pid)
-{
-	int status;
-	kill(pid, SIGTERM);
-	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		fprintf(stderr, "bench_growth: the root failed\n");
-		exit(1);
-	}
-	unlink(sock_path);
 }
 
 struct load_result {
@@ -98,7 +84,7 @@ static struct load_result load(int root_cpu, uint64_t nkeys, unsigned ndirs, uin
 	}
 	double secs = (double)(bench_now_ns() - start) / 1e9;
 	shmsync_detach(w);
-	stop_root(root);
+	bench_root_stop("bench_growth", root, sock_path);
 	struct load_result r = {.writes_per_s = (double)nkeys / secs, .max = bench_max(waits, nkeys)};
 	qsort(waits, nkeys, sizeof *waits, bench_cmp_double);
 	r.p50 = bench_pct(waits, nkeys, 50);
@@ -113,8 +99,6 @@ int main(int argc, char **argv)
 	bench_parse(argc, argv, &o,
 		    "The longest batch-1 write while directories grow: 1M new keys (--quick: 20K) into\n"
 		    "1 directory and into 16, a fresh root each, interleaved over the repeats.");
-	if (!o.repeats)
-		o.repeats = o.quick ? 1 : 3;
 	if (o.repeats > MAX_REPEATS)
 		o.repeats = MAX_REPEATS;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);

@@ -67,4 +67,18 @@ static inline pid_t bench_root_start(const char *bench, int cpu, const char *soc
 	exit(1);
 }
 
+/* Stops the root bench_root_start started, and exits the bench unless it
+ * ended cleanly. */
+static inline void bench_root_stop(const char *bench, pid_t pid, const char *sock)
+{
+	int status;
+	kill(pid, SIGTERM);
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "%s: the root (pid %d) did not end cleanly\n", bench, (int)pid);
+		unlink(sock);
+		exit(1);
+	}
+	unlink(sock);
+}
+
 #endif

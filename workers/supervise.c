@@ -30,8 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "numa.h"
-#include "placement.h"
 #include "supervise.h"
 
 #ifndef P_PIDFD
